@@ -1,0 +1,64 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+  name: "UserProto",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "MaskCore", targets: ["MaskCore"]),
+    .library(name: "UserProto", targets: ["UserProto"]),
+    .executable(name: "userproto", targets: ["Examples"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
+    // eventfd2, select/SCM_RIGHTS macros, and liburing (kept out of the header).
+    .target(
+      name: "CUserProtoShim",
+      cSettings: [.define("_GNU_SOURCE")],
+      linkerSettings: [.linkedLibrary("uring")]
+    ),
+    // The mask fd: synchronous, no event loop.
+    .target(
+      name: "MaskCore",
+      dependencies: ["CUserProtoShim"],
+      swiftSettings: strict
+    ),
+    // Sockets, event loop and transports, on top of MaskCore.
+    .target(
+      name: "UserProto",
+      dependencies: ["MaskCore"],
+      swiftSettings: strict
+    ),
+    // `userproto`: the demo and the example protocols' command line.
+    .executableTarget(
+      name: "Examples",
+      dependencies: [
+        "UserProto",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      swiftSettings: strict
+    ),
+    // A small helper the tests run in another process: it inspects an
+    // inherited or SCM_RIGHTS-passed mask fd, and runs EMFILE and leak checks
+    // in a process of its own.
+    .executableTarget(
+      name: "maskcore-inspect",
+      dependencies: ["MaskCore"],
+      path: "Sources/MaskCoreInspect",
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "MaskCoreTests",
+      dependencies: ["MaskCore", "CUserProtoShim", "maskcore-inspect"],
+      swiftSettings: strict
+    ),
+  ]
+)

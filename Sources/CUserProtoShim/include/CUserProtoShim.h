@@ -1,0 +1,111 @@
+// CUserProtoShim: the few things Swift cannot import cleanly.
+//
+// - The packed 12-byte `efd_mask` ABI struct of the EFD_MASK eventfd proposal,
+//   with its size and offsets asserted at compile time.
+// - eventfd2 through the raw syscall (sys/eventfd.h is not in SwiftGlibc).
+// - select(2) and SCM_RIGHTS helpers (their macros do not import).
+// - A thin, opaque wrapper over liburing. liburing.h is included only by the
+//   .c file: its sys/select.h clashes with SwiftGlibc.
+//
+// Every function returns -errno on failure unless documented otherwise.
+#ifndef C_USERPROTO_SHIM_H
+#define C_USERPROTO_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - EFD_MASK ABI
+
+/// The EFD_MASK flag of eventfd2 (1 << 1 in the seed patch).
+#define UP_EFD_MASK (1 << 1)
+
+/// The seed's `struct efd_mask`: written and read as exactly 12 bytes.
+typedef struct __attribute__((packed)) up_efd_mask {
+  uint32_t events;
+  uint64_t data;
+} up_efd_mask;
+
+_Static_assert(sizeof(up_efd_mask) == 12, "efd_mask must be 12 bytes");
+_Static_assert(offsetof(up_efd_mask, events) == 0, "events at offset 0");
+_Static_assert(offsetof(up_efd_mask, data) == 4, "data at offset 4");
+
+extern const int up_EFD_CLOEXEC;
+extern const int up_EFD_NONBLOCK;
+extern const int up_EFD_SEMAPHORE;
+
+/// eventfd2(2) by raw syscall. Returns the fd or -errno.
+int up_eventfd2(unsigned int initval, int flags);
+/// Writes one 12-byte efd_mask. Returns bytes written or -errno.
+ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data);
+/// Writes `len` raw bytes (for probing other ABIs). Returns bytes or -errno.
+ssize_t up_write_raw(int fd, const void *buf, size_t len);
+/// Reads one 12-byte efd_mask. Returns bytes read or -errno.
+ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data);
+
+// MARK: - select and fd passing
+
+/// select(2) on one fd with a timeout in microseconds (-1: block).
+/// Returns a bit set: 1 readable, 2 writable, 4 exceptional; or -errno.
+int up_select_one(int fd, long timeout_us);
+
+/// Sends one fd over a connected AF_UNIX socket with SCM_RIGHTS.
+int up_send_fd(int sock, int fd);
+/// Receives one fd (made close-on-exec) sent with SCM_RIGHTS.
+int up_recv_fd(int sock);
+
+// MARK: - io_uring (liburing, opaque)
+
+typedef struct up_ring up_ring;
+
+typedef struct up_cqe {
+  uint64_t user_data;
+  int32_t res;
+  uint32_t flags;
+} up_cqe;
+
+/// Creates a ring with `entries` SQEs. On failure returns NULL and stores
+/// -errno in *error.
+up_ring *up_ring_create(unsigned entries, unsigned flags, int *error);
+void up_ring_destroy(up_ring *ring);
+/// The ring's own fd (for diagnostics and fd accounting).
+int up_ring_fd(const up_ring *ring);
+/// 1 if the kernel supports the io_uring opcode, 0 if not, -errno on failure.
+int up_ring_opcode_supported(up_ring *ring, int opcode);
+/// Number of free SQE slots.
+unsigned up_ring_sq_space_left(up_ring *ring);
+
+int up_ring_prep_poll_add(up_ring *ring, int fd, uint32_t events,
+                          uint64_t user_data, int multishot);
+int up_ring_prep_poll_remove(up_ring *ring, uint64_t target_user_data,
+                             uint64_t user_data);
+int up_ring_prep_nop(up_ring *ring, uint64_t user_data);
+
+/// Submits queued SQEs. Returns the number submitted or -errno.
+int up_ring_submit(up_ring *ring);
+/// Submits and waits for at least `wait_nr` CQEs, up to timeout_us
+/// (-1: no timeout). Returns >= 0 or -errno (-ETIME on timeout).
+int up_ring_submit_and_wait(up_ring *ring, unsigned wait_nr, long timeout_us);
+/// Copies up to `max` ready CQEs out and marks them seen. Returns the count.
+unsigned up_ring_reap(up_ring *ring, up_cqe *out, unsigned max);
+
+extern const uint32_t up_IORING_CQE_F_MORE;
+extern const int up_IORING_OP_POLL_ADD;
+extern const int up_IORING_OP_POLL_REMOVE;
+extern const int up_IORING_OP_ACCEPT;
+extern const int up_IORING_OP_CONNECT;
+extern const int up_IORING_OP_RECV;
+extern const int up_IORING_OP_SEND;
+extern const int up_IORING_OP_TIMEOUT;
+extern const int up_IORING_OP_ASYNC_CANCEL;
+extern const int up_IORING_OP_PROVIDE_BUFFERS;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

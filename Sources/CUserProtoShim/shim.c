@@ -1,0 +1,251 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "CUserProtoShim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const int up_EFD_CLOEXEC = O_CLOEXEC;
+const int up_EFD_NONBLOCK = O_NONBLOCK;
+const int up_EFD_SEMAPHORE = 1;
+
+static inline int neg_errno(void) { return -errno; }
+
+int up_eventfd2(unsigned int initval, int flags) {
+  long r = syscall(SYS_eventfd2, initval, flags);
+  return r < 0 ? neg_errno() : (int)r;
+}
+
+ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data) {
+  up_efd_mask m = {.events = events, .data = data};
+  ssize_t r;
+  do {
+    r = write(fd, &m, sizeof m);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? neg_errno() : r;
+}
+
+ssize_t up_write_raw(int fd, const void *buf, size_t len) {
+  ssize_t r;
+  do {
+    r = write(fd, buf, len);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? neg_errno() : r;
+}
+
+ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data) {
+  up_efd_mask m;
+  memset(&m, 0, sizeof m);
+  ssize_t r;
+  do {
+    r = read(fd, &m, sizeof m);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return neg_errno();
+  *events = m.events;
+  *data = m.data;
+  return r;
+}
+
+int up_select_one(int fd, long timeout_us) {
+  if (fd < 0 || fd >= FD_SETSIZE) return -EINVAL;
+  fd_set r, w, x;
+  FD_ZERO(&r);
+  FD_ZERO(&w);
+  FD_ZERO(&x);
+  FD_SET(fd, &r);
+  FD_SET(fd, &w);
+  FD_SET(fd, &x);
+  struct timeval tv, *tvp = NULL;
+  if (timeout_us >= 0) {
+    tv.tv_sec = timeout_us / 1000000;
+    tv.tv_usec = timeout_us % 1000000;
+    tvp = &tv;
+  }
+  int n;
+  do {
+    n = select(fd + 1, &r, &w, &x, tvp);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return neg_errno();
+  return (FD_ISSET(fd, &r) ? 1 : 0) | (FD_ISSET(fd, &w) ? 2 : 0) |
+         (FD_ISSET(fd, &x) ? 4 : 0);
+}
+
+int up_send_fd(int sock, int fd) {
+  char byte = 'F';
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof u);
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = u.buf,
+                       .msg_controllen = sizeof u.buf};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t r;
+  do {
+    r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? neg_errno() : 0;
+}
+
+int up_recv_fd(int sock) {
+  char byte;
+  struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = u.buf,
+                       .msg_controllen = sizeof u.buf};
+  ssize_t r;
+  do {
+    r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return neg_errno();
+  if (r == 0) return -ECONNRESET;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+    return -EBADMSG;
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return fd;
+}
+
+// MARK: - io_uring
+
+struct up_ring {
+  struct io_uring ring;
+  struct io_uring_probe *probe;
+};
+
+up_ring *up_ring_create(unsigned entries, unsigned flags, int *error) {
+  up_ring *r = calloc(1, sizeof *r);
+  if (!r) {
+    *error = -ENOMEM;
+    return NULL;
+  }
+  // liburing creates the ring fd close-on-exec.
+  int rc = io_uring_queue_init(entries, &r->ring, flags);
+  if (rc < 0) {
+    free(r);
+    *error = rc;
+    return NULL;
+  }
+  r->probe = io_uring_get_probe_ring(&r->ring);
+  *error = 0;
+  return r;
+}
+
+void up_ring_destroy(up_ring *r) {
+  if (!r) return;
+  if (r->probe) io_uring_free_probe(r->probe);
+  io_uring_queue_exit(&r->ring);
+  free(r);
+}
+
+int up_ring_fd(const up_ring *r) { return r->ring.ring_fd; }
+
+int up_ring_opcode_supported(up_ring *r, int opcode) {
+  if (!r->probe) return -ENOSYS;
+  return io_uring_opcode_supported(r->probe, opcode) ? 1 : 0;
+}
+
+unsigned up_ring_sq_space_left(up_ring *r) {
+  return io_uring_sq_space_left(&r->ring);
+}
+
+static struct io_uring_sqe *get_sqe(up_ring *r) {
+  return io_uring_get_sqe(&r->ring);
+}
+
+int up_ring_prep_poll_add(up_ring *r, int fd, uint32_t events,
+                          uint64_t user_data, int multishot) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  if (multishot)
+    io_uring_prep_poll_multishot(sqe, fd, events);
+  else
+    io_uring_prep_poll_add(sqe, fd, events);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return 0;
+}
+
+int up_ring_prep_poll_remove(up_ring *r, uint64_t target, uint64_t user_data) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_poll_remove(sqe, target);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return 0;
+}
+
+int up_ring_prep_nop(up_ring *r, uint64_t user_data) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_nop(sqe);
+  io_uring_sqe_set_data64(sqe, user_data);
+  return 0;
+}
+
+int up_ring_submit(up_ring *r) {
+  int rc;
+  do {
+    rc = io_uring_submit(&r->ring);
+  } while (rc == -EINTR);
+  return rc;
+}
+
+int up_ring_submit_and_wait(up_ring *r, unsigned wait_nr, long timeout_us) {
+  struct io_uring_cqe *cqe = NULL;
+  if (timeout_us < 0) {
+    int rc;
+    do {
+      rc = io_uring_submit_and_wait(&r->ring, wait_nr);
+    } while (rc == -EINTR);
+    return rc;
+  }
+  struct __kernel_timespec ts = {.tv_sec = timeout_us / 1000000,
+                                 .tv_nsec = (timeout_us % 1000000) * 1000};
+  int rc = io_uring_submit_and_wait_timeout(&r->ring, &cqe, wait_nr, &ts, NULL);
+  if (rc == -EINTR) rc = 0;
+  return rc;
+}
+
+unsigned up_ring_reap(up_ring *r, up_cqe *out, unsigned max) {
+  unsigned n = 0;
+  struct io_uring_cqe *cqe;
+  while (n < max && io_uring_peek_cqe(&r->ring, &cqe) == 0 && cqe) {
+    out[n].user_data = io_uring_cqe_get_data64(cqe);
+    out[n].res = cqe->res;
+    out[n].flags = cqe->flags;
+    n++;
+    io_uring_cqe_seen(&r->ring, cqe);
+  }
+  return n;
+}
+
+const uint32_t up_IORING_CQE_F_MORE = IORING_CQE_F_MORE;
+const int up_IORING_OP_POLL_ADD = IORING_OP_POLL_ADD;
+const int up_IORING_OP_POLL_REMOVE = IORING_OP_POLL_REMOVE;
+const int up_IORING_OP_ACCEPT = IORING_OP_ACCEPT;
+const int up_IORING_OP_CONNECT = IORING_OP_CONNECT;
+const int up_IORING_OP_RECV = IORING_OP_RECV;
+const int up_IORING_OP_SEND = IORING_OP_SEND;
+const int up_IORING_OP_TIMEOUT = IORING_OP_TIMEOUT;
+const int up_IORING_OP_ASYNC_CANCEL = IORING_OP_ASYNC_CANCEL;
+const int up_IORING_OP_PROVIDE_BUFFERS = IORING_OP_PROVIDE_BUFFERS;

@@ -1,0 +1,14 @@
+import ArgumentParser
+import UserProto
+
+/// Prints the fidelity table and the kernel probe's verdict.
+struct Fidelity: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Print which event combinations each mask fd backend shows exactly.")
+
+  func run() {
+    let probe = KernelProbe.current
+    print("kernel backend: \(probe.isAvailable ? "available" : "unavailable") (\(probe.reason))\n")
+    print(FidelityTable.markdown())
+  }
+}

@@ -1,0 +1,31 @@
+import CUserProtoShim
+import Glibc
+
+/// The kernel backend: one eventfd2(EFD_MASK). Every state change is one
+/// 12-byte write; the kernel wakes pollers on every write.
+struct KernelMask {
+  let descriptor: Int32
+
+  init(options: MaskFD.Options) throws(MaskError) {
+    var flags = UP_EFD_MASK
+    if options.contains(.closeOnExec) { flags |= up_EFD_CLOEXEC }
+    if options.contains(.nonBlocking) { flags |= up_EFD_NONBLOCK }
+    descriptor = try Sys.eventfd(flags: flags)
+  }
+
+  func apply(_ target: MaskState) throws(MaskError) {
+    let r = up_efd_mask_write(descriptor, target.events.rawValue, target.data)
+    if r < 0 { throw .system(operation: "write(efd_mask)", errno: Int32(-r)) }
+    if r != 12 { throw .system(operation: "write(efd_mask) returned \(r)", errno: EIO) }
+  }
+
+  func readBack() throws(MaskError) -> MaskState {
+    var events: UInt32 = 0
+    var data: UInt64 = 0
+    let r = up_efd_mask_read(descriptor, &events, &data)
+    if r < 0 { throw .system(operation: "read(efd_mask)", errno: Int32(-r)) }
+    return MaskState(events: MaskEvents(rawValue: events), data: data)
+  }
+
+  func close() { Sys.close(descriptor) }
+}

@@ -1,0 +1,266 @@
+import Glibc
+import Synchronization
+
+/// A real file descriptor whose readiness the program sets.
+///
+/// Poll it with poll(2), select(2), epoll or io_uring next to any other fd:
+/// it reports exactly the events last set with ``set(_:data:)``, any mix of
+/// POLLIN, POLLPRI, POLLOUT, POLLERR and POLLHUP that the backend supports,
+/// plus 64 bits of opaque data.
+///
+/// The mask fd owns its descriptor. Consumers may poll it and read its state
+/// with ``inspect(descriptor:)``, but must not read, write, shut down or
+/// close it: ``close()`` closes it, and after that the library never touches
+/// that number again. Every method is safe from any thread.
+public final class MaskFD: Sendable {
+  /// Options for the descriptor users poll.
+  public struct Options: OptionSet, Hashable, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// O_NONBLOCK on the descriptor.
+    public static let nonBlocking = Options(rawValue: 1)
+    /// FD_CLOEXEC on the descriptor (the default).
+    public static let closeOnExec = Options(rawValue: 2)
+  }
+
+  /// Which backend to use.
+  public enum Backend: Hashable, Sendable {
+    /// The kernel backend when the running kernel passes the probe, else the
+    /// cheapest emulation layout for the declared usage. The environment
+    /// variable `MASKCORE_BACKEND` (`kernel`, `pair`, `full`, `emulation`)
+    /// overrides the choice.
+    case automatic
+    /// eventfd2(EFD_MASK); throws when the kernel does not have it.
+    case kernel
+    /// The stock-kernel emulation; nil picks the layout from the usage.
+    case emulation(EmulationLayout?)
+  }
+
+  /// What the caller will set, so the cheapest exact mechanism is picked.
+  public enum Usage: Hashable, Sendable {
+    /// Readiness as a TCP socket reports it: POLLIN and POLLOUT freely;
+    /// POLLERR and POLLHUP together with POLLOUT. Two fds on the emulation.
+    case socket
+    /// Any combination. Three fds on the emulation.
+    case anyEvents
+    /// Only combinations of these events.
+    case events(MaskEvents)
+
+    /// The cheapest emulation layout that shows every combination of the
+    /// usage that any emulation layout can show.
+    public var emulationLayout: EmulationLayout {
+      switch self {
+      case .socket: return .pair
+      case .anyEvents: return .full
+      case .events(let declared):
+        let wanted = MaskEvents.allCombinations.filter { declared.isSuperset(of: $0) }
+        let full = MaskLayout.emulation(.full)
+        let pair = MaskLayout.emulation(.pair)
+        let needsFull = wanted.contains {
+          full.fidelity($0) != .unsupported && pair.fidelity($0) == .unsupported
+        }
+        return needsFull ? .full : .pair
+      }
+    }
+  }
+
+  private enum Mechanism {
+    case kernel(KernelMask)
+    case emulated(EmulatedMask)
+  }
+
+  private struct Inner {
+    var mechanism: Mechanism
+    var current = MaskState(events: [])
+    var closed = false
+  }
+
+  private let inner: Mutex<Inner>
+
+  /// The descriptor to poll. Valid until ``close()``; never close it yourself.
+  public let fileDescriptor: Int32
+  /// The mechanism in use.
+  public let layout: MaskLayout
+  /// Why this mechanism was chosen.
+  public let selectionReason: String
+
+  /// The backend in use.
+  public var backend: MaskBackendKind { layout.backend }
+  /// Descriptors this mask fd costs (1 on the kernel backend).
+  public var descriptorCount: Int { layout.descriptorCount }
+
+  /// Creates a mask fd showing no events, with data 0.
+  /// - Throws: ``MaskError/backendUnavailable(_:reason:)`` when `.kernel` is
+  ///   requested on a kernel without EFD_MASK; ``MaskError/system(operation:errno:)``
+  ///   when the kernel refuses (EMFILE: see ``MaskError/isDescriptorLimit``).
+  public init(
+    backend: Backend = .automatic, usage: Usage = .socket, options: Options = [.closeOnExec]
+  ) throws(MaskError) {
+    let (layout, reason) = try MaskFD.choose(backend, usage: usage)
+    let mechanism: Mechanism
+    switch layout {
+    case .kernel:
+      mechanism = .kernel(try KernelMask(options: options))
+    case .emulation(let emulationLayout):
+      mechanism = .emulated(try EmulatedMask(layout: emulationLayout, options: options))
+    }
+    switch mechanism {
+    case .kernel(let k): fileDescriptor = k.descriptor
+    case .emulated(let e): fileDescriptor = e.descriptor
+    }
+    self.layout = layout
+    self.selectionReason = reason
+    inner = Mutex(Inner(mechanism: mechanism))
+  }
+
+  deinit {
+    inner.withLock { state in
+      if !state.closed { MaskFD.release(&state) }
+    }
+  }
+
+  /// Resolves a backend request to a mechanism and the reason for it.
+  public static func choose(_ backend: Backend, usage: Usage = .socket) throws(MaskError) -> (MaskLayout, String) {
+    let probe = KernelProbe.current
+    var request = backend
+    if backend == .automatic, let forced = getenv("MASKCORE_BACKEND").map({ String(cString: $0) }) {
+      switch forced {
+      case "kernel": request = .kernel
+      case "emulation": request = .emulation(nil)
+      case "pair": request = .emulation(.pair)
+      case "full": request = .emulation(.full)
+      default: break
+      }
+    }
+    switch request {
+    case .kernel:
+      guard probe.isAvailable else { throw .backendUnavailable(.kernel, reason: probe.reason) }
+      return (.kernel, probe.reason)
+    case .emulation(let layout):
+      let chosen = layout ?? usage.emulationLayout
+      return (.emulation(chosen), "the emulation was requested; \(chosen) layout")
+    case .automatic:
+      if probe.isAvailable { return (.kernel, probe.reason) }
+      let chosen = usage.emulationLayout
+      return (
+        .emulation(chosen),
+        "\(probe.reason); using the emulation's \(chosen) layout (\(chosen.descriptorCount) fds)"
+      )
+    }
+  }
+
+  /// Sets the events and, when given, the data.
+  ///
+  /// Setting the state that is already set makes no syscall.
+  /// - Throws: ``MaskError/invalidEvents(_:)`` for bits outside the five,
+  ///   ``MaskError/unsupported(_:backend:reason:)`` for a combination the
+  ///   backend cannot show exactly or leaving POLLHUP on the emulation,
+  ///   ``MaskError/closed`` after ``close()``. The state is unchanged then.
+  public func set(_ events: MaskEvents, data: UInt64? = nil) throws(MaskError) {
+    _ = try MaskEvents(validating: events.rawValue)
+    try inner.withLock { (state: inout Inner) throws(MaskError) in
+      let target = MaskState(events: events, data: data ?? state.current.data)
+      try MaskFD.transition(&state, to: target, layout: layout)
+    }
+  }
+
+  /// Adds and removes events in one atomic step; returns the new events.
+  @discardableResult
+  public func update(inserting added: MaskEvents = [], removing removed: MaskEvents = []) throws(MaskError) -> MaskEvents {
+    _ = try MaskEvents(validating: added.rawValue | removed.rawValue)
+    return try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskEvents in
+      var target = state.current
+      target.events.subtract(removed)
+      target.events.formUnion(added)
+      try MaskFD.transition(&state, to: target, layout: layout)
+      return target.events
+    }
+  }
+
+  /// The state last set, like the seed's read(2). No syscall.
+  public func get() throws(MaskError) -> MaskState {
+    try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskState in
+      if state.closed { throw .closed }
+      return state.current
+    }
+  }
+
+  /// Reads the state back from the kernel object: the events poll(2) reports
+  /// now and the data stored in the fd.
+  public func readBack() throws(MaskError) -> MaskState {
+    try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskState in
+      if state.closed { throw .closed }
+      switch state.mechanism {
+      case .kernel(let k): return try k.readBack()
+      case .emulated(let e): return try e.readBack()
+      }
+    }
+  }
+
+  /// Wakes every waiter again without changing the state, so edge-triggered
+  /// consumers get a new edge for the events that are set.
+  public func resignal() throws(MaskError) {
+    try inner.withLock { (state: inout Inner) throws(MaskError) in
+      if state.closed { throw .closed }
+      switch state.mechanism {
+      case .kernel(let k):
+        try k.apply(state.current)
+      case .emulated(var e):
+        defer { state.mechanism = .emulated(e) }
+        try e.resignal()
+      }
+    }
+  }
+
+  /// Closes the descriptor and everything behind it.
+  /// - Throws: ``MaskError/closed`` when already closed.
+  public func close() throws(MaskError) {
+    try inner.withLock { (state: inout Inner) throws(MaskError) in
+      if state.closed { throw .closed }
+      MaskFD.release(&state)
+    }
+  }
+
+  /// True once ``close()`` has run.
+  public var isClosed: Bool { inner.withLock { $0.closed } }
+
+  // MARK: Internals
+
+  private static func release(_ state: inout Inner) {
+    switch state.mechanism {
+    case .kernel(let k): k.close()
+    case .emulated(let e): e.close()
+    }
+    state.closed = true
+  }
+
+  private static func transition(_ state: inout Inner, to target: MaskState, layout: MaskLayout) throws(MaskError) {
+    if state.closed { throw .closed }
+    if target == state.current { return }
+    if let why = layout.unsupportedReason(target.events) {
+      throw .unsupported(target.events, backend: layout.description, reason: why)
+    }
+    if layout.backend == .emulation, state.current.events.contains(.hangup), !target.events.contains(.hangup) {
+      throw .unsupported(
+        target.events, backend: layout.description,
+        reason: "POLLHUP is terminal on the emulation: once set it cannot be cleared")
+    }
+    switch state.mechanism {
+    case .kernel(let k):
+      try k.apply(target)
+      state.current = target
+    case .emulated(var e):
+      do {
+        try e.apply(target)
+        state.mechanism = .emulated(e)
+        state.current = target
+      } catch {
+        // A kernel call failed part-way: record what the fd really shows so
+        // that get() never reports a state the fd does not have.
+        state.mechanism = .emulated(e)
+        state.current = MaskState(events: e.visible, data: (try? e.readBack().data) ?? state.current.data)
+        throw error
+      }
+    }
+  }
+}
