@@ -13,6 +13,8 @@ let package = Package(
     .library(name: "MaskCore", targets: ["MaskCore"]),
     .library(name: "UserProto", targets: ["UserProto"]),
     .executable(name: "userproto", targets: ["Examples"]),
+    // The C shim, for the benchmark package only; not a supported API.
+    .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")

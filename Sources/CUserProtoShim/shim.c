@@ -78,6 +78,10 @@ int up_select_one(int fd, long timeout_us) {
          (FD_ISSET(fd, &x) ? 4 : 0);
 }
 
+int up_pipe_cloexec(int fds[2]) {
+  return pipe2(fds, O_CLOEXEC) < 0 ? neg_errno() : 0;
+}
+
 int up_send_fd(int sock, int fd) {
   char byte = 'F';
   struct iovec iov = {.iov_base = &byte, .iov_len = 1};

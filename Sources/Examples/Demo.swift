@@ -80,11 +80,13 @@ final class Thread: @unchecked Sendable {
   init(_ body: @escaping @Sendable () -> Void) { self.body = body }
   func start() {
     let box = Unmanaged.passRetained(self).toOpaque()
-    pthread_create(&handle, nil, { raw in
-      let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
-      thread.body()
-      return nil
-    }, box)
+    pthread_create(
+      &handle, nil,
+      { raw in
+        let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
+        thread.body()
+        return nil
+      }, box)
   }
   func join() { pthread_join(handle, nil) }
 }

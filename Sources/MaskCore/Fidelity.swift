@@ -112,7 +112,9 @@ public enum MaskFidelity: String, Hashable, Sendable {
 public enum FidelityTable {
   /// A Markdown table: 32 rows, one column per mechanism.
   public static func markdown() -> String {
-    var lines = ["| events | " + MaskLayout.all.map { "\($0) (\($0.descriptorCount) fd)" }.joined(separator: " | ") + " |"]
+    var lines = [
+      "| events | " + MaskLayout.all.map { "\($0) (\($0.descriptorCount) fd)" }.joined(separator: " | ") + " |"
+    ]
     lines.append("|---|" + MaskLayout.all.map { _ in "---" }.joined(separator: "|") + "|")
     for events in MaskEvents.allCombinations {
       let cells = MaskLayout.all.map { $0.fidelity(events).rawValue }

@@ -33,12 +33,14 @@ public struct KernelProbe: Sendable, Hashable {
     if let failure = check(fd) {
       return KernelProbe(
         isAvailable: false,
-        reason: "eventfd2 accepts flag 2 but behaves differently from the seed's EFD_MASK (\(failure)); another patch may reuse the bit"
+        reason:
+          "eventfd2 accepts flag 2 but behaves differently from the seed's EFD_MASK (\(failure)); another patch may reuse the bit"
       )
     }
     return KernelProbe(
       isAvailable: true,
-      reason: "eventfd2(EFD_MASK) passed the behavioural probe (12-byte write/read-back, exact poll mask, invalid bits refused)"
+      reason:
+        "eventfd2(EFD_MASK) passed the behavioural probe (12-byte write/read-back, exact poll mask, invalid bits refused)"
     )
   }
 
@@ -48,7 +50,8 @@ public struct KernelProbe: Sendable, Hashable {
     var data: UInt64 = 0
     let initial = up_efd_mask_read(fd, &events, &data)
     if initial != 12 {
-      return initial < 0 ? "a 12-byte read failed with \(errnoName(Int32(-initial)))" : "a 12-byte read returned \(initial)"
+      return initial < 0
+        ? "a 12-byte read failed with \(errnoName(Int32(-initial)))" : "a 12-byte read returned \(initial)"
     }
     if events != 0 { return "a new fd reports events 0x\(String(events, radix: 16)) instead of none" }
     if let revents = pollOnce(fd), revents != 0 { return "poll on a new fd reports 0x\(String(revents, radix: 16))" }
@@ -61,14 +64,17 @@ public struct KernelProbe: Sendable, Hashable {
     for (wanted, payload) in patterns {
       let written = up_efd_mask_write(fd, wanted, payload)
       if written != 12 {
-        return written < 0 ? "a 12-byte write failed with \(errnoName(Int32(-written)))" : "a 12-byte write returned \(written)"
+        return written < 0
+          ? "a 12-byte write failed with \(errnoName(Int32(-written)))" : "a 12-byte write returned \(written)"
       }
       let read = up_efd_mask_read(fd, &events, &data)
       if read != 12 || events != wanted || data != payload {
         return "the read-back does not match what was written"
       }
       guard let revents = pollOnce(fd) else { return "poll failed" }
-      if revents != wanted { return "poll reports 0x\(String(revents, radix: 16)) after writing 0x\(String(wanted, radix: 16))" }
+      if revents != wanted {
+        return "poll reports 0x\(String(revents, radix: 16)) after writing 0x\(String(wanted, radix: 16))"
+      }
     }
     // Invalid bits must be refused and change nothing.
     let refused = up_efd_mask_write(fd, 0x20, 7)

@@ -166,7 +166,9 @@ public final class MaskFD: Sendable {
 
   /// Adds and removes events in one atomic step; returns the new events.
   @discardableResult
-  public func update(inserting added: MaskEvents = [], removing removed: MaskEvents = []) throws(MaskError) -> MaskEvents {
+  public func update(inserting added: MaskEvents = [], removing removed: MaskEvents = []) throws(MaskError)
+    -> MaskEvents
+  {
     _ = try MaskEvents(validating: added.rawValue | removed.rawValue)
     return try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskEvents in
       var target = state.current

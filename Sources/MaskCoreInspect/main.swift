@@ -81,7 +81,8 @@ case "emfile":
       do {
         for mask in masks { try mask.set([.readable, .writable], data: 7) }
         let ok = try masks.allSatisfy { try $0.readBack() == MaskState(events: [.readable, .writable], data: 7) }
-        print("created=\(masks.count) limit=\(error.isDescriptorLimit) others_ok=\(ok) message=\(underscored("\(error)"))")
+        print(
+          "created=\(masks.count) limit=\(error.isDescriptorLimit) others_ok=\(ok) message=\(underscored("\(error)"))")
       } catch {
         fail("after refusal: \(error)")
       }

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -52,6 +53,9 @@ ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data);
 /// select(2) on one fd with a timeout in microseconds (-1: block).
 /// Returns a bit set: 1 readable, 2 writable, 4 exceptional; or -errno.
 int up_select_one(int fd, long timeout_us);
+
+/// pipe2(2) with O_CLOEXEC. Returns 0 or -errno.
+int up_pipe_cloexec(int fds[2]);
 
 /// Sends one fd over a connected AF_UNIX socket with SCM_RIGHTS.
 int up_send_fd(int sock, int fd);

@@ -135,7 +135,7 @@ struct EmulatedMask {
       try setSendBuffer(high: true)
     }
     if wanted.contains(.readable) && !inQueued && !shut && !wanted.contains(.hangup) {
-      try Sys.sendDatagram(b, count: 1)
+      try Sys.sendDatagram(b, count: 0)
       inQueued = true
     }
     if wanted.contains(.hangup) && !shut {
@@ -171,7 +171,7 @@ struct EmulatedMask {
         reason: "after POLLHUP the emulation can only signal a new edge while POLLERR is set")
     }
     if events.contains(.readable) {
-      try Sys.sendDatagram(b, count: 1)
+      try Sys.sendDatagram(b, count: 0)
       _ = try Sys.receiveDatagram(a)
     }
     if events.contains(.writable) {

@@ -8,21 +8,22 @@ import Synchronization
 enum Sys {
   // MARK: Fault injection (tests only; one relaxed load when unused).
 
-  private static let faultsArmed = Atomic<Bool>(false)
-  private static let faults = Mutex<[String: Int32]>([:])
+  private static let injectionsActive = Atomic<Int>(0)
+  @TaskLocal private static var injected: [String: Int32] = [:]
 
-  /// Makes the next calls of `operation` fail with `code` until cleared.
-  static func injectFault(_ operation: String, errno code: Int32?) {
-    faults.withLock { table in
-      table[operation] = code
-      faultsArmed.store(!table.isEmpty, ordering: .relaxed)
-    }
+  /// Runs `body` with every call of `operation` made by this task failing
+  /// with `code`. Other tasks and threads are unaffected.
+  @discardableResult
+  static func withInjectedFault<R>(_ operation: String, errno code: Int32, _ body: () throws -> R) rethrows -> R {
+    injectionsActive.add(1, ordering: .relaxed)
+    defer { injectionsActive.subtract(1, ordering: .relaxed) }
+    return try $injected.withValue([operation: code]) { try body() }
   }
 
   @inline(__always)
   private static func check(_ operation: String) throws(MaskError) {
-    guard faultsArmed.load(ordering: .relaxed) else { return }
-    if let code = faults.withLock({ $0[operation] }) {
+    guard injectionsActive.load(ordering: .relaxed) > 0 else { return }
+    if let code = injected[operation] {
       throw .system(operation: operation, errno: code)
     }
   }

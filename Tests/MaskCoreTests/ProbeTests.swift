@@ -1,0 +1,61 @@
+import CUserProtoShim
+import Glibc
+import MaskCore
+import Testing
+
+/// Kernel backend detection against the running kernel.
+@Suite("Kernel probe")
+struct ProbeTests {
+  @Test("detection matches what eventfd2(EFD_MASK) does on this kernel")
+  func detection() throws {
+    let probe = KernelProbe.current
+    #expect(!probe.reason.isEmpty)
+    let fd = up_eventfd2(0, UP_EFD_MASK | up_EFD_CLOEXEC)
+    if fd < 0 {
+      #expect(!probe.isAvailable, "no EFD_MASK: the probe must fall back")
+      if -fd == EINVAL { #expect(probe.reason.contains("EINVAL")) }
+    } else {
+      close(fd)
+      // Accepting the flag is not enough; the probe decides on behaviour.
+      #expect(probe.isAvailable == KernelProbe.run().isAvailable)
+    }
+    if getenv("MASKCORE_EXPECT_KERNEL") != nil {
+      #expect(probe.isAvailable, "MASKCORE_EXPECT_KERNEL is set: this kernel must have EFD_MASK (\(probe.reason))")
+    }
+  }
+
+  @Test("automatic selection falls back with the probe's reason")
+  func automaticSelection() throws {
+    let (layout, reason) = try MaskFD.choose(.automatic, usage: .socket)
+    if KernelProbe.current.isAvailable {
+      #expect(layout == .kernel)
+    } else if getenv("MASKCORE_BACKEND") == nil {
+      #expect(layout == .emulation(.pair))
+      #expect(reason.contains(KernelProbe.current.reason))
+    }
+  }
+
+  @Test("usage picks the cheapest exact emulation layout")
+  func usageLayouts() {
+    #expect(MaskFD.Usage.socket.emulationLayout == .pair)
+    #expect(MaskFD.Usage.anyEvents.emulationLayout == .full)
+    #expect(MaskFD.Usage.events([.readable, .writable]).emulationLayout == .pair)
+    #expect(MaskFD.Usage.events([.readable]).emulationLayout == .pair)
+    #expect(MaskFD.Usage.events([.readable, .writable, .error]).emulationLayout == .full)
+    #expect(MaskFD.Usage.events([.readable, .hangup]).emulationLayout == .full)
+  }
+
+  @Test("fidelity table: counts per mechanism")
+  func fidelityCounts() {
+    func count(_ layout: MaskLayout, _ fidelity: MaskFidelity) -> Int {
+      MaskEvents.allCombinations.filter { layout.fidelity($0) == fidelity }.count
+    }
+    #expect(count(.kernel, .exact) == 32)
+    #expect(count(.emulation(.full), .exact) == 12)
+    #expect(count(.emulation(.full), .terminal) == 6)
+    #expect(count(.emulation(.pair), .exact) == 8)
+    #expect(count(.emulation(.pair), .terminal) == 3)
+    let table = FidelityTable.markdown()
+    #expect(table.split(separator: "\n").count == 2 + 32 + 1)
+  }
+}
