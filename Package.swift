@@ -36,7 +36,7 @@ let package = Package(
     // Sockets, event loop and transports, on top of MaskCore.
     .target(
       name: "UserProto",
-      dependencies: ["MaskCore"],
+      dependencies: ["MaskCore", "CUserProtoShim"],
       swiftSettings: strict
     ),
     // `userproto`: the demo and the example protocols' command line.
@@ -55,6 +55,18 @@ let package = Package(
       name: "maskcore-inspect",
       dependencies: ["MaskCore"],
       path: "Sources/MaskCoreInspect",
+      swiftSettings: strict
+    ),
+    // Process-isolated checks for the UserProto tests (seccomp, fd leaks).
+    .executableTarget(
+      name: "userproto-check",
+      dependencies: ["UserProto", "CUserProtoShim"],
+      path: "Sources/UserProtoCheck",
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "UserProtoTests",
+      dependencies: ["UserProto", "CUserProtoShim", "userproto-check"],
       swiftSettings: strict
     ),
     .testTarget(

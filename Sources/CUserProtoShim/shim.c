@@ -5,7 +5,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <liburing.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
@@ -80,6 +86,21 @@ int up_select_one(int fd, long timeout_us) {
 
 int up_pipe_cloexec(int fds[2]) {
   return pipe2(fds, O_CLOEXEC) < 0 ? neg_errno() : 0;
+}
+
+int up_accept(int fd) {
+  int r;
+  do {
+    r = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? neg_errno() : r;
+}
+
+void up_set_thread_name(const char *name) {
+  char buf[16];
+  strncpy(buf, name, sizeof buf - 1);
+  buf[sizeof buf - 1] = 0;
+  pthread_setname_np(pthread_self(), buf);
 }
 
 int up_send_fd(int sock, int fd) {
@@ -206,6 +227,171 @@ int up_ring_prep_nop(up_ring *r, uint64_t user_data) {
   return 0;
 }
 
+int up_ring_prep_accept(up_ring *r, int fd, int multishot, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  if (multishot)
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL,
+                                   SOCK_CLOEXEC | SOCK_NONBLOCK);
+  else
+    io_uring_prep_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_connect(up_ring *r, int fd, const void *addr, uint32_t len,
+                         uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, len);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_recv(up_ring *r, int fd, void *buf, size_t len, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_recv(sqe, fd, buf, len, 0);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_recv_multishot(up_ring *r, int fd, uint16_t group,
+                                uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = group;
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_send(up_ring *r, int fd, const void *buf, size_t len,
+                      uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_read(up_ring *r, int fd, void *buf, size_t len, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_read(sqe, fd, buf, (unsigned)len, 0);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_cancel(up_ring *r, uint64_t target, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_cancel64(sqe, target, 0);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+int up_ring_prep_cancel_fd(up_ring *r, int fd, uint64_t ud) {
+  struct io_uring_sqe *sqe = get_sqe(r);
+  if (!sqe) return -EBUSY;
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, ud);
+  return 0;
+}
+
+uint32_t up_ring_features(const up_ring *r) { return r->ring.features; }
+
+unsigned up_ring_cq_ready(up_ring *r) { return io_uring_cq_ready(&r->ring); }
+
+struct up_bufring {
+  struct io_uring_buf_ring *ring;
+  size_t ring_bytes;
+  unsigned char *buffers;
+  unsigned entries;
+  unsigned size;
+  uint16_t group;
+};
+
+up_bufring *up_bufring_create(up_ring *r, unsigned entries, unsigned size,
+                              uint16_t group, int *error) {
+  up_bufring *br = calloc(1, sizeof *br);
+  if (!br) {
+    *error = -ENOMEM;
+    return NULL;
+  }
+  br->entries = entries;
+  br->size = size;
+  br->group = group;
+  br->ring_bytes = entries * sizeof(struct io_uring_buf);
+  void *mem = mmap(NULL, br->ring_bytes, PROT_READ | PROT_WRITE,
+                   MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (mem == MAP_FAILED) {
+    *error = neg_errno();
+    free(br);
+    return NULL;
+  }
+  br->ring = mem;
+  br->buffers = malloc((size_t)entries * size);
+  if (!br->buffers) {
+    munmap(mem, br->ring_bytes);
+    free(br);
+    *error = -ENOMEM;
+    return NULL;
+  }
+  io_uring_buf_ring_init(br->ring);
+  struct io_uring_buf_reg reg = {
+      .ring_addr = (unsigned long)mem, .ring_entries = entries, .bgid = group};
+  int rc = io_uring_register_buf_ring(&r->ring, &reg, 0);
+  if (rc < 0) {
+    free(br->buffers);
+    munmap(mem, br->ring_bytes);
+    free(br);
+    *error = rc;
+    return NULL;
+  }
+  int mask = io_uring_buf_ring_mask(entries);
+  for (unsigned i = 0; i < entries; i++)
+    io_uring_buf_ring_add(br->ring, br->buffers + (size_t)i * size, size,
+                          (unsigned short)i, mask, (int)i);
+  io_uring_buf_ring_advance(br->ring, (int)entries);
+  *error = 0;
+  return br;
+}
+
+void up_bufring_destroy(up_ring *r, up_bufring *br) {
+  if (!br) return;
+  io_uring_unregister_buf_ring(&r->ring, br->group);
+  munmap(br->ring, br->ring_bytes);
+  free(br->buffers);
+  free(br);
+}
+
+void *up_bufring_buffer(up_bufring *br, uint16_t bid) {
+  return br->buffers + (size_t)bid * br->size;
+}
+
+void up_bufring_recycle(up_bufring *br, uint16_t bid) {
+  io_uring_buf_ring_add(br->ring, up_bufring_buffer(br, bid), br->size, bid,
+                        io_uring_buf_ring_mask(br->entries), 0);
+  io_uring_buf_ring_advance(br->ring, 1);
+}
+
+int up_seccomp_deny_io_uring(int err) {
+  struct sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_register, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err & SECCOMP_RET_DATA)),
+  };
+  struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0],
+                            .filter = filter};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) return neg_errno();
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) return neg_errno();
+  return 0;
+}
+
 int up_ring_submit(up_ring *r) {
   int rc;
   do {
@@ -244,6 +430,10 @@ unsigned up_ring_reap(up_ring *r, up_cqe *out, unsigned max) {
 }
 
 const uint32_t up_IORING_CQE_F_MORE = IORING_CQE_F_MORE;
+const uint32_t up_IORING_CQE_F_BUFFER = IORING_CQE_F_BUFFER;
+const uint32_t up_IORING_CQE_BUFFER_SHIFT = IORING_CQE_BUFFER_SHIFT;
+const uint32_t up_IORING_FEAT_NODROP = IORING_FEAT_NODROP;
+const uint32_t up_IORING_FEAT_EXT_ARG = IORING_FEAT_EXT_ARG;
 const int up_IORING_OP_POLL_ADD = IORING_OP_POLL_ADD;
 const int up_IORING_OP_POLL_REMOVE = IORING_OP_POLL_REMOVE;
 const int up_IORING_OP_ACCEPT = IORING_OP_ACCEPT;

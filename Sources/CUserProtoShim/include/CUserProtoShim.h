@@ -57,6 +57,11 @@ int up_select_one(int fd, long timeout_us);
 /// pipe2(2) with O_CLOEXEC. Returns 0 or -errno.
 int up_pipe_cloexec(int fds[2]);
 
+/// accept4(2) with SOCK_CLOEXEC|SOCK_NONBLOCK. Returns the fd or -errno.
+int up_accept(int fd);
+/// Names the calling thread (at most 15 bytes are kept).
+void up_set_thread_name(const char *name);
+
 /// Sends one fd over a connected AF_UNIX socket with SCM_RIGHTS.
 int up_send_fd(int sock, int fd);
 /// Receives one fd (made close-on-exec) sent with SCM_RIGHTS.
@@ -89,6 +94,42 @@ int up_ring_prep_poll_remove(up_ring *ring, uint64_t target_user_data,
                              uint64_t user_data);
 int up_ring_prep_nop(up_ring *ring, uint64_t user_data);
 
+int up_ring_prep_accept(up_ring *ring, int fd, int multishot, uint64_t user_data);
+/// `addr` must stay valid until the completion arrives.
+int up_ring_prep_connect(up_ring *ring, int fd, const void *addr,
+                         uint32_t addrlen, uint64_t user_data);
+/// `buf` must stay valid until the completion arrives.
+int up_ring_prep_recv(up_ring *ring, int fd, void *buf, size_t len,
+                      uint64_t user_data);
+/// Multishot recv selecting buffers from buffer group `group`.
+int up_ring_prep_recv_multishot(up_ring *ring, int fd, uint16_t group,
+                                uint64_t user_data);
+/// send(2) with MSG_NOSIGNAL. `buf` must stay valid until completion.
+int up_ring_prep_send(up_ring *ring, int fd, const void *buf, size_t len,
+                      uint64_t user_data);
+int up_ring_prep_read(up_ring *ring, int fd, void *buf, size_t len,
+                      uint64_t user_data);
+/// Cancels the request with `target_user_data`.
+int up_ring_prep_cancel(up_ring *ring, uint64_t target_user_data,
+                        uint64_t user_data);
+/// Cancels every request on `fd`.
+int up_ring_prep_cancel_fd(up_ring *ring, int fd, uint64_t user_data);
+/// The IORING_FEAT_* bits of the ring.
+uint32_t up_ring_features(const up_ring *ring);
+/// CQEs ready to be reaped.
+unsigned up_ring_cq_ready(up_ring *ring);
+
+/// A ring of provided buffers (IORING_REGISTER_PBUF_RING).
+typedef struct up_bufring up_bufring;
+up_bufring *up_bufring_create(up_ring *ring, unsigned entries,
+                              unsigned buffer_size, uint16_t group,
+                              int *error);
+void up_bufring_destroy(up_ring *ring, up_bufring *br);
+/// The memory of buffer `bid`.
+void *up_bufring_buffer(up_bufring *br, uint16_t bid);
+/// Hands buffer `bid` back to the kernel.
+void up_bufring_recycle(up_bufring *br, uint16_t bid);
+
 /// Submits queued SQEs. Returns the number submitted or -errno.
 int up_ring_submit(up_ring *ring);
 /// Submits and waits for at least `wait_nr` CQEs, up to timeout_us
@@ -98,6 +139,10 @@ int up_ring_submit_and_wait(up_ring *ring, unsigned wait_nr, long timeout_us);
 unsigned up_ring_reap(up_ring *ring, up_cqe *out, unsigned max);
 
 extern const uint32_t up_IORING_CQE_F_MORE;
+extern const uint32_t up_IORING_CQE_F_BUFFER;
+extern const uint32_t up_IORING_CQE_BUFFER_SHIFT;
+extern const uint32_t up_IORING_FEAT_NODROP;
+extern const uint32_t up_IORING_FEAT_EXT_ARG;
 extern const int up_IORING_OP_POLL_ADD;
 extern const int up_IORING_OP_POLL_REMOVE;
 extern const int up_IORING_OP_ACCEPT;
@@ -107,6 +152,12 @@ extern const int up_IORING_OP_SEND;
 extern const int up_IORING_OP_TIMEOUT;
 extern const int up_IORING_OP_ASYNC_CANCEL;
 extern const int up_IORING_OP_PROVIDE_BUFFERS;
+
+// MARK: - Process restrictions (for tests of the fallback)
+
+/// Installs a seccomp filter making the io_uring syscalls fail with `err`
+/// in this process and its children. Returns 0 or -errno.
+int up_seccomp_deny_io_uring(int err);
 
 #ifdef __cplusplus
 }

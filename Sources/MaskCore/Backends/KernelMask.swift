@@ -14,9 +14,7 @@ struct KernelMask {
   }
 
   func apply(_ target: MaskState) throws(MaskError) {
-    let r = up_efd_mask_write(descriptor, target.events.rawValue, target.data)
-    if r < 0 { throw .system(operation: "write(efd_mask)", errno: Int32(-r)) }
-    if r != 12 { throw .system(operation: "write(efd_mask) returned \(r)", errno: EIO) }
+    try Sys.writeMask(descriptor, target)
   }
 
   func readBack() throws(MaskError) -> MaskState {

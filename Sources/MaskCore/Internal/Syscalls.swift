@@ -10,6 +10,17 @@ enum Sys {
 
   private static let injectionsActive = Atomic<Int>(0)
   @TaskLocal private static var injected: [String: Int32] = [:]
+  @TaskLocal private static var counter: SyscallCounter?
+
+  /// Counts the system calls `body` makes on this task (tests and
+  /// measurements; other tasks are unaffected).
+  static func countingSyscalls(_ body: () throws -> Void) rethrows -> Int {
+    let counter = SyscallCounter()
+    injectionsActive.add(1, ordering: .relaxed)
+    defer { injectionsActive.subtract(1, ordering: .relaxed) }
+    try $counter.withValue(counter) { try body() }
+    return counter.count
+  }
 
   /// Runs `body` with every call of `operation` made by this task failing
   /// with `code`. Other tasks and threads are unaffected.
@@ -23,6 +34,7 @@ enum Sys {
   @inline(__always)
   private static func check(_ operation: String) throws(MaskError) {
     guard injectionsActive.load(ordering: .relaxed) > 0 else { return }
+    counter?.count += 1
     if let code = injected[operation] {
       throw .system(operation: operation, errno: code)
     }
@@ -69,6 +81,13 @@ enum Sys {
     let r = up_eventfd2(0, flags)
     if r < 0 { throw .system(operation: "eventfd2", errno: -r) }
     return r
+  }
+
+  static func writeMask(_ fd: Int32, _ state: MaskState) throws(MaskError) {
+    try check("write(efd_mask)")
+    let r = up_efd_mask_write(fd, state.events.rawValue, state.data)
+    if r < 0 { throw .system(operation: "write(efd_mask)", errno: Int32(-r)) }
+    if r != 12 { throw .system(operation: "write(efd_mask) wrote \(r) of 12 bytes", errno: EIO) }
   }
 
   // MARK: AF_UNIX datagram sockets
@@ -211,6 +230,10 @@ enum Sys {
     if entry.revents & Int16(POLLNVAL) != 0 { throw .system(operation: "poll", errno: EBADF) }
     return UInt32(UInt16(bitPattern: entry.revents))
   }
+}
+
+final class SyscallCounter: @unchecked Sendable {
+  var count = 0
 }
 
 /// An AF_UNIX socket address (here always an abstract, kernel-chosen one).

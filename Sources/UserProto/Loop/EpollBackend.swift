@@ -1,0 +1,276 @@
+import CUserProtoShim
+import Glibc
+
+/// The epoll fallback. It gives the loop the same completion semantics as
+/// io_uring: each fd is registered once, edge-triggered, and operations are
+/// attempted with non-blocking syscalls when their fd becomes ready.
+final class EpollBackend: LoopBackend {
+  let kind = EventLoop.Backend.epoll
+  let capabilities: [String]
+
+  private let epfd: Int32
+  private let wakeFD: Int32
+  private static let wakeKey: UInt64 = .max
+
+  /// Everything pending on one fd. The epoll key is the entry's serial, so
+  /// a reused fd number never reaches a stale entry.
+  private final class Entry {
+    let fd: Int32
+    let serial: UInt64
+    var pollTokens: [(UInt64, UInt32)] = []
+    var acceptToken: UInt64?
+    var receiveToken: UInt64?
+    var connect: (token: UInt64, address: SocketAddress, started: Bool)?
+    var sends: [(token: UInt64, bytes: [UInt8])] = []
+    init(fd: Int32, serial: UInt64) {
+      self.fd = fd
+      self.serial = serial
+    }
+    var isIdle: Bool {
+      pollTokens.isEmpty && acceptToken == nil && receiveToken == nil && connect == nil && sends.isEmpty
+    }
+  }
+
+  private var entries: [Int32: Entry] = [:]
+  private var bySerial: [UInt64: Entry] = [:]
+  private var nextSerial: UInt64 = 1
+  /// Entries to attempt before blocking (new operations).
+  private var attempts: [Entry] = []
+  /// Completions produced outside `wait` (cancellations), delivered next.
+  private var queued: [LoopCompletion] = []
+  private var events = [epoll_event](repeating: epoll_event(), count: 256)
+  private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+  init() throws(IOError) {
+    let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
+    guard ep >= 0 else { throw IOError("epoll_create1", errno) }
+    let wake = up_eventfd2(0, up_EFD_CLOEXEC | up_EFD_NONBLOCK)
+    guard wake >= 0 else {
+      Glibc.close(ep)
+      throw IOError("eventfd", -wake)
+    }
+    var event = epoll_event()
+    event.events = EPOLLIN.rawValue
+    event.data.u64 = EpollBackend.wakeKey
+    guard epoll_ctl(ep, EPOLL_CTL_ADD, wake, &event) == 0 else {
+      let code = errno
+      Glibc.close(ep)
+      Glibc.close(wake)
+      throw IOError("epoll_ctl", code)
+    }
+    epfd = ep
+    wakeFD = wake
+    capabilities = ["epoll: edge-triggered, operations emulated with non-blocking syscalls"]
+  }
+
+  private func entry(for fd: Int32) throws(IOError) -> Entry {
+    if let existing = entries[fd] { return existing }
+    let entry = Entry(fd: fd, serial: nextSerial)
+    nextSerial += 1
+    var event = epoll_event()
+    event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLPRI.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+    event.data.u64 = entry.serial
+    guard epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0 else { throw IOError("epoll_ctl(ADD)", errno) }
+    entries[fd] = entry
+    bySerial[entry.serial] = entry
+    return entry
+  }
+
+  private func retireIfIdle(_ entry: Entry) {
+    guard entry.isIdle, entries[entry.fd] === entry else { return }
+    var unused = epoll_event()
+    _ = epoll_ctl(epfd, EPOLL_CTL_DEL, entry.fd, &unused)
+    entries[entry.fd] = nil
+    bySerial[entry.serial] = nil
+  }
+
+  func submit(_ operation: LoopOperation, token: UInt64) throws(IOError) {
+    switch operation {
+    case .poll(let fd, let wanted):
+      let entry = try entry(for: fd)
+      entry.pollTokens.append((token, wanted))
+      // Report the current readiness once, as POLL_ADD does when armed.
+      var probe = pollfd(fd: fd, events: Int16(truncatingIfNeeded: wanted), revents: 0)
+      if Glibc.poll(&probe, 1, 0) > 0 {
+        let ready = UInt32(UInt16(bitPattern: probe.revents)) & (wanted | UInt32(POLLERR | POLLHUP))
+        if ready != 0 { queued.append(LoopCompletion(token: token, value: .events(ready), isFinal: false)) }
+      }
+    case .accept(let fd):
+      let entry = try entry(for: fd)
+      entry.acceptToken = token
+      attempts.append(entry)
+    case .connect(let fd, let address):
+      let entry = try entry(for: fd)
+      entry.connect = (token, address, false)
+      attempts.append(entry)
+    case .receive(let fd):
+      let entry = try entry(for: fd)
+      entry.receiveToken = token
+      attempts.append(entry)
+    case .send(let fd, let bytes):
+      let entry = try entry(for: fd)
+      entry.sends.append((token, bytes))
+      attempts.append(entry)
+    }
+  }
+
+  func cancel(token: UInt64) {
+    let cancelled = LoopCompletion(token: token, value: .failed(IOError("cancelled", ECANCELED)), isFinal: true)
+    for entry in entries.values {
+      var found = false
+      if let index = entry.pollTokens.firstIndex(where: { $0.0 == token }) {
+        entry.pollTokens.remove(at: index)
+        found = true
+      } else if entry.acceptToken == token {
+        entry.acceptToken = nil
+        found = true
+      } else if entry.receiveToken == token {
+        entry.receiveToken = nil
+        found = true
+      } else if entry.connect?.token == token {
+        entry.connect = nil
+        found = true
+      } else if let index = entry.sends.firstIndex(where: { $0.token == token }) {
+        entry.sends.remove(at: index)
+        found = true
+      }
+      if found {
+        queued.append(cancelled)
+        retireIfIdle(entry)
+        return
+      }
+    }
+  }
+
+  func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
+    flushQueued(deliver)
+    var pending = attempts
+    attempts = []
+    for entry in pending where entries[entry.fd] === entry {
+      attempt(entry, readable: true, writable: true, deliver)
+    }
+    pending = []
+    let hasWork = !queued.isEmpty || !attempts.isEmpty
+    var spec = timespec()
+    if hasWork {
+      spec = timespec(tv_sec: 0, tv_nsec: 0)
+    } else if let timeout {
+      spec = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
+    }
+    let n = withUnsafePointer(to: &spec) { p -> Int32 in
+      let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
+      return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
+    }
+    if n < 0 {
+      let code = errno
+      if code == EINTR { return }
+      throw IOError("epoll_pwait2", code)
+    }
+    for i in 0..<Int(n) {
+      let key = events[i].data.u64
+      let flags = events[i].events
+      if key == EpollBackend.wakeKey {
+        var value: UInt64 = 0
+        _ = Glibc.read(wakeFD, &value, 8)
+        continue
+      }
+      guard let entry = bySerial[key] else { continue }  // stale: its fd was retired
+      for (token, wanted) in entry.pollTokens {
+        let ready = flags & (wanted | EPOLLERR.rawValue | EPOLLHUP.rawValue)
+        if ready != 0 { deliver(LoopCompletion(token: token, value: .events(ready), isFinal: false)) }
+      }
+      let problem = flags & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+      attempt(
+        entry,
+        readable: problem || flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0,
+        writable: problem || flags & EPOLLOUT.rawValue != 0, deliver)
+    }
+    flushQueued(deliver)
+  }
+
+  private func flushQueued(_ deliver: (LoopCompletion) -> Void) {
+    while !queued.isEmpty {
+      let batch = queued
+      queued = []
+      for completion in batch { deliver(completion) }
+    }
+  }
+
+  /// Runs every operation of `entry` that readiness allows, until EAGAIN.
+  private func attempt(_ entry: Entry, readable: Bool, writable: Bool, _ deliver: (LoopCompletion) -> Void) {
+    let fd = entry.fd
+    if readable, let token = entry.acceptToken {
+      while entry.acceptToken == token {
+        let client = up_accept(fd)
+        if client >= 0 {
+          deliver(LoopCompletion(token: token, value: .accepted(client), isFinal: false))
+          continue
+        }
+        let code = -client
+        if code == EINTR || code == ECONNABORTED { continue }
+        if code == EAGAIN { break }
+        entry.acceptToken = nil
+        deliver(LoopCompletion(token: token, value: .failed(IOError("accept", code)), isFinal: true))
+      }
+    }
+    if readable, let token = entry.receiveToken {
+      while entry.receiveToken == token {
+        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n > 0 {
+          deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
+          continue
+        }
+        let code = errno
+        if n < 0 && code == EINTR { continue }
+        if n < 0 && code == EAGAIN { break }
+        entry.receiveToken = nil
+        deliver(
+          LoopCompletion(token: token, value: n == 0 ? .received([]) : .failed(IOError("recv", code)), isFinal: true))
+      }
+    }
+    if writable || entry.connect?.started == false, let pending = entry.connect {
+      if !pending.started {
+        entry.connect?.started = true
+        let rc = pending.address.withSockaddr { Glibc.connect(fd, $0, $1) }
+        let code = errno
+        if rc == 0 {
+          entry.connect = nil
+          deliver(LoopCompletion(token: pending.token, value: .connected, isFinal: true))
+        } else if code != EINPROGRESS && code != EINTR && code != EAGAIN {
+          entry.connect = nil
+          deliver(LoopCompletion(token: pending.token, value: .failed(IOError("connect", code)), isFinal: true))
+        }
+      } else if writable {
+        var error: Int32 = 0
+        var length = socklen_t(4)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+        entry.connect = nil
+        deliver(
+          LoopCompletion(
+            token: pending.token, value: error == 0 ? .connected : .failed(IOError("connect", error)), isFinal: true))
+      }
+    }
+    if writable {
+      while let first = entry.sends.first {
+        let n = first.bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        let code = errno
+        if n < 0 && code == EINTR { continue }
+        if n < 0 && code == EAGAIN { break }
+        entry.sends.removeFirst()
+        deliver(
+          LoopCompletion(token: first.token, value: n >= 0 ? .sent(n) : .failed(IOError("send", code)), isFinal: true))
+      }
+    }
+    retireIfIdle(entry)
+  }
+
+  func wakeup() {
+    var one: UInt64 = 1
+    _ = Glibc.write(wakeFD, &one, 8)
+  }
+
+  func close() {
+    Glibc.close(epfd)
+    Glibc.close(wakeFD)
+  }
+}

@@ -1,0 +1,52 @@
+import Glibc
+
+/// What a loop backend can be asked to do. Every operation is identified by
+/// a token; its results arrive as completions carrying that token.
+enum LoopOperation {
+  /// Report readiness changes of `fd` (io_uring multishot POLL_ADD; epoll
+  /// edge-triggered), until cancelled.
+  case poll(fd: Int32, events: UInt32)
+  /// Accept connections on a listening socket, until cancelled or an error.
+  case accept(fd: Int32)
+  /// Connect a non-blocking socket.
+  case connect(fd: Int32, address: SocketAddress)
+  /// Receive a stream of chunks, until end-of-stream, an error or cancel.
+  case receive(fd: Int32)
+  /// Send bytes once; the completion says how many were sent.
+  case send(fd: Int32, bytes: [UInt8])
+}
+
+/// One result of an operation.
+enum CompletionValue {
+  case events(UInt32)
+  case accepted(Int32)
+  case connected
+  /// Received bytes; empty means end-of-stream.
+  case received([UInt8])
+  case sent(Int)
+  case failed(IOError)
+}
+
+struct LoopCompletion {
+  var token: UInt64
+  var value: CompletionValue
+  /// No further completion will carry this token.
+  var isFinal: Bool
+}
+
+/// A readiness and I/O engine: io_uring, or epoll emulating the same
+/// completion semantics. Confined to the loop's thread except `wakeup()`.
+protocol LoopBackend: AnyObject {
+  var kind: EventLoop.Backend { get }
+  /// Capabilities found at start-up, for diagnostics.
+  var capabilities: [String] { get }
+  func submit(_ operation: LoopOperation, token: UInt64) throws(IOError)
+  /// Cancels an operation; its final completion (ECANCELED) follows.
+  func cancel(token: UInt64)
+  /// Waits for completions up to `timeout` nanoseconds (nil: no limit),
+  /// a wake-up, or at least one completion, and delivers them.
+  func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError)
+  /// Interrupts `wait` from any thread.
+  func wakeup()
+  func close()
+}

@@ -1,0 +1,99 @@
+// userproto-check: process-isolated checks the UserProto tests run.
+//
+//   userproto-check seccomp EPERM|ENOSYS   deny io_uring with seccomp, start a loop, echo a byte
+//   userproto-check leak io_uring|epoll N   start and shut down N loops with work in flight,
+//                                           counting /proc/self/fd before and after
+import CUserProtoShim
+import Dispatch
+import Glibc
+import UserProto
+
+func openDescriptorCount() -> Int {
+  guard let dir = opendir("/proc/self/fd") else { return -1 }
+  defer { closedir(dir) }
+  var count = 0
+  while readdir(dir) != nil { count += 1 }
+  return count - 3  // ".", ".." and the directory stream itself
+}
+
+func fail(_ message: String) -> Never {
+  print("error=\(String(message.map { $0 == " " ? "_" : $0 }))")
+  exit(1)
+}
+
+/// Echoes one byte through a socketpair with the loop's receive and send.
+func echoOnce(_ loop: EventLoop) -> Bool {
+  var fds: [Int32] = [-1, -1]
+  guard
+    socketpair(
+      AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0
+  else { return false }
+  defer {
+    close(fds[0])
+    close(fds[1])
+  }
+  let done = DispatchSemaphore(value: 0)
+  let a = fds[0]
+  try? loop.execute {
+    _ = try? loop.receive(socket: a) { result in
+      if case .success(let bytes) = result, bytes == [0x2a] {
+        _ = try? loop.send(socket: a, [0x2b]) { _ in done.signal() }
+      }
+    }
+  }
+  var byte: UInt8 = 0x2a
+  _ = write(fds[1], &byte, 1)
+  guard done.wait(timeout: .now() + 5) == .success else { return false }
+  var reply: UInt8 = 0
+  var entry = pollfd(fd: fds[1], events: Int16(POLLIN), revents: 0)
+  _ = poll(&entry, 1, 5000)
+  return read(fds[1], &reply, 1) == 1 && reply == 0x2b
+}
+
+let arguments = CommandLine.arguments
+guard arguments.count >= 3 else { fail("usage") }
+switch arguments[1] {
+case "seccomp":
+  let code = arguments[2] == "ENOSYS" ? ENOSYS : EPERM
+  let rc = up_seccomp_deny_io_uring(code)
+  if rc != 0 { fail("seccomp \(rc)") }
+  do {
+    let loop = try EventLoop()
+    let ok = echoOnce(loop)
+    print("backend=\(loop.backend)")
+    print("reason=\(String(loop.backendReason.map { $0 == " " ? "_" : $0 }))")
+    print("echo=\(ok ? "ok" : "failed")")
+    loop.shutdownAndWait()
+  } catch {
+    fail("\(error)")
+  }
+case "leak":
+  guard arguments.count == 4, let n = Int(arguments[3]) else { fail("usage") }
+  let choice: EventLoop.BackendChoice = arguments[2] == "epoll" ? .epoll : .ioUring
+  let before = openDescriptorCount()
+  for _ in 0..<n {
+    do {
+      let loop = try EventLoop(configuration: .init(backend: choice))
+      var fds: [Int32] = [-1, -1]
+      _ = socketpair(
+        AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+      let a = fds[0]
+      let done = DispatchSemaphore(value: 0)
+      try loop.execute {
+        _ = try? loop.receive(socket: a) { _ in }
+        _ = try? loop.watch(fd: a, events: [.readable]) { _ in }
+        done.signal()
+      }
+      done.wait()
+      try loop.schedule(after: .seconds(30)) {}
+      loop.shutdownAndWait()
+      close(fds[0])
+      close(fds[1])
+    } catch {
+      fail("\(error)")
+    }
+  }
+  print("before=\(before) after=\(openDescriptorCount())")
+default:
+  fail("unknown command")
+}

@@ -1,0 +1,55 @@
+import Testing
+
+@testable import MaskCore
+
+/// The number of system calls each transition makes: at most one for a
+/// readable or writable transition, none when nothing changes.
+@Suite("Syscalls per transition")
+struct SyscallCostTests {
+  static func cost(_ mask: MaskFD, _ events: MaskEvents, data: UInt64? = nil) throws -> Int {
+    try Sys.countingSyscalls { try mask.set(events, data: data) }
+  }
+
+  static func emulationCosts(_ layout: EmulationLayout) throws {
+    let mask = try MaskFD(backend: .emulation(layout))
+    defer { try? mask.close() }
+    #expect(try cost(mask, []) == 0, "unchanged")
+    #expect(try cost(mask, [.readable]) == 1, "POLLIN on")
+    #expect(try cost(mask, []) == 1, "POLLIN off")
+    #expect(try cost(mask, [.writable]) == 1, "POLLOUT on")
+    #expect(try cost(mask, []) == 1, "POLLOUT off")
+    #expect(try cost(mask, [.writable]) == 1, "POLLOUT on again")
+    #expect(try cost(mask, [.writable, .readable]) == 1, "POLLIN on beside POLLOUT")
+    #expect(try cost(mask, [.writable, .readable]) == 0, "unchanged")
+    #expect(try cost(mask, [.writable]) == 1, "POLLIN off beside POLLOUT")
+    #expect(try cost(mask, [.writable], data: 0x1_0000_0001) == 2, "data: both halves")
+    #expect(try cost(mask, [.writable], data: 0x1_0000_0002) == 1, "data: low half")
+    #expect(try cost(mask, [.writable, .error]) == 3, "POLLERR on")
+    #expect(try cost(mask, [.writable]) == 1, "POLLERR off")
+    #expect(try cost(mask, [.writable, .error, .priority]) == 4, "POLLERR|POLLPRI on")
+    #expect(try cost(mask, [.writable, .error]) == 1, "POLLPRI off")
+    #expect(try cost(mask, [.writable]) == 1, "POLLERR off")
+    // After POLLERR the pair layout has lost its parked datagram: parking
+    // again costs one more call, once.
+    #expect(try cost(mask, []) == (layout == .pair ? 2 : 1), "POLLOUT off after POLLERR")
+    #expect(try cost(mask, [.writable]) == 1)
+    #expect(try cost(mask, []) == 1)
+  }
+
+  @Test("emulation: syscalls per transition", arguments: EmulationLayout.allCases)
+  func emulation(layout: EmulationLayout) throws { try SyscallCostTests.emulationCosts(layout) }
+
+  @Test(
+    "kernel: one write per transition, none when unchanged",
+    .enabled(if: kernelUnderTest, "kernel backend unavailable here: \(KernelProbe.current.reason)"))
+  func kernel() throws {
+    let mask = try MaskFD(backend: .kernel)
+    defer { try? mask.close() }
+    for events in MaskEvents.allCombinations.reversed() {
+      #expect(try SyscallCostTests.cost(mask, events) == 1)
+      #expect(try SyscallCostTests.cost(mask, events) == 0)
+    }
+    #expect(try SyscallCostTests.cost(mask, [], data: 5) == 1)
+    #expect(try Sys.countingSyscalls { try mask.resignal() } == 1)
+  }
+}

@@ -1,0 +1,127 @@
+import CUserProtoShim
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+@testable import UserProto
+
+/// Both loop engines; every loop test runs under each.
+let loopBackends: [EventLoop.BackendChoice] = [.ioUring, .epoll]
+
+func makeLoop(_ backend: EventLoop.BackendChoice, entries: UInt32 = 256) throws -> EventLoop {
+  try EventLoop(configuration: .init(backend: backend, ringEntries: entries))
+}
+
+/// A thread-safe box for results collected by handlers on the loop.
+final class Collector<T: Sendable>: Sendable {
+  private let items = Mutex<[T]>([])
+  func append(_ item: T) { items.withLock { $0.append(item) } }
+  var values: [T] { items.withLock { $0 } }
+  var count: Int { items.withLock { $0.count } }
+}
+
+/// Waits until `condition` holds or `seconds` pass; returns the condition.
+@discardableResult
+func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+  let deadline = EventLoop.now() + UInt64(seconds * 1e9)
+  while !condition() {
+    if EventLoop.now() > deadline { return false }
+    usleep(1000)
+  }
+  return true
+}
+
+/// Runs `body` on the loop and waits for it.
+func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () throws -> T) throws -> T {
+  let result = Mutex<Result<T, any Error>?>(nil)
+  let done = DispatchSemaphore(value: 0)
+  try loop.execute {
+    result.withLock { $0 = Result { try body() } }
+    done.signal()
+  }
+  done.wait()
+  return try result.withLock { $0! }.get()
+}
+
+/// A loopback TCP listener on an ephemeral port (non-blocking, close-on-exec).
+func tcpListener() throws -> (fd: Int32, address: SocketAddress) {
+  let fd = socket(
+    AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  try #require(fd >= 0)
+  var one: Int32 = 1
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+  let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+  try #require(any.withSockaddr { bind(fd, $0, $1) } == 0)
+  try #require(listen(fd, 128) == 0)
+  var storage = sockaddr_storage()
+  var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+  withUnsafeMutablePointer(to: &storage) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(fd, $0, &length) }
+  }
+  let address = withUnsafeBytes(of: &storage) {
+    SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)]))
+  }
+  return (fd, address)
+}
+
+func tcpSocket() -> Int32 {
+  socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+}
+
+func streamPair() throws -> (Int32, Int32) {
+  var fds: [Int32] = [-1, -1]
+  try #require(
+    socketpair(
+      AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+      == 0)
+  return (fds[0], fds[1])
+}
+
+/// The helper executable built next to the test bundle.
+func checkHelperPath() -> String {
+  var buffer = [CChar](repeating: 0, count: 4096)
+  let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+  var directory = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  while let last = directory.last, last != "/" { directory.removeLast() }
+  if directory.hasSuffix(".xctest/") {
+    directory.removeLast()
+    while let last = directory.last, last != "/" { directory.removeLast() }
+  }
+  return directory + "userproto-check"
+}
+
+/// Runs the check helper; returns its exit status and key=value output.
+func runCheck(_ arguments: [String]) throws -> (status: Int32, values: [String: String]) {
+  var pipeFDs: [Int32] = [-1, -1]
+  try #require(up_pipe_cloexec(&pipeFDs) == 0)
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+  let path = checkHelperPath()
+  let argv = ([path] + arguments).map { strdup($0) } + [nil]
+  defer { for p in argv { free(p) } }
+  var pid = pid_t()
+  let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+  close(pipeFDs[1])
+  defer { close(pipeFDs[0]) }
+  try #require(rc == 0, "posix_spawn \(path): \(rc)")
+  var output: [UInt8] = []
+  var chunk = [UInt8](repeating: 0, count: 4096)
+  while true {
+    let n = read(pipeFDs[0], &chunk, chunk.count)
+    if n <= 0 { break }
+    output += chunk[0..<n]
+  }
+  var status: Int32 = 0
+  waitpid(pid, &status, 0)
+  var values: [String: String] = [:]
+  for line in String(decoding: output, as: UTF8.self).split(separator: "\n") {
+    for field in line.split(separator: " ") {
+      let parts = field.split(separator: "=", maxSplits: 1)
+      if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+    }
+  }
+  return (status & 0x7f == 0 ? (status >> 8) & 0xff : -1, values)
+}
