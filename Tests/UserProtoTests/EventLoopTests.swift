@@ -41,7 +41,9 @@ struct EventLoopTests {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
     let fired = Collector<(UInt64, Int)>()
-    let base = EventLoop.now() + 20_000_000
+    // Far enough ahead that scheduling and cancelling finish before the
+    // first deadline, even on a loaded machine (checked below).
+    let base = EventLoop.now() + 1_000_000_000
     var generator = SystemRandomNumberGenerator()
     let deadlines = (0..<5_000).map { _ in base + UInt64.random(in: 0..<80_000_000, using: &generator) }
     let handles = Mutex<[EventLoop.Scheduled]>([])
@@ -60,7 +62,9 @@ struct EventLoopTests {
       h.cancel()
       cancelledIDs.insert(h.id)
     }
-    usleep(150_000)
+    // Tasks run in order: once this one has run, every add and cancel has.
+    try onLoop(loop) {}
+    try #require(EventLoop.now() < base, "scheduling took longer than the margin")
     #expect(eventually { fired.count + cancelledIDs.count >= deadlines.count })
     let order = fired.values
     #expect(zip(order, order.dropFirst()).allSatisfy { $0.0 <= $1.0 }, "fired in deadline order")
