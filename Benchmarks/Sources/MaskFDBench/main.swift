@@ -119,13 +119,13 @@ for layout in available {
 
 // MARK: Wake latency: ping-pong between two threads blocked in epoll_wait
 
-/// Returns the median and p99 one-way wake latency in ns: thread B waits in
-/// epoll_wait on `pong`, thread A on `ping`; each, when woken, clears its own
-/// fd and signals the other's.
-func pingPong(
+/// One round of ping-pong between two threads blocked in epoll_wait: each,
+/// when woken, clears its own fd and signals the other's. Returns the mean
+/// one-way wake latency of the round in ns.
+func pingPongRound(
   signalPing: @escaping @Sendable () -> Void, clearPing: @escaping @Sendable () -> Void, pingFD: Int32,
   signalPong: @escaping @Sendable () -> Void, clearPong: @escaping @Sendable () -> Void, pongFD: Int32
-) -> (Double, Double) {
+) -> Double {
   func epollFor(_ fd: Int32) -> Int32 {
     let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
     var ev = epoll_event()
@@ -139,31 +139,27 @@ func pingPong(
     close(pingEp)
     close(pongEp)
   }
-  var samples: [Double] = []
-  for _ in 0..<wakeRounds {
-    let done = DispatchSemaphore(value: 0)
-    let trips = wakeTrips
-    Thread.detach {
-      var ev = epoll_event()
-      for _ in 0..<trips {
-        while epoll_wait(pongEp, &ev, 1, -1) != 1 {}
-        clearPong()
-        signalPing()
-      }
-      done.signal()
-    }
+  let done = DispatchSemaphore(value: 0)
+  let trips = wakeTrips
+  Thread.detach {
     var ev = epoll_event()
-    let start = now()
     for _ in 0..<trips {
-      signalPong()
-      while epoll_wait(pingEp, &ev, 1, -1) != 1 {}
-      clearPing()
+      while epoll_wait(pongEp, &ev, 1, -1) != 1 {}
+      clearPong()
+      signalPing()
     }
-    let elapsed = now() - start
-    done.wait()
-    samples.append(Double(elapsed) / Double(trips) / 2)
+    done.signal()
   }
-  return (median(samples), percentile(samples, 0.99))
+  var ev = epoll_event()
+  let start = now()
+  for _ in 0..<trips {
+    signalPong()
+    while epoll_wait(pingEp, &ev, 1, -1) != 1 {}
+    clearPing()
+  }
+  let elapsed = now() - start
+  done.wait()
+  return Double(elapsed) / Double(trips) / 2
 }
 
 enum Thread {
@@ -184,38 +180,57 @@ enum Thread {
   }
 }
 
+/// A pair of fds to ping-pong on, with how to set and clear each.
+struct WakeSubject: Sendable {
+  var name: String
+  var ping: Int32
+  var pong: Int32
+  var signal: @Sendable (Int) -> Void
+  var clear: @Sendable (Int) -> Void
+}
+
 let efdPing = eventfdFlags()
 let efdPong = eventfdFlags()
-let eventfdWake = pingPong(
-  signalPing: {
-    var v: UInt64 = 1; _ = write(efdPing, &v, 8)
-  },
-  clearPing: {
-    var v: UInt64 = 0; _ = read(efdPing, &v, 8)
-  }, pingFD: efdPing,
-  signalPong: {
-    var v: UInt64 = 1; _ = write(efdPong, &v, 8)
-  },
-  clearPong: {
-    var v: UInt64 = 0; _ = read(efdPong, &v, 8)
-  }, pongFD: efdPong)
-
-var wakeRows: [(MaskLayout, (Double, Double))] = []
+let eventfdFDs = [efdPing, efdPong]
+var subjects = [
+  WakeSubject(
+    name: "eventfd", ping: efdPing, pong: efdPong,
+    signal: { i in
+      var v: UInt64 = 1
+      _ = write(eventfdFDs[i], &v, 8)
+    },
+    clear: { i in
+      var v: UInt64 = 0
+      _ = read(eventfdFDs[i], &v, 8)
+    })
+]
+var wakeMasks: [MaskFD] = []
 for layout in available {
   let backend: MaskFD.Backend =
     switch layout {
     case .kernel: .kernel
     case .emulation(let e): .emulation(e)
     }
-  let ping = try MaskFD(backend: backend)
-  let pong = try MaskFD(backend: backend)
-  let result = pingPong(
-    signalPing: { try? ping.set([.readable]) }, clearPing: { try? ping.set([]) }, pingFD: ping.fileDescriptor,
-    signalPong: { try? pong.set([.readable]) }, clearPong: { try? pong.set([]) }, pongFD: pong.fileDescriptor)
-  wakeRows.append((layout, result))
-  try ping.close()
-  try pong.close()
+  let pair = [try MaskFD(backend: backend), try MaskFD(backend: backend)]
+  wakeMasks += pair
+  subjects.append(
+    WakeSubject(
+      name: "mask fd, \(layout)", ping: pair[0].fileDescriptor, pong: pair[1].fileDescriptor,
+      signal: { i in try? pair[i].set([.readable]) }, clear: { i in try? pair[i].set([]) }))
 }
+// Rounds alternate between subjects so that the VM's state (idle vCPUs wake
+// slowly) affects every subject alike; medians of the round means.
+var wakeSamples = [[Double]](repeating: [], count: subjects.count)
+for _ in 0..<wakeRounds {
+  for (i, subject) in subjects.enumerated() {
+    let s = subject
+    wakeSamples[i].append(
+      pingPongRound(
+        signalPing: { s.signal(0) }, clearPing: { s.clear(0) }, pingFD: s.ping,
+        signalPong: { s.signal(1) }, clearPong: { s.clear(1) }, pongFD: s.pong))
+  }
+}
+for mask in wakeMasks { try mask.close() }
 
 // MARK: Report
 
@@ -236,9 +251,11 @@ for (layout, results) in rows {
     print("| \(layout) | \(row.name) | \(f(row.nanoseconds)) | \(r(row.nanoseconds / eventfdPair)) |")
   }
 }
-print("\n| fd | one-way wake latency through epoll_wait, median | p99 of round medians | vs eventfd |")
+print(
+  "\n| fd | one-way wake latency through epoll_wait (median of \(wakeRounds) rounds) | fastest round | vs eventfd |")
 print("|---|---|---|---|")
-print("| eventfd | \(f(eventfdWake.0)) ns | \(f(eventfdWake.1)) ns | 1.00x |")
-for (layout, (med, p99)) in wakeRows {
-  print("| mask fd, \(layout) | \(f(med)) ns | \(f(p99)) ns | \(r(med / eventfdWake.0)) |")
+let eventfdMedian = median(wakeSamples[0])
+for (i, subject) in subjects.enumerated() {
+  let m = median(wakeSamples[i])
+  print("| \(subject.name) | \(f(m)) ns | \(f(wakeSamples[i].min()!)) ns | \(r(m / eventfdMedian)) |")
 }
