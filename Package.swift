@@ -17,7 +17,8 @@ let package = Package(
     .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -66,7 +67,10 @@ let package = Package(
     ),
     .testTarget(
       name: "UserProtoTests",
-      dependencies: ["UserProto", "CUserProtoShim", "userproto-check"],
+      dependencies: [
+        "UserProto", "CUserProtoShim", "userproto-check",
+        .product(name: "PropertyBased", package: "swift-property-based"),
+      ],
       swiftSettings: strict
     ),
     .testTarget(

@@ -94,6 +94,36 @@ case "leak":
     }
   }
   print("before=\(before) after=\(openDescriptorCount())")
+case "socket-leak":
+  guard arguments.count == 4, let n = Int(arguments[3]) else { fail("usage") }
+  let choice: EventLoop.BackendChoice = arguments[2] == "epoll" ? .epoll : .ioUring
+  do {
+    let loop = try EventLoop(configuration: .init(backend: choice))
+    let listener = try ProtocolListener<ProtocolSocket>(on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
+    let before = openDescriptorCount()
+    for i in 0..<n {
+      let client = try ProtocolSocket.connect(to: listener.localAddress, loop: loop)
+      var server: ProtocolSocket?
+      while server == nil { server = try listener.tryAccept() }
+      _ = try client.trySend([UInt8(i & 0xff)])
+      // Graceful close on both sides, or an abort every tenth time.
+      if i % 10 == 0 {
+        client.abort()
+        server?.abort()
+      } else {
+        try client.close()
+        try server?.close()
+      }
+    }
+    // Graceful closes finish asynchronously: wait for the fds to go.
+    let deadline = EventLoop.now() + 30_000_000_000
+    while openDescriptorCount() > before && EventLoop.now() < deadline { usleep(10_000) }
+    print("before=\(before) after=\(openDescriptorCount())")
+    try listener.close()
+    loop.shutdownAndWait()
+  } catch {
+    fail("\(error)")
+  }
 default:
   fail("unknown command")
 }

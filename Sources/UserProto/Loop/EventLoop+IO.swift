@@ -106,6 +106,14 @@ extension EventLoop {
     engine.cancel(token: handle.token)
   }
 
+  /// Stops an operation but keeps delivering what it already produced: a
+  /// multishot receive hands over the data that arrived before the stop, then
+  /// its handler gets one final `ECANCELED` failure. On the loop.
+  public func stop(_ handle: IOHandle) {
+    guard operations.isLive(handle.token) else { return }
+    engine.cancel(token: handle.token)
+  }
+
   /// Operations and watches in flight.
   public var operationsInFlight: Int { operations.count }
 }

@@ -292,6 +292,8 @@ public final class EventLoop: @unchecked Sendable {
   private func dispatch(_ completion: LoopCompletion) {
     guard let handler = operations.handler(for: completion.token) else {
       staleCompletions += 1
+      // A connection accepted for a cancelled accept: nobody owns it.
+      if case .accepted(let fd) = completion.value { Glibc.close(fd) }
       return
     }
     if completion.isFinal { operations.release(completion.token) }

@@ -200,7 +200,7 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: value, isFinal: true))
     }
 
-    if res == -ECANCELED || (cancelled && !more && res < 0) {
+    if res == -ECANCELED || (cancelled && res < 0) {
       finish(.failed(IOError("cancelled", ECANCELED)))
       return
     }

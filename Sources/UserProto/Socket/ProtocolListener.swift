@@ -1,0 +1,171 @@
+import Glibc
+import MaskCore
+import Synchronization
+
+/// A listening TCP or Unix-domain socket that creates a protocol socket of
+/// type `S` for each connection. Its ``fileDescriptor`` is readable exactly
+/// when ``tryAccept()`` would return a socket.
+public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
+  public let loop: EventLoop
+  /// The bound address (with the kernel-chosen port when 0 was asked).
+  public let localAddress: SocketAddress
+  /// Options for accepted sockets.
+  public let options: SocketOptions
+  /// The pollable descriptor: readable while a connection is waiting.
+  public var fileDescriptor: Int32 { mask.fileDescriptor }
+  public let mask: MaskFD
+  /// Accepted connections waiting for the application, at most this many;
+  /// accepting pauses (the kernel backlog holds the rest) until one is taken.
+  public let backlog: Int
+
+  private struct State {
+    var pending: [S] = []
+    var closed = false
+    var acceptPaused = false
+    var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    var nextWaiter: UInt64 = 0
+    /// Accept failures (EMFILE...) seen; accepting retries after a pause.
+    var acceptErrors = 0
+  }
+  private let state = Mutex(State())
+  private let fd: Int32
+  /// Loop-confined.
+  private var acceptHandle: IOHandle?
+
+  /// Listens on `address` (`SocketAddress(ipv4: "127.0.0.1", port: 0)` for
+  /// an ephemeral port).
+  public init(on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(), backlog: Int = 128)
+    throws
+  {
+    self.loop = loop
+    self.options = options
+    self.backlog = backlog
+    mask = try MaskFD(usage: .events([.readable]))
+    do {
+      (fd, localAddress) = try Sockets.listen(on: address)
+    } catch {
+      try? mask.close()
+      throw error
+    }
+    try loop.execute { [self] in startAccepting() }
+  }
+
+  /// Accept failures seen so far (EMFILE and the like); each one pauses
+  /// accepting for 100 ms instead of failing the listener.
+  public var acceptErrors: Int { state.withLock { $0.acceptErrors } }
+
+  private func startAccepting() {
+    guard acceptHandle == nil, !state.withLock({ $0.closed || $0.acceptPaused }) else { return }
+    acceptHandle = try? loop.accept(listener: fd) { [weak self] result in
+      guard let self else { return }
+      switch result {
+      case .success(let client):
+        self.adopt(client)
+      case .failure(let error):
+        self.acceptHandle = nil
+        guard !error.isCancellation else { return }
+        // Out of fds or memory: keep listening, retry shortly.
+        self.state.withLock { $0.acceptErrors += 1 }
+        _ = try? self.loop.schedule(after: .milliseconds(100)) { [weak self] in self?.startAccepting() }
+      }
+    }
+  }
+
+  private func adopt(_ client: Int32) {
+    if state.withLock({ $0.closed }) {
+      Glibc.close(client)
+      return
+    }
+    if localAddress.family == AF_INET { Sockets.setNoDelay(client) }
+    let socket: S
+    do {
+      socket = try S(loop: loop, options: options)
+    } catch {
+      // No fds left for the mask: refuse this connection, keep listening.
+      Glibc.close(client)
+      state.withLock { $0.acceptErrors += 1 }
+      return
+    }
+    socket.attach(StreamTransport(loop: loop, fd: client))
+    let (waiters, full) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool) in
+      s.pending.append(socket)
+      try? mask.set([.readable])
+      let w = Array(s.waiters.values)
+      s.waiters = [:]
+      if s.pending.count >= backlog { s.acceptPaused = true }
+      return (w, s.acceptPaused)
+    }
+    for w in waiters { w.resume() }
+    if full, let handle = acceptHandle {
+      loop.cancel(handle)
+      acceptHandle = nil
+    }
+  }
+
+  /// Takes the next accepted connection, or nil when none is waiting.
+  /// - Throws: ``SocketError/closed`` after ``close()``.
+  public func tryAccept() throws(SocketError) -> S? {
+    let (socket, resume) = try state.withLock { (s: inout State) throws(SocketError) -> (S?, Bool) in
+      if s.closed { throw .closed }
+      guard !s.pending.isEmpty else { return (nil, false) }
+      let socket = s.pending.removeFirst()
+      if s.pending.isEmpty { try? mask.set([]) }
+      let resume = s.acceptPaused && s.pending.count < backlog
+      if resume { s.acceptPaused = false }
+      return (socket, resume)
+    }
+    if resume { try? loop.execute { [self] in startAccepting() } }
+    return socket
+  }
+
+  /// Waits for the next connection.
+  public func accept() async throws -> S {
+    while true {
+      try Task.checkCancellation()
+      if let socket = try tryAccept() { return socket }
+      let id = state.withLock { s -> UInt64 in
+        s.nextWaiter += 1
+        return s.nextWaiter
+      }
+      await withTaskCancellationHandler {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+          let ready = state.withLock { s -> Bool in
+            if !s.pending.isEmpty || s.closed || Task.isCancelled { return true }
+            s.waiters[id] = c
+            return false
+          }
+          if ready { c.resume() }
+        }
+      } onCancel: {
+        state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+      }
+    }
+  }
+
+  /// Stops listening and aborts connections nobody accepted.
+  public func close() throws(SocketError) {
+    let (pending, waiters) = try state.withLock {
+      (s: inout State) throws(SocketError) -> ([S], [CheckedContinuation<Void, Never>]) in
+      if s.closed { throw .closed }
+      s.closed = true
+      defer {
+        s.pending = []
+        s.waiters = [:]
+      }
+      return (s.pending, Array(s.waiters.values))
+    }
+    for socket in pending { socket.abort() }
+    for w in waiters { w.resume() }
+    try? mask.close()
+    let listenFD = fd
+    do {
+      try loop.execute { [self] in
+        if let handle = acceptHandle { loop.cancel(handle) }
+        acceptHandle = nil
+        Glibc.close(listenFD)
+      }
+    } catch {
+      Glibc.close(listenFD)
+    }
+  }
+}

@@ -1,0 +1,117 @@
+import Glibc
+
+/// How a socket gets its connection, and what the transport tells it.
+extension ProtocolSocket: TransportDelegate {
+  /// Attaches a transport and starts it, on the loop.
+  final func attach(_ transport: any Transport) {
+    self.transport = transport
+    transport.start(self)
+  }
+
+  func transportConnected() {
+    update { s in
+      if case .connecting = s.connection { s.connection = .connected }
+    }
+    notify(.connected)
+    flush()
+  }
+
+  func transportReceived(_ bytes: [UInt8]) {
+    if state.withLock({ $0.closedByUser }) { return }  // lingering close: discard
+    do {
+      try received(bytes)
+    } catch {
+      fail(error as? SocketError ?? .protocolViolation("\(error)"))
+    }
+  }
+
+  func transportReachedEnd() {
+    if state.withLock({ $0.closedByUser }) {
+      finishClose()
+      return
+    }
+    do {
+      try receivedEndOfStream()
+    } catch {
+      fail(error as? SocketError ?? .protocolViolation("\(error)"))
+      return
+    }
+    let connection = update { s -> ConnectionState in
+      s.peerFinished = true
+      s.recomputeConnection()
+      return s.connection
+    }
+    notify(connection)
+    if case .closed = connection { finishClose() }
+  }
+
+  func transportWrote(_ count: Int) {
+    update { s in
+      s.transportBytes = max(0, s.transportBytes - count)
+      s.updateWritableLatch()
+    }
+  }
+
+  func transportFailed(_ error: IOError) {
+    transport = nil
+    let closing = state.withLock { $0.closedByUser }
+    if closing { return }
+    let socketError: SocketError = error.code == ECONNRESET || error.code == EPIPE ? .peerVanished : .transport(error)
+    update { s in s.fail(socketError) }
+    notify(.failed(socketError))
+  }
+
+  // MARK: Transports
+
+  /// Connects to a TCP (`SocketAddress(ipv4:port:)`) or Unix-domain
+  /// (`SocketAddress(unixPath:)`) address. Returns at once; messages sent
+  /// before the connection is up are queued.
+  public static func connect(
+    to address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions()
+  ) throws -> Self {
+    let socket = try Self(loop: loop, options: options)
+    let fd = try Sockets.stream(family: address.family)
+    if address.family == AF_INET { Sockets.setNoDelay(fd) }
+    let transport = StreamTransport(loop: loop, fd: fd, connectTo: address)
+    do {
+      try loop.execute { socket.attach(transport) }
+    } catch {
+      Glibc.close(fd)
+      throw error
+    }
+    return socket
+  }
+
+  /// A UDP socket bound to `local` and connected to `remote`: each message
+  /// is one datagram.
+  public static func udp(
+    local: SocketAddress, remote: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions()
+  ) throws -> Self {
+    let socket = try Self(loop: loop, options: options)
+    let fd = try Sockets.udp(local: local, remote: remote)
+    let transport = StreamTransport(loop: loop, fd: fd, datagram: true)
+    do {
+      try loop.execute { socket.attach(transport) }
+    } catch {
+      Glibc.close(fd)
+      throw error
+    }
+    return socket
+  }
+
+}
+
+/// Two sockets of type `S` connected in memory (no kernel transport), for
+/// tests and in-process protocols.
+public func makeSocketPair<S: ProtocolSocket>(
+  _ type: S.Type, loop: EventLoop, options: SocketOptions = SocketOptions()
+) throws -> (S, S) {
+  let a = try S(loop: loop, options: options)
+  let b = try S(loop: loop, options: options)
+  let (ta, tb) = MemoryTransport.pair(loop: loop)
+  try loop.execute {
+    a.attach(ta)
+    b.attach(tb)
+  }
+  return (a, b)
+}

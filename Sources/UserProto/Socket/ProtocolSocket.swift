@@ -1,0 +1,346 @@
+import Glibc
+import MaskCore
+import Synchronization
+
+/// A protocol socket: subclass it to implement a protocol.
+///
+/// The base class owns the buffers, the connection and a ``MaskFD`` whose
+/// readiness mirrors the buffers. Its readiness is derived under the same
+/// lock that changes the buffers, so no wake-up is lost, none is spurious,
+/// and no query consumes readiness:
+///
+/// - readable exactly when ``tryReceive()`` would not block: a message is
+///   queued, or end-of-stream or an error is pending;
+/// - writable exactly when ``trySend(_:)`` would not block: the transmit
+///   queue is below its high watermark (with hysteresis down to the low
+///   watermark), or the socket can no longer send, so a send fails at once
+///   (as TCP reports POLLOUT on a closed connection);
+/// - hangup when both directions are closed or the peer is gone;
+/// - error while an error is pending, until the application has received it.
+///
+/// Subclasses override the hooks (``received(_:)``, ``encode(_:)``,
+/// ``connectionStateChanged(_:)``, ``timerFired(_:)``), which run on the
+/// socket's event loop, and call the final helpers (``deliver(_:)``,
+/// ``writeRaw(_:)``, ``fail(_:)``, ``startTimer(after:)``). Every public method
+/// is safe from any thread.
+open class ProtocolSocket: @unchecked Sendable {
+  /// The loop that drives this socket's transport and runs its hooks.
+  public final let loop: EventLoop
+  /// The buffer limits.
+  public final let options: SocketOptions
+  /// The pollable descriptor: put it in poll/epoll/io_uring. Owned by the
+  /// socket; closed by ``close()`` and ``abort()``.
+  public final var fileDescriptor: Int32 { mask.fileDescriptor }
+  /// The mask fd behind ``fileDescriptor``.
+  public final let mask: MaskFD
+
+  final let state: Mutex<SocketState>
+  /// Loop-confined.
+  final var transport: (any Transport)?
+  private final var lingerTimer: EventLoop.Scheduled?
+
+  /// Creates an unconnected socket; connect it with ``connect(to:)``, or
+  /// let a ``ProtocolListener`` attach an accepted connection.
+  public required init(loop: EventLoop, options: SocketOptions = SocketOptions()) throws {
+    self.loop = loop
+    self.options = options
+    mask = try MaskFD(usage: .socket)
+    state = Mutex(SocketState(options: options))
+    try mask.set(state.withLock { $0.readiness })
+  }
+
+  deinit {
+    if !mask.isClosed { try? mask.close() }
+  }
+
+  // MARK: - Hooks for subclasses (run on the loop)
+
+  /// Bytes (stream transports) or one datagram arrived. Parse them, call
+  /// ``deliver(_:)`` for each complete message, or throw a ``SocketError``
+  /// (e.g. `.protocolViolation`) to fail the connection. The default
+  /// delivers each chunk as one message.
+  open func received(_ bytes: [UInt8]) throws {
+    try deliver(bytes)
+  }
+
+  /// The peer finished sending. Throw (e.g. ``SocketError/peerVanished``
+  /// when a frame was cut short) to turn the end into an error. The default
+  /// accepts it.
+  open func receivedEndOfStream() throws {}
+
+  /// Turns an application message into wire bytes (or one datagram). The
+  /// default sends the message as is.
+  open func encode(_ message: [UInt8]) throws -> [UInt8] { message }
+
+  /// The connection changed state.
+  open func connectionStateChanged(_ state: ConnectionState) {}
+
+  /// A timer from ``startTimer(after:)`` fired.
+  open func timerFired(_ timer: ProtocolTimer) {}
+
+  // MARK: - Helpers for subclasses (on the loop)
+
+  /// Queues a received message for the application.
+  /// - Throws: ``SocketError/messageTooLarge(size:limit:)``; the caller
+  ///   should let it propagate so the connection fails.
+  public final func deliver(_ message: [UInt8]) throws(SocketError) {
+    if message.count > options.maximumMessageSize {
+      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
+    }
+    let pause = update { s -> Bool in
+      s.receiveQueue.append(message)
+      s.receiveBytes += message.count
+      if s.receiveBytes >= s.options.receiveHighWatermark && !s.readingPaused {
+        s.readingPaused = true
+        return true
+      }
+      return false
+    }
+    if pause { transport?.pauseReading() }
+  }
+
+  /// Writes protocol bytes (a handshake, a keep-alive) ahead of queued
+  /// messages, bypassing ``encode(_:)``.
+  public final func writeRaw(_ bytes: [UInt8]) {
+    update { $0.transportBytes += bytes.count }
+    transport?.write(bytes)
+  }
+
+  /// Fails the connection: the application sees the error on its next
+  /// receive (error readiness until then), and the connection closes.
+  public final func fail(_ error: SocketError) {
+    guard let transport else {
+      update { s in s.fail(error) }
+      notify(.failed(error))
+      return
+    }
+    self.transport = nil
+    transport.close()
+    update { s in s.fail(error) }
+    notify(.failed(error))
+  }
+
+  /// Starts a timer that calls ``timerFired(_:)`` on the loop.
+  @discardableResult
+  public final func startTimer(after delay: Duration) throws(LoopError) -> ProtocolTimer {
+    let timer = ProtocolTimer()
+    timer.scheduled = try loop.schedule(after: delay) { [weak self] in
+      guard let self, !timer.cancelled else { return }
+      self.timerFired(timer)
+    }
+    return timer
+  }
+
+  // MARK: - Application API (any thread)
+
+  /// The connection's state.
+  public final var connectionState: ConnectionState { state.withLock { $0.connection } }
+
+  /// The readiness the socket shows, derived from its buffers.
+  public final var readiness: MaskEvents { state.withLock { $0.readiness } }
+
+  /// Queues a message if it fits; returns false when the send would block
+  /// (the transmit queue is at its high watermark).
+  /// - Throws: ``SocketError/closed`` after close, ``SocketError/writeShutdown``
+  ///   after ``shutdownWrite()``, the pending error of a failed connection,
+  ///   ``SocketError/messageTooLarge(size:limit:)``.
+  @discardableResult
+  public final func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
+    if message.count > options.maximumMessageSize {
+      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
+    }
+    let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
+      try s.checkCanSend()
+      guard s.sendWouldNotBlock else { return nil }
+      s.pendingSends.append(message)
+      s.pendingBytes += message.count
+      s.updateWritableLatch()
+      if s.flushScheduled { return false }
+      s.flushScheduled = true
+      return true
+    }
+    guard let schedule else { return false }
+    if schedule {
+      if loop.inEventLoop {
+        try? loop.execute { [self] in flush() }
+      } else {
+        do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
+      }
+    }
+    return true
+  }
+
+  /// The result of a non-blocking receive.
+  public enum ReceiveResult: Sendable, Hashable {
+    case message([UInt8])
+    /// Nothing queued yet.
+    case wouldBlock
+    /// The peer finished sending, or the connection ended (after its error
+    /// was received).
+    case endOfStream
+  }
+
+  /// Takes the next message without blocking.
+  /// - Throws: the pending error once (then `.endOfStream` follows), or
+  ///   ``SocketError/closed`` after close.
+  public final func tryReceive() throws(SocketError) -> ReceiveResult {
+    // The state changes (and the mask follows) even when the result is the
+    // pending error: receiving it clears POLLERR.
+    let (result, resume) = update { s in s.takeNext() }
+    if resume { resumeReadingSoon() }
+    return try result.get()
+  }
+
+  /// Shuts down the write side after the queued messages (half-close).
+  public final func shutdownWrite() throws(SocketError) {
+    try updateThrowing { (s: inout SocketState) throws(SocketError) in
+      if s.closedByUser { throw .closed }
+      s.writeShut = true
+      s.recomputeConnection()
+    }
+    try? loop.execute { [self] in
+      flush()
+      transport?.shutdownWrite()
+      notify(connectionState)
+    }
+  }
+
+  /// Closes gracefully: queued messages are flushed, the write side is shut
+  /// down, and the connection closes once the peer finishes (or after 5 s).
+  /// The socket is closed for the application at once.
+  public final func close() throws(SocketError) {
+    try updateThrowing { (s: inout SocketState) throws(SocketError) in
+      if s.closedByUser { throw .closed }
+      s.closedByUser = true
+      s.writeShut = true
+    }
+    wakeWaiters()
+    try? mask.close()
+    do {
+      try loop.execute { [self] in
+        flush()
+        guard let transport else { return }
+        transport.shutdownWrite()
+        transport.resumeReading()
+        lingerTimer = try? loop.schedule(after: .seconds(5)) { [self] in finishClose() }
+      }
+    } catch {
+      // The loop is gone: nothing is left to flush.
+    }
+  }
+
+  /// Closes at once, dropping queued messages.
+  public final func abort() {
+    let first = update { s -> Bool in
+      defer {
+        s.closedByUser = true
+        s.writeShut = true
+      }
+      return !s.closedByUser
+    }
+    guard first else { return }
+    wakeWaiters()
+    try? mask.close()
+    try? loop.execute { [self] in
+      transport?.close()
+      transport = nil
+    }
+  }
+
+  // MARK: - Internals
+
+  /// Mutates the state under the lock and updates the mask from it, under
+  /// the same lock.
+  @discardableResult
+  final func update<T>(_ body: (inout SocketState) -> T) -> T {
+    let (result, wake) = state.withLock { s -> (T, Bool) in
+      let before = s.readiness
+      let result = body(&s)
+      let after = s.readiness
+      if !s.closedByUser && after != before { try? mask.set(after) }
+      return (result, after != before || s.hasWaiters)
+    }
+    if wake { wakeWaiters() }
+    return result
+  }
+
+  @discardableResult
+  final func updateThrowing<T>(_ body: (inout SocketState) throws(SocketError) -> T) throws(SocketError) -> T {
+    let (result, wake) = try state.withLock { (s: inout SocketState) throws(SocketError) -> (T, Bool) in
+      let before = s.readiness
+      let result = try body(&s)
+      let after = s.readiness
+      if !s.closedByUser && after != before { try? mask.set(after) }
+      return (result, after != before || s.hasWaiters)
+    }
+    if wake { wakeWaiters() }
+    return result
+  }
+
+  final func notify(_ connection: ConnectionState) {
+    connectionStateChanged(connection)
+  }
+
+  private final func resumeReadingSoon() {
+    try? loop.execute { [self] in
+      let resume = update { s -> Bool in
+        guard s.readingPaused, s.receiveBytes <= s.options.receiveLowWatermark else { return false }
+        s.readingPaused = false
+        return true
+      }
+      if resume { transport?.resumeReading() }
+    }
+  }
+
+  /// Encodes and hands queued messages to the transport. On the loop.
+  final func flush() {
+    let batch = update { s -> [[UInt8]] in
+      s.flushScheduled = false
+      let all = s.pendingSends
+      s.pendingSends = []
+      return all
+    }
+    guard !batch.isEmpty else { return }
+    for message in batch {
+      guard let transport else {
+        update { s in
+          s.pendingBytes -= message.count
+          s.updateWritableLatch()
+        }
+        continue
+      }
+      let wire: [UInt8]
+      do {
+        wire = try encode(message)
+      } catch {
+        fail(error as? SocketError ?? .protocolViolation("encode failed: \(error)"))
+        return
+      }
+      update { s in
+        s.pendingBytes -= message.count
+        s.transportBytes += wire.count
+        s.updateWritableLatch()
+      }
+      transport.write(wire)
+    }
+  }
+
+  final func finishClose() {
+    lingerTimer?.cancel()
+    lingerTimer = nil
+    transport?.close()
+    transport = nil
+    update { s in s.connection = .closed }
+  }
+}
+
+/// A timer of a protocol socket.
+public final class ProtocolTimer: @unchecked Sendable {
+  var scheduled: EventLoop.Scheduled?
+  var cancelled = false
+  /// Cancels the timer; its ``ProtocolSocket/timerFired(_:)`` will not run.
+  public func cancel() {
+    cancelled = true
+    scheduled?.cancel()
+  }
+}

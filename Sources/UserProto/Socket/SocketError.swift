@@ -1,0 +1,26 @@
+/// Errors a protocol socket reports.
+public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
+  /// The socket was closed (or aborted) by this side: use after close.
+  case closed
+  /// The write side was shut down (`shutdownWrite()` or `close()`).
+  case writeShutdown
+  /// The connection failed at the transport: reset, refused, timed out...
+  case transport(IOError)
+  /// The peer spoke the protocol wrongly: a malformed frame, a bad header.
+  case protocolViolation(String)
+  /// A message exceeded the maximum message size.
+  case messageTooLarge(size: Int, limit: Int)
+  /// The peer closed the connection while this side expected more.
+  case peerVanished
+
+  public var description: String {
+    switch self {
+    case .closed: "the socket is closed"
+    case .writeShutdown: "the socket's write side is shut down"
+    case .transport(let error): "transport error: \(error)"
+    case .protocolViolation(let what): "protocol violation: \(what)"
+    case .messageTooLarge(let size, let limit): "message of \(size) bytes exceeds the limit of \(limit) bytes"
+    case .peerVanished: "the peer vanished"
+    }
+  }
+}

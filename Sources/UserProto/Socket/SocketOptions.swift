@@ -1,0 +1,44 @@
+/// Buffer limits of a protocol socket. Memory stays bounded whatever the
+/// peer does: reading from the transport pauses while the receive queue is
+/// at its high watermark, and sends would block at the transmit high
+/// watermark.
+public struct SocketOptions: Sendable, Hashable {
+  /// Receive queue bytes at which reading from the transport pauses.
+  public var receiveHighWatermark: Int
+  /// Receive queue bytes at which reading resumes.
+  public var receiveLowWatermark: Int
+  /// Transmit queue bytes at which sends would block (not writable).
+  public var sendHighWatermark: Int
+  /// Transmit queue bytes at which the socket is writable again.
+  public var sendLowWatermark: Int
+  /// The largest message accepted in either direction (default 1 MiB).
+  public var maximumMessageSize: Int
+
+  public init(
+    receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,
+    sendHighWatermark: Int = 256 * 1024, sendLowWatermark: Int = 64 * 1024,
+    maximumMessageSize: Int = 1 << 20
+  ) {
+    self.receiveHighWatermark = receiveHighWatermark
+    self.receiveLowWatermark = min(receiveLowWatermark, receiveHighWatermark)
+    self.sendHighWatermark = sendHighWatermark
+    self.sendLowWatermark = min(sendLowWatermark, sendHighWatermark)
+    self.maximumMessageSize = maximumMessageSize
+  }
+}
+
+/// The state of a protocol socket's connection.
+public enum ConnectionState: Sendable, Hashable {
+  /// Connecting; sends are queued.
+  case connecting
+  /// Connected in both directions.
+  case connected
+  /// The peer finished sending (end-of-stream); this side may still send.
+  case peerFinishedSending
+  /// This side shut down its write side; the peer may still send.
+  case writeShutdown
+  /// Both directions are closed, or the peer is gone.
+  case closed
+  /// The connection failed with an error.
+  case failed(SocketError)
+}

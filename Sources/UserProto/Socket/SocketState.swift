@@ -1,0 +1,121 @@
+import MaskCore
+
+/// A protocol socket's buffers and connection, from which its readiness is
+/// derived. Always accessed under the socket's lock.
+struct SocketState {
+  let options: SocketOptions
+  var receiveQueue: [[UInt8]] = []
+  var receiveHead = 0
+  var receiveBytes = 0
+  var readingPaused = false
+
+  /// Messages queued by the application, not yet encoded.
+  var pendingSends: [[UInt8]] = []
+  var pendingBytes = 0
+  /// Encoded bytes handed to the transport and not yet written.
+  var transportBytes = 0
+  /// Writable hysteresis: false from the high watermark down to the low one.
+  var writableLatch = true
+  var flushScheduled = false
+
+  var connection: ConnectionState = .connecting
+  var peerFinished = false
+  var writeShut = false
+  var closedByUser = false
+  var pendingError: SocketError?
+  var errorReported = false
+  var peerGone = false
+
+  var receiveWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+  var sendWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+  var nextWaiter: UInt64 = 0
+
+  init(options: SocketOptions) { self.options = options }
+
+  var hasWaiters: Bool { !receiveWaiters.isEmpty || !sendWaiters.isEmpty }
+  var queuedMessages: Int { receiveQueue.count - receiveHead }
+  var transmitBytes: Int { pendingBytes + transportBytes }
+  var failed: Bool { pendingError != nil || peerGone }
+
+  /// True when a send can no longer succeed: it fails at once instead.
+  var cannotSend: Bool { closedByUser || writeShut || failed }
+
+  /// A send would be accepted now (below the high watermark).
+  var sendWouldNotBlock: Bool { writableLatch && transmitBytes < options.sendHighWatermark }
+
+  mutating func updateWritableLatch() {
+    if transmitBytes >= options.sendHighWatermark { writableLatch = false }
+    if transmitBytes <= options.sendLowWatermark { writableLatch = true }
+  }
+
+  /// The readiness the mask fd shows.
+  var readiness: MaskEvents {
+    var events: MaskEvents = []
+    let errorPending = pendingError != nil && !errorReported
+    if queuedMessages > 0 || peerFinished || errorPending || peerGone { events.insert(.readable) }
+    if cannotSend || sendWouldNotBlock { events.insert(.writable) }
+    if errorPending { events.insert(.error) }
+    if peerGone || (peerFinished && writeShut) { events.insert(.hangup) }
+    return events
+  }
+
+  func checkCanSend() throws(SocketError) {
+    if closedByUser { throw .closed }
+    if let pendingError { throw pendingError }
+    if peerGone { throw .peerVanished }
+    if writeShut { throw .writeShutdown }
+  }
+
+  /// Takes the next message; returns it (or the error to report, which is
+  /// then marked received) and whether reading should resume.
+  mutating func takeNext() -> (Result<ProtocolSocket.ReceiveResult, SocketError>, Bool) {
+    do {
+      return try takeNextThrowing()
+    } catch {
+      return (.failure(error), false)
+    }
+  }
+
+  private mutating func takeNextThrowing() throws(SocketError) -> (
+    Result<ProtocolSocket.ReceiveResult, SocketError>, Bool
+  ) {
+    if closedByUser { throw .closed }
+    if receiveHead < receiveQueue.count {
+      let message = receiveQueue[receiveHead]
+      receiveHead += 1
+      if receiveHead > 64 && receiveHead * 2 > receiveQueue.count {
+        receiveQueue.removeFirst(receiveHead)
+        receiveHead = 0
+      }
+      receiveBytes -= message.count
+      let resume = readingPaused && receiveBytes <= options.receiveLowWatermark
+      return (.success(.message(message)), resume)
+    }
+    if let pendingError, !errorReported {
+      errorReported = true
+      throw pendingError
+    }
+    if peerFinished || peerGone || pendingError != nil { return (.success(.endOfStream), false) }
+    return (.success(.wouldBlock), false)
+  }
+
+  mutating func fail(_ error: SocketError) {
+    if pendingError == nil { pendingError = error }
+    peerGone = true
+    pendingSends = []
+    pendingBytes = 0
+    transportBytes = 0
+    connection = .failed(error)
+  }
+
+  mutating func recomputeConnection() {
+    if case .failed = connection { return }
+    if peerGone || (peerFinished && writeShut) {
+      connection = .closed
+    } else if peerFinished {
+      connection = .peerFinishedSending
+    } else if writeShut {
+      connection = .writeShutdown
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/// Two transports connected in memory on one loop: what one writes, the
+/// other receives (in order), with the same flow control as a kernel
+/// transport: a paused reader holds data back at the writer.
+final class MemoryTransport: Transport, @unchecked Sendable {
+  let loop: EventLoop
+  let isDatagram = false
+  private weak var delegate: (any TransportDelegate)?
+  private weak var peer: MemoryTransport?
+  private var inbox: [[UInt8]] = []
+  private var inboxBytes = 0
+  /// Written but held back while the peer's inbox is full (flow control).
+  private var outbound: [[UInt8]] = []
+  /// The inbox holds at most this much; beyond it writers wait, as with a
+  /// kernel socket buffer.
+  static let inboxLimit = 64 * 1024
+  private var paused = false
+  private var finished = false
+  private var peerEnded = false
+  private var writeShut = false
+  private var endSent = false
+
+  private init(loop: EventLoop) { self.loop = loop }
+
+  static func pair(loop: EventLoop) -> (MemoryTransport, MemoryTransport) {
+    let a = MemoryTransport(loop: loop)
+    let b = MemoryTransport(loop: loop)
+    a.peer = b
+    b.peer = a
+    return (a, b)
+  }
+
+  func start(_ delegate: any TransportDelegate) {
+    self.delegate = delegate
+    delegate.transportConnected()
+    drain()
+  }
+
+  func write(_ bytes: [UInt8]) {
+    guard !finished, !writeShut else { return }
+    outbound.append(bytes)
+    try? loop.execute { [weak self] in self?.transfer() }
+  }
+
+  /// Moves held-back output into the peer's inbox while it has room, and
+  /// reports what moved as written.
+  private func transfer() {
+    guard !finished else { return }
+    guard let peer, !peer.finished else {
+      if !outbound.isEmpty {
+        outbound = []
+        delegate?.transportFailed(IOError("send", 32))  // EPIPE
+      }
+      return
+    }
+    var moved = 0
+    while !outbound.isEmpty && peer.inboxBytes < MemoryTransport.inboxLimit {
+      let chunk = outbound.removeFirst()
+      peer.inbox.append(chunk)
+      peer.inboxBytes += chunk.count
+      moved += chunk.count
+    }
+    if writeShut && outbound.isEmpty && !endSent {
+      // End-of-stream follows the last byte, as after shutdown(SHUT_WR).
+      endSent = true
+      peer.peerEnded = true
+    }
+    if moved > 0 { delegate?.transportWrote(moved) }
+    if moved > 0 || endSent { try? loop.execute { [weak peer] in peer?.drain() } }
+  }
+
+  private func drain() {
+    guard !finished, delegate != nil else { return }
+    var took = false
+    while !paused && !inbox.isEmpty && !finished {
+      let chunk = inbox.removeFirst()
+      inboxBytes -= chunk.count
+      took = true
+      delegate?.transportReceived(chunk)
+    }
+    if took, let peer { try? loop.execute { [weak peer] in peer?.transfer() } }
+    if inbox.isEmpty && peerEnded && !paused && !finished {
+      peerEnded = false
+      delegate?.transportReachedEnd()
+    }
+  }
+
+  func pauseReading() { paused = true }
+
+  func resumeReading() {
+    paused = false
+    try? loop.execute { [weak self] in self?.drain() }
+  }
+
+  func shutdownWrite() {
+    guard !writeShut else { return }
+    writeShut = true
+    try? loop.execute { [weak self] in self?.transfer() }
+  }
+
+  func close() {
+    guard !finished else { return }
+    finished = true
+    let peer = self.peer
+    try? loop.execute {
+      guard let peer, !peer.finished else { return }
+      if !peer.writeShut || !peer.peerEnded {
+        peer.peerEnded = true
+        peer.drain()
+      }
+    }
+  }
+}

@@ -1,0 +1,183 @@
+import Glibc
+
+/// A TCP or Unix-domain stream socket driven by the loop's receive and send
+/// operations, with one send in flight so bytes stay in order.
+final class StreamTransport: Transport, @unchecked Sendable {
+  let loop: EventLoop
+  let isDatagram: Bool
+  private let fd: Int32
+  private var connectTo: SocketAddress?
+  private weak var delegate: (any TransportDelegate)?
+  private var receiveHandle: IOHandle?
+  private var sendHandle: IOHandle?
+  private var outbound: [[UInt8]] = []
+  private var outboundHead = 0
+  private var paused = false
+  private var stopping = false
+  private var shutdownRequested = false
+  private var finished = false
+  /// Coalesce queued messages into one send of at most this many bytes.
+  private static let maximumSend = 256 * 1024
+
+  /// Wraps a connected (accepted) socket, or one to connect to `address`.
+  init(loop: EventLoop, fd: Int32, connectTo address: SocketAddress? = nil, datagram: Bool = false) {
+    self.loop = loop
+    self.fd = fd
+    connectTo = address
+    isDatagram = datagram
+  }
+
+  func start(_ delegate: any TransportDelegate) {
+    self.delegate = delegate
+    if let address = connectTo {
+      do {
+        _ = try loop.connect(socket: fd, to: address) { [weak self] result in
+          guard let self, !self.finished else { return }
+          switch result {
+          case .success:
+            self.connectTo = nil
+            self.delegate?.transportConnected()
+            self.startReading()
+            self.pump()
+          case .failure(let error):
+            self.fail(error)
+          }
+        }
+      } catch {
+        fail(error as? IOError ?? IOError("connect", EIO))
+      }
+    } else {
+      delegate.transportConnected()
+      startReading()
+    }
+  }
+
+  private func startReading() {
+    guard !finished, !paused, receiveHandle == nil, connectTo == nil else { return }
+    do {
+      receiveHandle = try loop.receive(socket: fd) { [weak self] result in
+        guard let self, !self.finished else { return }
+        switch result {
+        case .success(let bytes) where bytes.isEmpty && !self.isDatagram:
+          self.receiveHandle = nil
+          self.delegate?.transportReachedEnd()
+        case .success(let bytes):
+          self.delegate?.transportReceived(bytes)
+        case .failure(let error) where error.isCancellation && self.stopping:
+          // A pause completed: everything received before it was delivered.
+          self.receiveHandle = nil
+          self.stopping = false
+          if !self.paused { self.startReading() }
+        case .failure(let error):
+          self.receiveHandle = nil
+          self.fail(error)
+        }
+      }
+    } catch {
+      fail(error as? IOError ?? IOError("recv", EIO))
+    }
+  }
+
+  func pauseReading() {
+    guard !paused else { return }
+    paused = true
+    if let handle = receiveHandle, !stopping {
+      stopping = true
+      loop.stop(handle)
+    }
+  }
+
+  func resumeReading() {
+    guard paused else { return }
+    paused = false
+    if !stopping { startReading() }
+  }
+
+  func write(_ bytes: [UInt8]) {
+    guard !finished else { return }
+    outbound.append(bytes)
+    pump()
+  }
+
+  private func pump() {
+    guard !finished, sendHandle == nil, connectTo == nil else { return }
+    guard outboundHead < outbound.count else {
+      outbound.removeAll(keepingCapacity: true)
+      outboundHead = 0
+      if shutdownRequested {
+        shutdownRequested = false
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+      }
+      return
+    }
+    var chunk: [UInt8]
+    if isDatagram {
+      chunk = outbound[outboundHead]
+    } else {
+      chunk = outbound[outboundHead]
+      var next = outboundHead + 1
+      while next < outbound.count && chunk.count + outbound[next].count <= StreamTransport.maximumSend {
+        chunk += outbound[next]
+        next += 1
+      }
+    }
+    do {
+      sendHandle = try loop.send(socket: fd, chunk) { [weak self] result in
+        guard let self, !self.finished else { return }
+        self.sendHandle = nil
+        switch result {
+        case .success(let n):
+          self.consume(n)
+          self.delegate?.transportWrote(n)
+          self.pump()
+        case .failure(let error):
+          self.fail(error)
+        }
+      }
+    } catch {
+      fail(error as? IOError ?? IOError("send", EIO))
+    }
+  }
+
+  /// Drops `n` sent bytes from the front of the queue.
+  private func consume(_ n: Int) {
+    var remaining = n
+    if isDatagram {
+      outboundHead += 1
+      return
+    }
+    while remaining > 0 && outboundHead < outbound.count {
+      let head = outbound[outboundHead].count
+      if remaining >= head {
+        remaining -= head
+        outboundHead += 1
+      } else {
+        outbound[outboundHead].removeFirst(remaining)
+        remaining = 0
+      }
+    }
+  }
+
+  func shutdownWrite() {
+    shutdownRequested = true
+    pump()
+  }
+
+  private func fail(_ error: IOError) {
+    guard !finished else { return }
+    let delegate = self.delegate
+    close()
+    delegate?.transportFailed(error)
+  }
+
+  func close() {
+    guard !finished else { return }
+    finished = true
+    if let handle = receiveHandle { loop.cancel(handle) }
+    if let handle = sendHandle { loop.cancel(handle) }
+    receiveHandle = nil
+    sendHandle = nil
+    outbound = []
+    Glibc.close(fd)
+  }
+}

@@ -1,0 +1,31 @@
+/// What a transport reports to the socket above it. Called on the loop.
+protocol TransportDelegate: AnyObject {
+  /// The connection is established (immediately for accepted ones).
+  func transportConnected()
+  /// Bytes (stream) or one datagram arrived.
+  func transportReceived(_ bytes: [UInt8])
+  /// The peer finished sending (stream end-of-stream).
+  func transportReachedEnd()
+  /// `count` bytes of queued output reached the kernel.
+  func transportWrote(_ count: Int)
+  /// The connection failed; no further callbacks follow.
+  func transportFailed(_ error: IOError)
+}
+
+/// A byte-stream or datagram pipe driven by an event loop. Every method is
+/// called on the loop's thread.
+protocol Transport: AnyObject {
+  var loop: EventLoop { get }
+  /// True for datagram transports: each receive is one message.
+  var isDatagram: Bool { get }
+  func start(_ delegate: any TransportDelegate)
+  /// Queues bytes (stream) or one datagram for sending, in order.
+  func write(_ bytes: [UInt8])
+  /// Stops delivering received data until `resumeReading`.
+  func pauseReading()
+  func resumeReading()
+  /// Sends end-of-stream after the queued output (stream shutdown(SHUT_WR)).
+  func shutdownWrite()
+  /// Ends everything now and releases the fd; no callbacks follow.
+  func close()
+}
