@@ -44,7 +44,7 @@ let package = Package(
     .executableTarget(
       name: "Examples",
       dependencies: [
-        "UserProto",
+        "UserProto", "CUserProtoShim",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       swiftSettings: strict
@@ -71,6 +71,11 @@ let package = Package(
         "UserProto", "CUserProtoShim", "userproto-check",
         .product(name: "PropertyBased", package: "swift-property-based"),
       ],
+      swiftSettings: strict
+    ),
+    .testTarget(
+      name: "ExamplesTests",
+      dependencies: ["Examples", "UserProto"],
       swiftSettings: strict
     ),
     .testTarget(

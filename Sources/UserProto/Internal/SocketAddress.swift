@@ -1,4 +1,4 @@
-import Glibc
+public import Glibc
 
 /// An IPv4, IPv6 or Unix-domain socket address.
 public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
@@ -30,7 +30,8 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
   init(raw: UnsafeRawBufferPointer) { storage = Array(raw) }
 
-  var family: Int32 { storage.withUnsafeBytes { Int32($0.load(as: sa_family_t.self)) } }
+  /// The address family (AF_INET, AF_UNIX...).
+  public var family: Int32 { storage.withUnsafeBytes { Int32($0.load(as: sa_family_t.self)) } }
 
   /// The port of an IP address, else nil.
   public var port: UInt16? {
@@ -52,7 +53,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
   }
 
   /// Lends the address to a C call.
-  func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
+  public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) rethrows -> R {
     try storage.withUnsafeBytes { raw in
       try body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
     }
