@@ -251,6 +251,7 @@ struct EventLoopTests {
     for code in [ENOMEM, EPERM, ENOSYS] {
       var configuration = EventLoop.Configuration(backend: .automatic)
       configuration.injectedSetupError = code
+      configuration.honorsEnvironment = false
       let loop = try EventLoop(configuration: configuration)
       #expect(loop.backend == .epoll)
       #expect(loop.backendReason.contains(IOError.name(code)), "\(loop.backendReason)")

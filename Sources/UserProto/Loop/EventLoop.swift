@@ -35,6 +35,8 @@ public final class EventLoop: @unchecked Sendable {
     public var name: String
     /// Test hook: makes io_uring set-up fail with this errno.
     var injectedSetupError: Int32?
+    /// Test hook: ignore `USERPROTO_LOOP_BACKEND`.
+    var honorsEnvironment = true
     public init(backend: BackendChoice = .automatic, ringEntries: UInt32 = 256, name: String = "userproto-loop") {
       self.backend = backend
       self.ringEntries = ringEntries
@@ -113,7 +115,7 @@ public final class EventLoop: @unchecked Sendable {
 
   private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (any LoopBackend, String) {
     var choice = configuration.backend
-    if choice == .automatic, let forced = getenv("USERPROTO_LOOP_BACKEND") {
+    if choice == .automatic, configuration.honorsEnvironment, let forced = getenv("USERPROTO_LOOP_BACKEND") {
       switch String(cString: forced) {
       case "io_uring", "iouring", "uring": choice = .ioUring
       case "epoll": choice = .epoll
