@@ -12,6 +12,7 @@ let package = Package(
   products: [
     .library(name: "MaskCore", targets: ["MaskCore"]),
     .library(name: "UserProto", targets: ["UserProto"]),
+    .library(name: "ExampleProtocols", targets: ["ExampleProtocols"]),
     .executable(name: "userproto", targets: ["Examples"]),
     // The C shim, for the benchmark package only; not a supported API.
     .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
@@ -40,13 +41,21 @@ let package = Package(
       dependencies: ["MaskCore", "CUserProtoShim"],
       swiftSettings: strict
     ),
+    // The example protocols: nanomsg SP REQ/REP (echo) and PUB/SUB.
+    .target(
+      name: "ExampleProtocols",
+      dependencies: ["UserProto"],
+      path: "Sources/Examples/Protocols",
+      swiftSettings: strict
+    ),
     // `userproto`: the demo and the example protocols' command line.
     .executableTarget(
       name: "Examples",
       dependencies: [
-        "UserProto", "CUserProtoShim",
+        "UserProto", "ExampleProtocols", "CUserProtoShim",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
+      path: "Sources/Examples/CLI",
       swiftSettings: strict
     ),
     // A small helper the tests run in another process: it inspects an
@@ -75,7 +84,7 @@ let package = Package(
     ),
     .testTarget(
       name: "ExamplesTests",
-      dependencies: ["Examples", "UserProto"],
+      dependencies: ["Examples", "ExampleProtocols", "UserProto"],
       swiftSettings: strict
     ),
     .testTarget(

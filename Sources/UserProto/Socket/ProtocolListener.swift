@@ -32,11 +32,21 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   /// Loop-confined.
   private var acceptHandle: IOHandle?
 
+  /// Runs on the loop for each new socket, before its connection starts.
+  private let configure: (@Sendable (S) -> Void)?
+  /// False when `configure` takes ownership of each socket (servers that
+  /// answer on the loop): accepted sockets are then not queued.
+  private let queuesConnections: Bool
+
   /// Listens on `address` (`SocketAddress(ipv4: "127.0.0.1", port: 0)` for
-  /// an ephemeral port).
-  public init(on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(), backlog: Int = 128)
-    throws
-  {
+  /// an ephemeral port). `configure` runs on the loop for each accepted
+  /// socket before it starts (e.g. to call ``ProtocolSocket/handleMessagesOnLoop(_:)``).
+  public init(
+    on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(), backlog: Int = 128,
+    queuesConnections: Bool = true, configure: (@Sendable (S) -> Void)? = nil
+  ) throws {
+    self.configure = configure
+    self.queuesConnections = queuesConnections
     self.loop = loop
     self.options = options
     self.backlog = backlog
@@ -86,7 +96,9 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       state.withLock { $0.acceptErrors += 1 }
       return
     }
+    configure?(socket)
     socket.attach(StreamTransport(loop: loop, fd: client))
+    guard queuesConnections else { return }
     let (waiters, full) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool) in
       s.pending.append(socket)
       try? mask.set([.readable])

@@ -78,6 +78,32 @@ open class ProtocolSocket: @unchecked Sendable {
   /// A timer from ``startTimer(after:)`` fired.
   open func timerFired(_ timer: ProtocolTimer) {}
 
+  /// Whether applications may send on this socket type (false for a
+  /// subscriber, say); sends then throw ``SocketError/notSupported(_:)``.
+  open var sendsMessages: Bool { true }
+
+  // MARK: - Serving on the loop
+
+  /// Loop-confined.
+  private final var loopHandler: ((ProtocolSocket, [UInt8]) -> Void)?
+
+  /// Loop-confined.
+  private final var stateObserver: ((ConnectionState) -> Void)?
+
+  /// Calls `handler` on the loop whenever the connection changes state
+  /// (after ``connectionStateChanged(_:)``). Call it on the loop.
+  public final func observeStateChanges(_ handler: @escaping (ConnectionState) -> Void) {
+    stateObserver = handler
+  }
+
+  /// Hands received messages to `handler` on the loop instead of queueing
+  /// them: for servers that answer on the loop, without locks or tasks.
+  /// Call it on the loop before data arrives (a listener's `configure`
+  /// closure runs at the right time).
+  public final func handleMessagesOnLoop(_ handler: @escaping (ProtocolSocket, [UInt8]) -> Void) {
+    loopHandler = handler
+  }
+
   // MARK: - Helpers for subclasses (on the loop)
 
   /// Queues a received message for the application.
@@ -86,6 +112,10 @@ open class ProtocolSocket: @unchecked Sendable {
   public final func deliver(_ message: [UInt8]) throws(SocketError) {
     if message.count > options.maximumMessageSize {
       throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
+    }
+    if let loopHandler {
+      loopHandler(self, message)
+      return
     }
     let pause = update { s -> Bool in
       s.receiveQueue.append(message)
@@ -146,6 +176,7 @@ open class ProtocolSocket: @unchecked Sendable {
   ///   ``SocketError/messageTooLarge(size:limit:)``.
   @discardableResult
   public final func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
+    if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
     if message.count > options.maximumMessageSize {
       throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
     }
@@ -162,7 +193,7 @@ open class ProtocolSocket: @unchecked Sendable {
     guard let schedule else { return false }
     if schedule {
       if loop.inEventLoop {
-        try? loop.execute { [self] in flush() }
+        flush()  // on the loop already (a hook or a loop handler): no hop
       } else {
         do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
       }
@@ -279,6 +310,7 @@ open class ProtocolSocket: @unchecked Sendable {
 
   final func notify(_ connection: ConnectionState) {
     connectionStateChanged(connection)
+    stateObserver?(connection)
   }
 
   private final func resumeReadingSoon() {
@@ -296,6 +328,9 @@ open class ProtocolSocket: @unchecked Sendable {
   final func flush() {
     let batch = update { s -> [[UInt8]] in
       s.flushScheduled = false
+      // Until connected, messages wait: the connection's own first bytes (a
+      // protocol header written when it connects) must go first.
+      if case .connecting = s.connection { return [] }
       let all = s.pendingSends
       s.pendingSends = []
       return all

@@ -12,6 +12,8 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
   case messageTooLarge(size: Int, limit: Int)
   /// The peer closed the connection while this side expected more.
   case peerVanished
+  /// The socket type does not do this (e.g. a SUB socket sending).
+  case notSupported(String)
 
   public var description: String {
     switch self {
@@ -21,6 +23,7 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
     case .protocolViolation(let what): "protocol violation: \(what)"
     case .messageTooLarge(let size, let limit): "message of \(size) bytes exceeds the limit of \(limit) bytes"
     case .peerVanished: "the peer vanished"
+    case .notSupported(let what): "not supported: \(what)"
     }
   }
 }

@@ -5,7 +5,10 @@ struct UserProtoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "userproto",
     abstract: "UserProto: user-space protocols with real, pollable file descriptors.",
-    subcommands: [Demo.self, Fidelity.self, MixedPollCommand.self],
+    subcommands: [
+      Demo.self, EchoServerCommand.self, EchoClientCommand.self, PubCommand.self, SubCommand.self,
+      MixedPollCommand.self, Fidelity.self,
+    ],
     defaultSubcommand: Demo.self
   )
 }
