@@ -12,4 +12,17 @@ swift test
 # epoll loop as the automatic choice, so every backend pair is exercised.
 echo "== swift test: sockets and examples with MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll"
 MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll swift test --skip-build --filter 'UserProtoTests|ExamplesTests'
+# kernel/: build the EFD_MASK kernel (cached), boot it and Debian's stock 6.1
+# kernel under QEMU, run the C conformance test and the Swift suites there.
+echo "== kernel/: the EFD_MASK kernel backend under QEMU"
+bin=$(swift build --show-bin-path)
+guest=/opt/upt
+kernel/test.sh \
+  --guest-elf "$bin/UserProtoPackageTests.xctest:$guest/UserProtoPackageTests.xctest" \
+  --guest-elf "$bin/maskcore-inspect:$guest/maskcore-inspect" \
+  --guest-elf "$bin/userproto-check:$guest/userproto-check" \
+  --guest-cmd "MASKCORE_EXPECT_KERNEL=1 USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter MaskCoreTests" \
+  --guest-cmd "MASKCORE_BACKEND=kernel USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter SocketTests" \
+  --guest-cmd-stock "USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter MaskCoreTests" \
+  --timeout 1200
 echo "== all tests passed in $(( $(date +%s) - start )) s"

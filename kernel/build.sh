@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Build (or fetch from the cache) the kernel images the guest tests boot.
+#
+#   kernel/build.sh            the patched 6.1 kernel (EFD_MASK): Debian's
+#                              linux-source-6.1 + patches/*.patch +
+#                              `make tinyconfig` + config/efd-mask.config,
+#                              `make bzImage`; cached by the sha256 of
+#                              (patches, fragment, source package version,
+#                              this recipe's version).
+#   kernel/build.sh --stock    Debian's stock 6.1 kernel image (the
+#                              linux-image-6.1.*-amd64 package that
+#                              linux-image-amd64 depends on), downloaded with
+#                              apt-get download and unpacked with dpkg-deb -x
+#                              (never installed), cached by package version.
+#   kernel/build.sh --key      print the cache key of the patched build only.
+#
+# The LAST line of stdout is the image path; everything else goes to stderr.
+# Missing Debian packages are installed with apt-get (root needed then).
+#
+# Environment:
+#   USERPROTO_KERNEL_CACHE  cache directory (default /var/cache/userproto-kernel)
+#   USERPROTO_KERNEL_JOBS   make -j (default: nproc)
+#   USERPROTO_KERNEL_NICE   nice level of the compile (default 10)
+#   USERPROTO_KERNEL_KEEP_WORK=1  keep the object tree (default: deleted)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LOG_TAG=build.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+CACHE=${USERPROTO_KERNEL_CACHE:-/var/cache/userproto-kernel}
+JOBS=${USERPROTO_KERNEL_JOBS:-$(nproc)}
+NICE=${USERPROTO_KERNEL_NICE:-10}
+FRAGMENT=$HERE/config/efd-mask.config
+SRC_PKG=linux-source-6.1
+SRC_TAR=/usr/src/linux-source-6.1.tar.xz
+# Bump when the build steps change in a way that changes the image.
+RECIPE=efd-mask-build-1
+
+PATCHES=()
+mapfile -t PATCHES < <(find "$HERE/patches" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
+
+src_version() { dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null; }
+
+cache_key() {
+	local p
+	{
+		echo "recipe $RECIPE"
+		echo "source $SRC_PKG $(src_version)"
+		for p in "${PATCHES[@]}"; do
+			echo "patch $(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"
+		done
+		echo "fragment $(sha256sum <"$FRAGMENT" | cut -d' ' -f1)"
+	} | sha256sum | cut -c1-20
+}
+
+# Check that every option the fragment sets is really so in .config.
+verify_config() {
+	local cfg=$1 bad=0 line opt
+	while IFS= read -r line; do
+		case $line in
+		CONFIG_*=y)
+			opt=${line%%=*}
+			if ! grep -qx "$opt=y" "$cfg"; then
+				log "config: $opt requested =y but is: $(grep -E "^(# )?${opt}[= ]" "$cfg" || echo 'absent (dependency not met)')"
+				bad=1
+			fi
+			;;
+		"# CONFIG_"*" is not set")
+			opt=${line#\# }
+			opt=${opt%% *}
+			if grep -qE "^$opt=[ym]" "$cfg"; then
+				log "config: $opt requested off but is on"
+				bad=1
+			fi
+			;;
+		esac
+	done <"$FRAGMENT"
+	[ "$bad" = 0 ] || die "the kernel config does not have what config/efd-mask.config asks for"
+}
+
+build_patched() {
+	ensure_pkgs "$SRC_PKG" build-essential flex bison bc libelf-dev libssl-dev cpio dwarves xz-utils kmod
+	[ -f "$SRC_TAR" ] || die "$SRC_TAR not found after installing $SRC_PKG"
+	mkdir -p "$CACHE/patched"
+	local key out
+	key=$(cache_key)
+	out=$CACHE/patched/$key
+	if [ -s "$out/bzImage" ]; then
+		log "cache hit: $out/bzImage ($SRC_PKG $(src_version))"
+		echo "$out/bzImage"
+		return 0
+	fi
+
+	# One build at a time per cache directory.
+	exec 9>"$CACHE/.build.lock"
+	flock 9
+	if [ -s "$out/bzImage" ]; then
+		log "cache hit after waiting for another build: $out/bzImage"
+		echo "$out/bzImage"
+		return 0
+	fi
+
+	local work=$CACHE/work-$key t0 t1
+	t0=$(date +%s)
+	rm -rf "$work"
+	mkdir -p "$work"
+	if [ "${USERPROTO_KERNEL_KEEP_WORK:-0}" != 1 ]; then
+		# shellcheck disable=SC2064 # expand $work now
+		trap "rm -rf '$work'" EXIT
+	fi
+	log "extracting $SRC_TAR ($SRC_PKG $(src_version)) into $work"
+	tar -xf "$SRC_TAR" -C "$work"
+	local src=$work/linux-source-6.1 p
+	[ -d "$src" ] || die "unexpected layout of $SRC_TAR"
+	[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $HERE/patches"
+	for p in "${PATCHES[@]}"; do
+		log "applying $(basename "$p")"
+		(cd "$src" && patch -p1 --batch --forward --quiet <"$p") >&2 || die "patch $(basename "$p") does not apply"
+	done
+	log "configuring: tinyconfig + $(basename "$FRAGMENT")"
+	(
+		cd "$src"
+		make -s tinyconfig
+		scripts/kconfig/merge_config.sh -m -O . .config "$FRAGMENT"
+		make -s olddefconfig
+	) >"$work/config.log" 2>&1 || { tail -30 "$work/config.log" >&2; die "kernel configuration failed"; }
+	verify_config "$src/.config"
+	log "make -j$JOBS bzImage (nice $NICE; log: $work/build.log)"
+	if ! (cd "$src" && KBUILD_BUILD_USER=userproto KBUILD_BUILD_HOST=userproto \
+		nice -n "$NICE" make -j"$JOBS" bzImage) >"$work/build.log" 2>&1; then
+		tail -40 "$work/build.log" >&2
+		die "kernel build failed"
+	fi
+	if grep -E '(^|[^-])warning:' "$work/build.log" | grep -F 'eventfd' >&2; then
+		die "the patched eventfd code compiles with warnings"
+	fi
+	rm -rf "$out.tmp"
+	mkdir -p "$out.tmp"
+	cp "$src/arch/x86/boot/bzImage" "$out.tmp/bzImage"
+	cp "$src/.config" "$out.tmp/config"
+	cp "$FRAGMENT" "$out.tmp/efd-mask.config"
+	for p in "${PATCHES[@]}"; do cp "$p" "$out.tmp/"; done
+	cp "$work/build.log" "$out.tmp/build.log"
+	{
+		echo "source: $SRC_PKG $(src_version)"
+		echo "key: $key"
+		echo "built: $(date -u +%FT%TZ) by $(gcc --version | head -1)"
+	} >"$out.tmp/BUILDINFO"
+	mv "$out.tmp" "$out"
+	# Keep the three most recent patched images.
+	find "$CACHE/patched" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 |
+		cut -d' ' -f2- | while IFS= read -r old; do rm -rf "$old"; done
+	t1=$(date +%s)
+	log "built in $((t1 - t0)) s: $out/bzImage ($(stat -c %s "$out/bzImage") bytes)"
+	if [ "${USERPROTO_KERNEL_KEEP_WORK:-0}" != 1 ]; then
+		rm -rf "$work"
+		trap - EXIT
+	else
+		log "object tree kept: $src"
+	fi
+	echo "$out/bzImage"
+}
+
+newest_cached_stock() {
+	local f
+	f=$(find "$CACHE/stock" -mindepth 2 -maxdepth 2 -name vmlinuz -printf '%T@ %p\n' 2>/dev/null |
+		sort -rn | head -1 | cut -d' ' -f2-)
+	[ -n "$f" ] && echo "$f"
+}
+
+fetch_stock() {
+	mkdir -p "$CACHE/stock"
+	local pkg ver dir cached
+	if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+		apt_update_once || log "apt-get update failed"
+	fi
+	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+		awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$/ { print $2; exit }') || true
+	if [ -z "$pkg" ]; then
+		if cached=$(newest_cached_stock); then
+			log "apt does not name a linux-image-6.1 package; using the cached $cached"
+			echo "$cached"
+			return 0
+		fi
+		die "cannot find the linux-image-6.1.*-amd64 package that linux-image-amd64 depends on (is apt configured for bookworm?)"
+	fi
+	ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }')
+	[ -n "$ver" ] || die "apt-cache knows no version of $pkg"
+	dir=$CACHE/stock/${pkg}_$ver
+	if [ -s "$dir/vmlinuz" ]; then
+		log "cache hit: $dir/vmlinuz ($pkg $ver)"
+		echo "$dir/vmlinuz"
+		return 0
+	fi
+	exec 9>"$CACHE/.stock.lock"
+	flock 9
+	if [ -s "$dir/vmlinuz" ]; then
+		echo "$dir/vmlinuz"
+		return 0
+	fi
+	local tmp t0
+	t0=$(date +%s)
+	tmp=$(mktemp -d "$CACHE/stock/download.XXXXXX")
+	# shellcheck disable=SC2064
+	trap "rm -rf '$tmp'" EXIT
+	log "apt-get download $pkg=$ver"
+	# _apt must be able to write the download directory.
+	chmod 755 "$tmp"
+	chown _apt "$tmp" 2>/dev/null || true
+	(cd "$tmp" && apt-get download -q "$pkg=$ver") >&2 ||
+		{ apt_update_once && (cd "$tmp" && apt-get download -q "$pkg=$ver") >&2; } ||
+		die "apt-get download $pkg=$ver failed"
+	dpkg-deb -x "$tmp"/*.deb "$tmp/x"
+	local img
+	img=$(find "$tmp/x/boot" -maxdepth 1 -name 'vmlinuz-*' | head -1)
+	[ -n "$img" ] || die "$pkg has no /boot/vmlinuz-*"
+	rm -rf "$dir.tmp"
+	mkdir -p "$dir.tmp"
+	cp "$img" "$dir.tmp/vmlinuz"
+	cp "$tmp"/x/boot/config-* "$dir.tmp/config" 2>/dev/null || true
+	echo "$pkg $ver $(basename "$img")" >"$dir.tmp/BUILDINFO"
+	mv "$dir.tmp" "$dir"
+	rm -rf "$tmp"
+	trap - EXIT
+	log "stock kernel $pkg $ver unpacked in $(($(date +%s) - t0)) s"
+	echo "$dir/vmlinuz"
+}
+
+case ${1:-} in
+"") build_patched ;;
+--stock) fetch_stock ;;
+--key) cache_key ;;
+-h | --help) sed -n '3,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d' ;;
+*) die "unknown argument: $1 (see --help)" ;;
+esac

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# The one entry point for the kernel tests (CI calls this).
+#
+#  1. builds (or takes from the cache) the EFD_MASK-patched 6.1 kernel
+#     (kernel/build.sh) and fetches Debian's stock 6.1 kernel
+#     (kernel/build.sh --stock);
+#  2. compiles the static guest programs (kernel/guest/*.c, gcc -static,
+#     -Wall -Wextra -Werror);
+#  3. boots the patched kernel: efd_mask_conformance --strict (all checks must
+#     pass, none skipped) and the probe (must choose the kernel backend);
+#  4. boots the stock kernel: efd_mask_conformance --expect-fallback --strict
+#     and the probe (must choose the fallback);
+#  5. prints the guests' summary lines and exits non-zero on any failure.
+#     The last line is "kernel: N passed, M failed, K skipped" (the guests'
+#     checks added up, plus one failure per failed boot).
+#
+# usage: kernel/test.sh [options]
+#   --guest-elf SRC[:DEST]    add a (dynamically linked) program and the shared
+#                             libraries ldd finds for it to both guests
+#   --guest-file SRC:DEST     add a file or directory to both guests
+#   --guest-cmd 'LINE'        run LINE in the patched-kernel guest
+#   --guest-cmd-stock 'LINE'  run LINE in the stock-kernel guest
+#   --no-stock                skip the stock-kernel boot
+#   --timeout SECS            hard limit per boot (default 180)
+#   --mem MB                  guest memory (default 512; 2048 with a payload)
+#   --smp N                   guest CPUs (default 1)
+#
+# The same through the environment (lists are whitespace-separated, command
+# lists newline-separated; arguments add to them):
+#   USERPROTO_GUEST_ELF, USERPROTO_GUEST_FILES, USERPROTO_GUEST_CMDS,
+#   USERPROTO_GUEST_CMDS_STOCK, USERPROTO_GUEST_TIMEOUT, USERPROTO_GUEST_MEM,
+#   USERPROTO_GUEST_SMP
+# Other environment:
+#   USERPROTO_KERNEL_OPTIONAL=1  when QEMU, the kernel source or the stock
+#                                kernel cannot be installed, print
+#                                "SKIPPED: <reason>" and exit 0 (else fail)
+#   USERPROTO_KERNEL_OUT         logs and guest binaries (default
+#                                ${TMPDIR:-/tmp}/userproto-kernel-test)
+#   USERPROTO_KERNEL_CACHE       see kernel/build.sh
+#   USERPROTO_QEMU_ACCEL         auto|tcg|kvm, see kernel/boot.sh
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LOG_TAG=test.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+OUT=${USERPROTO_KERNEL_OUT:-${TMPDIR:-/tmp}/userproto-kernel-test}
+TIMEOUT=${USERPROTO_GUEST_TIMEOUT:-180}
+MEM=${USERPROTO_GUEST_MEM:-}
+SMP=${USERPROTO_GUEST_SMP:-1}
+STOCK=1
+ELFS=()
+FILES=()
+CMDS=()
+CMDS_STOCK=()
+read -r -a ELFS <<<"${USERPROTO_GUEST_ELF:-}"
+read -r -a FILES <<<"${USERPROTO_GUEST_FILES:-}"
+if [ -n "${USERPROTO_GUEST_CMDS:-}" ]; then mapfile -t CMDS <<<"$USERPROTO_GUEST_CMDS"; fi
+if [ -n "${USERPROTO_GUEST_CMDS_STOCK:-}" ]; then mapfile -t CMDS_STOCK <<<"$USERPROTO_GUEST_CMDS_STOCK"; fi
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--guest-elf) ELFS+=("${2:?}"); shift 2 ;;
+	--guest-file) FILES+=("${2:?}"); shift 2 ;;
+	--guest-cmd) CMDS+=("${2:?}"); shift 2 ;;
+	--guest-cmd-stock) CMDS_STOCK+=("${2:?}"); shift 2 ;;
+	--no-stock) STOCK=0; shift ;;
+	--timeout) TIMEOUT=${2:?}; shift 2 ;;
+	--mem) MEM=${2:?}; shift 2 ;;
+	--smp) SMP=${2:?}; shift 2 ;;
+	-h | --help) sed -n '3,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
+	*) die "unknown argument: $1 (see --help)" ;;
+	esac
+done
+if [ -z "$MEM" ]; then
+	if [ ${#ELFS[@]} -gt 0 ] || [ ${#FILES[@]} -gt 0 ]; then MEM=2048; else MEM=512; fi
+fi
+
+# Drop empty command lines (e.g. a trailing newline in the environment).
+nonempty() { local l; for l in "$@"; do [ -n "${l//[[:space:]]/}" ] && printf '%s\n' "$l"; done; true; }
+mapfile -t CMDS < <(nonempty ${CMDS[@]+"${CMDS[@]}"})
+mapfile -t CMDS_STOCK < <(nonempty ${CMDS_STOCK[@]+"${CMDS_STOCK[@]}"})
+
+skip_or_die() {
+	if [ "${USERPROTO_KERNEL_OPTIONAL:-0}" = 1 ]; then
+		echo "SKIPPED: $1"
+		exit 0
+	fi
+	die "$1 (set USERPROTO_KERNEL_OPTIONAL=1 to skip instead)"
+}
+
+now() { date +%s.%N; }
+since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
+
+T_ALL=$(now)
+# bc is used for the timings above, before build.sh would install it.
+try_ensure_pkgs bc qemu-system-x86 cpio gzip gcc libc6-dev ||
+	skip_or_die "cannot install QEMU and a C toolchain"
+try_ensure_pkgs linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils kmod ||
+	skip_or_die "cannot install linux-source-6.1 and the kernel build dependencies"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+log "output directory: $OUT"
+
+# 1. the kernels
+T=$(now)
+IMG=$("$HERE/build.sh" | tail -n 1) || die "building the patched kernel failed"
+T_BUILD=$(since "$T")
+log "patched kernel: $IMG ($T_BUILD s)"
+STOCK_IMG=
+T_STOCK_FETCH=0
+if [ "$STOCK" = 1 ]; then
+	T=$(now)
+	if ! STOCK_IMG=$("$HERE/build.sh" --stock | tail -n 1); then
+		skip_or_die "cannot fetch Debian's stock 6.1 kernel"
+	fi
+	T_STOCK_FETCH=$(since "$T")
+	log "stock kernel: $STOCK_IMG ($T_STOCK_FETCH s)"
+fi
+
+# 2. the guest programs
+for prog in init efd_mask_conformance; do
+	gcc -static -O2 -Wall -Wextra -Werror -o "$OUT/$prog" "$HERE/guest/$prog.c" ||
+		die "compiling guest/$prog.c failed"
+done
+
+PAYLOAD=()
+for e in ${ELFS[@]+"${ELFS[@]}"}; do PAYLOAD+=(--add-elf "$e"); done
+for f in ${FILES[@]+"${FILES[@]}"}; do PAYLOAD+=(--add "$f"); done
+COMMON=(--add "$OUT/efd_mask_conformance:/bin/efd_mask_conformance" --timeout "$TIMEOUT" --mem "$MEM" --smp "$SMP")
+
+FAILED_BOOTS=0
+declare -A BOOT_RESULT BOOT_TIME
+
+run_boot() {
+	local name=$1 img=$2
+	shift 2
+	local t rc=0
+	t=$(now)
+	log "=== boot: $name ==="
+	"$HERE/boot.sh" "$img" "$OUT/init" "${COMMON[@]}" ${PAYLOAD[@]+"${PAYLOAD[@]}"} "$@" \
+		--log "$OUT/$name.log" >/dev/null || rc=$?
+	BOOT_TIME[$name]=$(since "$t")
+	if [ "$rc" = 0 ]; then
+		BOOT_RESULT[$name]=PASS
+	else
+		BOOT_RESULT[$name]="FAIL (boot.sh status $rc)"
+		FAILED_BOOTS=$((FAILED_BOOTS + 1))
+	fi
+}
+
+# 3. patched kernel: the kernel backend must be in use
+PATCHED_TESTS=(--test "/bin/efd_mask_conformance --strict"
+	--test "/bin/efd_mask_conformance --probe --expect-kernel")
+for c in ${CMDS[@]+"${CMDS[@]}"}; do PATCHED_TESTS+=(--test "$c"); done
+run_boot patched "$IMG" "${PATCHED_TESTS[@]}"
+
+# 4. stock kernel: the fallback must be detected
+if [ "$STOCK" = 1 ]; then
+	STOCK_TESTS=(--test "/bin/efd_mask_conformance --expect-fallback --strict"
+		--test "/bin/efd_mask_conformance --probe --expect-fallback")
+	for c in ${CMDS_STOCK[@]+"${CMDS_STOCK[@]}"}; do STOCK_TESTS+=(--test "$c"); done
+	run_boot stock "$STOCK_IMG" "${STOCK_TESTS[@]}"
+fi
+
+# 5. summary
+PASSED=0 FAILED=0 SKIPPED=0
+SUMMARY_RE='^[A-Za-z][A-Za-z0-9_.-]*: [0-9]+ passed, [0-9]+ failed'
+for name in patched stock; do
+	[ -n "${BOOT_RESULT[$name]:-}" ] || continue
+	echo "----- $name kernel: ${BOOT_RESULT[$name]} in ${BOOT_TIME[$name]} s (log: $OUT/$name.log)"
+	grep -a -E "^USERPROTO-GUEST-BEGIN:|^USERPROTO-PROBE:|^probe: |$SUMMARY_RE|^not ok |^USERPROTO-GUEST-EXIT:|^USERPROTO-GUEST-RESULT:|^init: [0-9]+ command|Test run with|backend in use|Suite \"Kernel backend\"|^✘" \
+		"$OUT/$name.log" || echo "(no guest output)"
+	while read -r p f s; do
+		PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
+	done < <(grep -E "$SUMMARY_RE" "$OUT/$name.log" |
+		sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\1 \2 \4/' |
+		awk '{ print $1, $2, ($3 == "" ? 0 : $3) }')
+done
+FAILED=$((FAILED + FAILED_BOOTS))
+echo "----- timings: patched kernel build ${T_BUILD} s, stock kernel fetch ${T_STOCK_FETCH} s," \
+	"patched boot ${BOOT_TIME[patched]:-0} s, stock boot ${BOOT_TIME[stock]:-n/a} s, total $(since "$T_ALL") s"
+if [ "$FAILED_BOOTS" -gt 0 ]; then
+	echo "test.sh: $FAILED_BOOTS boot(s) failed; see the logs in $OUT"
+fi
+echo "kernel: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED_BOOTS" = 0 ] && [ "$FAILED" = 0 ]
