@@ -1,92 +1,219 @@
 import ArgumentParser
-import Dispatch
+import CUserProtoShim
+import ExampleProtocols
 import Glibc
+import Synchronization
 import UserProto
 
-/// Shows a mask fd at work: the backend and why, the fidelity table, and a
-/// plain poll(2) loop watching the fd while another thread changes it.
+/// `userproto demo`: the project's point in one process.
+///
+/// An SP echo server and an SP publisher with four subscribers run over
+/// loopback TCP on UserProto's event loop. The demo's own code is a plain
+/// poll(2) loop over real fds: four REQ sockets, four SUB sockets and an
+/// ordinary kernel TCP socket, reacting to each by readiness alone. One
+/// subscriber stalls for a while to show that a slow subscriber never blocks
+/// the publisher or the others: its copies are dropped and counted.
 struct Demo: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Show the mask fd: backend, fidelity, and a live poll of transitions.")
+    abstract: "Run echo and pub/sub protocols over loopback and poll their fds next to a plain TCP socket.")
 
-  @Option(help: "Backend: automatic, kernel, pair or full.")
-  var backend: String = "automatic"
+  @Option(help: "How long to run, in seconds.")
+  var seconds: Double = 3
 
   func run() throws {
-    let choice: MaskFD.Backend
-    switch backend {
-    case "automatic": choice = .automatic
-    case "kernel": choice = .kernel
-    case "pair": choice = .emulation(.pair)
-    case "full": choice = .emulation(.full)
-    default: throw ValidationError("unknown backend \(backend)")
+    let loop = try EventLoop()
+    defer { loop.shutdownAndWait() }
+    let probe = MaskCore.KernelProbe.current
+    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+
+    let echo = try EchoServer(on: any, loop: loop)
+    defer { echo.close() }
+    // Small per-subscriber queues, so the stalled subscriber's drops show.
+    let publisher = try Publisher(
+      on: any, loop: loop, options: SocketOptions(sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024))
+    defer { publisher.close() }
+    let requesters = try (0..<4).map { _ in try ReqSocket.connect(to: echo.localAddress, loop: loop) }
+    defer { for r in requesters { r.abort() } }
+    let topics = ["news", "sports", "weather", ""]
+    let subscribers = try topics.map { topic -> SubSocket in
+      let s = try SubSocket.connect(to: publisher.localAddress, loop: loop)
+      s.subscribe(topic)
+      return s
     }
-    let probe = KernelProbe.current
-    print("kernel EFD_MASK probe: \(probe.isAvailable ? "available" : "not available")")
-    print("  \(probe.reason)")
-    let mask = try MaskFD(backend: choice, usage: .anyEvents)
-    print("mask fd \(mask.fileDescriptor): backend \(mask.layout), \(mask.descriptorCount) fd(s)")
-    print("  why: \(mask.selectionReason)\n")
-    print("Fidelity of every combination (exact / terminal / unsupported):\n")
-    print(FidelityTable.markdown())
-    print("\nA plain poll(2) loop watches fd \(mask.fileDescriptor) while another thread sets it:\n")
+    defer { for s in subscribers { s.abort() } }
+    let ticker = try TickerConnection()
+    defer { ticker.close() }
 
-    let steps: [(MaskEvents, UInt64)] = [
-      ([.readable], 1), ([.readable, .writable], 2), ([], 3), ([.writable], 4),
-      ([.error, .writable], 5), ([.error, .priority, .readable, .writable], 6),
-      ([.readable, .writable], 7), ([.readable, .writable, .hangup], 8),
-    ].filter { mask.layout.fidelity($0.0) != .unsupported }
+    print("UserProto demo: SP echo (REQ/REP) and pub/sub over loopback TCP, polled with plain poll(2)")
+    print(
+      "  mask fds:   \(requesters[0].mask.layout) (\(requesters[0].mask.descriptorCount) fd per socket); \(requesters[0].mask.selectionReason)"
+    )
+    print("  event loop: \(loop.backend); \(loop.backendReason)")
+    print("  echo server tcp://\(echo.localAddress), publisher tcp://\(publisher.localAddress)")
+    print("  poll set: 4 REQ fds, 4 SUB fds and 1 ordinary TCP socket; subscriber 4 (\"\") stalls for the first half\n")
 
-    let go = DispatchSemaphore(value: 0)
-    let seen = DispatchSemaphore(value: 0)
-    let writer = Thread {
-      for (events, data) in steps {
-        go.wait()
-        do { try mask.set(events, data: data) } catch { print("set failed: \(error)") }
-        seen.wait()
+    // Wait until every subscriber is connected before publishing.
+    let connectDeadline = EventLoop.now() + 5_000_000_000
+    while publisher.subscriberCount < subscribers.count && EventLoop.now() < connectDeadline { usleep(1000) }
+
+    var latencies: [UInt64] = []
+    var sentAt = [UInt64](repeating: 0, count: requesters.count)
+    var pending = [[UInt8]?](repeating: nil, count: requesters.count)
+    var received = [Int](repeating: 0, count: subscribers.count)
+    var tickerLines = 0
+    var published = 0
+    var mismatches = 0
+    let start = EventLoop.now()
+    let end = start + UInt64(seconds * 1e9)
+    let stallUntil = start + UInt64(seconds * 0.5e9)
+    var nextReport = start + 500_000_000
+    var sequence = 0
+    let filler = [UInt8](repeating: 0x2e, count: 2048)
+
+    while EventLoop.now() < end {
+      let now = EventLoop.now()
+      // Publish each round, three topics in turn, with a 2 KiB payload.
+      let topic = ["news", "sports", "weather"][published % 3]
+      _ = publisher.publish(Array("\(topic): update \(published) ".utf8) + filler)
+      published += 1
+      // Issue a request on every idle REQ socket.
+      for (i, r) in requesters.enumerated() where pending[i] == nil {
+        let body = Array("ping \(sequence)".utf8)
+        sequence += 1
+        if try r.trySend(body) {
+          pending[i] = body
+          sentAt[i] = EventLoop.now()
+        }
+      }
+      // One poll set: protocol sockets and an ordinary TCP socket together.
+      var fds = requesters.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
+      for (i, s) in subscribers.enumerated() {
+        let stalled = i == 3 && now < stallUntil
+        fds.append(pollfd(fd: s.fileDescriptor, events: stalled ? 0 : Int16(POLLIN), revents: 0))
+      }
+      fds.append(pollfd(fd: ticker.fd, events: Int16(POLLIN), revents: 0))
+      _ = poll(&fds, nfds_t(fds.count), 1)
+
+      for (i, r) in requesters.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
+        while case .message(let reply) = try r.tryReceive() {
+          if reply != pending[i] { mismatches += 1 }
+          latencies.append(EventLoop.now() - sentAt[i])
+          pending[i] = nil
+        }
+      }
+      for (i, s) in subscribers.enumerated() where fds[requesters.count + i].revents & Int16(POLLIN) != 0 {
+        while case .message(let m) = try s.tryReceive() {
+          if !m.starts(with: Array(topics[i].utf8)) { mismatches += 1 }
+          received[i] += 1
+        }
+      }
+      if fds.last!.revents & Int16(POLLIN) != 0 { tickerLines += ticker.readLines() }
+
+      if EventLoop.now() >= nextReport {
+        nextReport += 500_000_000
+        let t = Double(EventLoop.now() - start) / 1e9
+        let drops = publisher.statistics.dropped
+        print(
+          "  t=\(format(t, 1))s  echo round trips \(latencies.count)  published \(published)  "
+            + "received \(received.map(String.init).joined(separator: "/"))  dropped \(drops)  tcp lines \(tickerLines)"
+        )
       }
     }
-    writer.start()
-    var failures = 0
-    for (events, data) in steps {
-      go.signal()
-      // Wait until the fd reports the new state (or time out after 1 s).
-      var observed = MaskEvents()
-      let deadline = DispatchTime.now().uptimeNanoseconds + 1_000_000_000
-      repeat {
-        var entry = pollfd(fd: mask.fileDescriptor, events: Int16(MaskEvents.all.rawValue), revents: 0)
-        _ = poll(&entry, 1, 50)
-        observed = MaskEvents(rawValue: UInt32(UInt16(bitPattern: entry.revents)) & MaskEvents.all.rawValue)
-      } while observed != events && DispatchTime.now().uptimeNanoseconds < deadline
-      let state = try MaskFD.inspect(descriptor: mask.fileDescriptor)
-      let ok = observed == events && state.data == data
-      if !ok { failures += 1 }
-      let name = String(describing: events)
-      let label = name + String(repeating: " ", count: max(0, 34 - name.count))
-      print("  set \(label) poll sees \(observed), data \(state.data)  \(ok ? "ok" : "MISMATCH")")
-      seen.signal()
+
+    let stats = publisher.statistics
+    let sorted = latencies.sorted()
+    func percentile(_ p: Double) -> String {
+      sorted.isEmpty
+        ? "-" : "\(format(Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000, 1)) us"
     }
-    writer.join()
-    try mask.close()
-    print("\n\(steps.count) transitions, \(failures) mismatches.")
-    if failures > 0 { throw ExitCode.failure }
+    print("\nSummary")
+    print(
+      "  echo:    \(latencies.count) round trips by 4 REQ sockets; latency p50 \(percentile(0.5)), p90 \(percentile(0.9)), p99 \(percentile(0.99))"
+    )
+    print(
+      "  pub/sub: \(stats.published) published; \(stats.delivered) copies queued, \(stats.dropped) dropped (counted per subscriber, publisher never blocked)"
+    )
+    for (i, s) in subscribers.enumerated() {
+      let label = topics[i].isEmpty ? "everything" : "\"\(topics[i])\""
+      print("           subscriber \(i + 1) (\(label)): \(received[i]) received, \(s.filteredMessages) filtered out")
+    }
+    print("  tcp:     \(tickerLines) lines from an ordinary kernel TCP socket in the same poll set")
+    print(
+      "  mask fd: \(requesters[0].mask.layout): \(probe.isAvailable ? "kernel EFD_MASK" : "stock-kernel emulation") (\(requesters[0].mask.selectionReason))"
+    )
+    print("  loop:    \(loop.backend) (\(loop.backendReason))")
+    print("  checks:  \(mismatches) mismatched replies or topics")
+    if mismatches > 0 || latencies.isEmpty || received.contains(0) { throw ExitCode.failure }
   }
 }
 
-/// A joinable thread, so the demo needs no Foundation.
-final class Thread: @unchecked Sendable {
-  private var handle = pthread_t()
-  private let body: () -> Void
-  init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-  func start() {
-    let box = Unmanaged.passRetained(self).toOpaque()
-    pthread_create(
-      &handle, nil,
-      { raw in
-        let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
-        thread.body()
-        return nil
-      }, box)
+func format(_ value: Double, _ decimals: Int) -> String {
+  let scale = [1.0, 10, 100, 1000][decimals]
+  let scaled = Int((value * scale).rounded())
+  let whole = scaled / Int(scale)
+  let fraction = abs(scaled % Int(scale))
+  guard decimals > 0 else { return String(whole) }
+  let digits = String(fraction)
+  return "\(whole).\(String(repeating: "0", count: decimals - digits.count))\(digits)"
+}
+
+/// An ordinary kernel TCP connection whose far end writes a line every
+/// 100 ms from its own thread: the plain socket in the demo's poll set.
+final class TickerConnection: @unchecked Sendable {
+  let fd: Int32
+  private let writer: Int32
+  private final class Flag: Sendable { let done = Atomic<Bool>(false) }
+  private let flag = Flag()
+
+  init() throws {
+    let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+    let listener = socket(AF_INET, flags, 0)
+    defer { Glibc.close(listener) }
+    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+    guard any.withSockaddr({ bind(listener, $0, $1) }) == 0, listen(listener, 1) == 0 else {
+      throw ValidationError("ticker: listen failed")
+    }
+    var address = sockaddr_in()
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) }
+    }
+    let reader = socket(AF_INET, flags, 0)
+    _ = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(reader, $0, length) }
+    }
+    fd = reader
+    writer = accept(listener, nil, nil)
+    _ = fcntl(writer, F_SETFD, FD_CLOEXEC)
+    let writer = self.writer
+    let flag = self.flag
+    AppThread {
+      var n = 0
+      while !flag.done.load(ordering: .acquiring) {
+        let line = Array("tick \(n)\n".utf8)
+        _ = send(writer, line, line.count, Int32(MSG_NOSIGNAL))
+        n += 1
+        usleep(100_000)
+      }
+    }.detach()
   }
-  func join() { pthread_join(handle, nil) }
+
+  /// Reads what is there; returns the number of complete lines.
+  func readLines() -> Int {
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    var lines = 0
+    while true {
+      let n = recv(fd, &chunk, chunk.count, Int32(MSG_DONTWAIT))
+      guard n > 0 else { break }
+      lines += chunk[0..<n].filter { $0 == 0x0a }.count
+    }
+    return lines
+  }
+
+  func close() {
+    flag.done.store(true, ordering: .releasing)
+    Glibc.close(fd)
+    usleep(150_000)
+    Glibc.close(writer)
+  }
 }

@@ -178,6 +178,8 @@ final class AppThread: Sendable {
     }
   }
   func join() { done.wait() }
+  /// Lets the thread run on its own.
+  func detach() {}
 }
 
 /// `userproto mixed-poll`: runs the app both ways and prints what it did.

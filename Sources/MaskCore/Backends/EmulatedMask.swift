@@ -104,6 +104,9 @@ struct EmulatedMask {
   mutating func apply(_ target: MaskState) throws(MaskError) {
     let wanted = target.events
     var raiseAgain = false
+    // Data first: a consumer that sees the new events then reads the new
+    // data (the events and the data are separate kernel objects here).
+    try setData(target.data)
 
     // Phase 1: bits off.
     if errorPending && !wanted.contains(.error) {
@@ -151,8 +154,6 @@ struct EmulatedMask {
     if wanted.contains(.error) && (!errorPending || raiseAgain) {
       try raiseError()
     }
-
-    try setData(target.data)
   }
 
   /// Wakes every waiter again without changing the state, so edge-triggered
