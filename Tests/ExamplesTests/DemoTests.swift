@@ -8,7 +8,7 @@ struct DemoTests {
   func demo() throws {
     // Demo.run throws (exit code 1) on a mismatched reply or topic, or when
     // any subscriber or requester got nothing.
-    var demo = try Demo.parse(["--seconds", "1"])
+    let demo = try Demo.parse(["--seconds", "1"])
     try demo.run()
     #expect(demo.seconds == 1)
   }
