@@ -107,10 +107,13 @@ case "socket-leak":
       var server: ProtocolSocket?
       while server == nil { server = try listener.tryAccept() }
       _ = try client.trySend([UInt8(i & 0xff)])
-      // Graceful close on both sides, or an abort every tenth time.
+      // Graceful close on both sides; every tenth time an abort, and every
+      // tenth time (offset by five) the sockets are simply dropped.
       if i % 10 == 0 {
         client.abort()
         server?.abort()
+      } else if i % 10 == 5 {
+        server = nil
       } else {
         try client.close()
         try server?.close()

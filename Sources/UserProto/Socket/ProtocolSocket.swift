@@ -50,6 +50,11 @@ open class ProtocolSocket: @unchecked Sendable {
   }
 
   deinit {
+    // Dropped without close(): close the connection on the loop (nothing
+    // else references the transport strongly) and the mask fd here.
+    if let transport {
+      try? loop.execute { transport.close() }
+    }
     if !mask.isClosed { try? mask.close() }
   }
 

@@ -14,7 +14,7 @@ protocol TransportDelegate: AnyObject {
 
 /// A byte-stream or datagram pipe driven by an event loop. Every method is
 /// called on the loop's thread.
-protocol Transport: AnyObject {
+protocol Transport: AnyObject, Sendable {
   var loop: EventLoop { get }
   /// True for datagram transports: each receive is one message.
   var isDatagram: Bool { get }
