@@ -166,25 +166,7 @@ final class TickerConnection: @unchecked Sendable {
   private let flag = Flag()
 
   init() throws {
-    let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-    let listener = socket(AF_INET, flags, 0)
-    defer { Glibc.close(listener) }
-    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
-    guard any.withSockaddr({ bind(listener, $0, $1) }) == 0, listen(listener, 1) == 0 else {
-      throw ValidationError("ticker: listen failed")
-    }
-    var address = sockaddr_in()
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listener, $0, &length) }
-    }
-    let reader = socket(AF_INET, flags, 0)
-    _ = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(reader, $0, length) }
-    }
-    fd = reader
-    writer = accept(listener, nil, nil)
-    _ = fcntl(writer, F_SETFD, FD_CLOEXEC)
+    (writer, fd) = try MixedPoll.kernelTCPPair()
     let writer = self.writer
     let flag = self.flag
     AppThread {

@@ -144,7 +144,8 @@ enum MixedPoll {
     init(_ report: Report) { self.report = Mutex(report) }
   }
 
-  private static func kernelTCPPair() throws -> (server: Int32, client: Int32) {
+  /// A connected pair of ordinary kernel TCP sockets on loopback.
+  static func kernelTCPPair() throws -> (server: Int32, client: Int32) {
     let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
     let listener = socket(AF_INET, flags, 0)
     defer { close(listener) }

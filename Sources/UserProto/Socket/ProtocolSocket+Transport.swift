@@ -72,13 +72,7 @@ extension ProtocolSocket: TransportDelegate {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.stream(family: address.family)
     if address.family == AF_INET { Sockets.setNoDelay(fd) }
-    let transport = StreamTransport(loop: loop, fd: fd, connectTo: address)
-    do {
-      try loop.execute { socket.attach(transport) }
-    } catch {
-      Glibc.close(fd)
-      throw error
-    }
+    try socket.start(StreamTransport(loop: loop, fd: fd, connectTo: address), fd: fd)
     return socket
   }
 
@@ -89,14 +83,19 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.udp(local: local, remote: remote)
-    let transport = StreamTransport(loop: loop, fd: fd, datagram: true)
+    try socket.start(StreamTransport(loop: loop, fd: fd, datagram: true), fd: fd)
+    return socket
+  }
+
+  /// Attaches `transport` (over `fd`) on the loop; closes `fd` if the loop
+  /// has shut down.
+  private final func start(_ transport: StreamTransport, fd: Int32) throws {
     do {
-      try loop.execute { socket.attach(transport) }
+      try loop.execute { self.attach(transport) }
     } catch {
       Glibc.close(fd)
       throw error
     }
-    return socket
   }
 
 }
