@@ -71,7 +71,8 @@ public final class Publisher: Sendable {
       shared.subscribers.withLock { $0[ObjectIdentifier(socket)] = Subscriber(socket: socket) }
       socket.observeStateChanges { state in
         switch state {
-        case .closed, .failed:
+        // SP has no half-close: a peer that finished sending has gone.
+        case .closed, .failed, .peerFinishedSending:
           shared.subscribers.withLock { $0[ObjectIdentifier(socket)] = nil }
           socket.abort()
         default: break
@@ -110,6 +111,7 @@ public final class Publisher: Sendable {
     return outcome
   }
 
+  @discardableResult
   public func publish(_ text: String) -> Outcome { publish(Array(text.utf8)) }
 
   /// Messages published, copies queued for subscribers, and copies dropped.

@@ -12,6 +12,8 @@ public import UserProto
 public final class ReqSocket: SPSocket, @unchecked Sendable {
   public override var protocolID: ProtocolID { .req }
   public override var peerProtocolID: ProtocolID { .rep }
+  /// The request id travels in the frame, so the body limit is 4 bytes less.
+  public override var messageOverhead: Int { 4 }
 
   private let settings = Mutex<(resend: Duration, resends: Int, ignored: Int)>((.seconds(60), 0, 0))
   /// Loop-confined.
@@ -80,6 +82,8 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
 public final class RepSocket: SPSocket, @unchecked Sendable {
   public override var protocolID: ProtocolID { .rep }
   public override var peerProtocolID: ProtocolID { .req }
+  /// A direct peer's backtrace is the 4-byte request id.
+  public override var messageOverhead: Int { 4 }
 
   /// The most backtrace words accepted (nng and nanomsg: 8).
   public static let maximumHops = 8
@@ -145,7 +149,8 @@ public final class EchoServer: Sendable {
       }
       socket.observeStateChanges { state in
         switch state {
-        case .closed, .failed:
+        // SP has no half-close: a peer that finished sending has gone.
+        case .closed, .failed, .peerFinishedSending:
           shared.connections.withLock { $0[ObjectIdentifier(socket)] = nil }
           socket.abort()
         default: break

@@ -199,35 +199,8 @@ final class EpollBackend: LoopBackend {
   /// Runs every operation of `entry` that readiness allows, until EAGAIN.
   private func attempt(_ entry: Entry, readable: Bool, writable: Bool, _ deliver: (LoopCompletion) -> Void) {
     let fd = entry.fd
-    if readable, let token = entry.acceptToken {
-      while entry.acceptToken == token {
-        let client = up_accept(fd)
-        if client >= 0 {
-          deliver(LoopCompletion(token: token, value: .accepted(client), isFinal: false))
-          continue
-        }
-        let code = -client
-        if code == EINTR || code == ECONNABORTED { continue }
-        if code == EAGAIN { break }
-        entry.acceptToken = nil
-        deliver(LoopCompletion(token: token, value: .failed(IOError("accept", code)), isFinal: true))
-      }
-    }
-    if readable, let token = entry.receiveToken {
-      while entry.receiveToken == token {
-        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if n > 0 {
-          deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
-          continue
-        }
-        let code = errno
-        if n < 0 && code == EINTR { continue }
-        if n < 0 && code == EAGAIN { break }
-        entry.receiveToken = nil
-        deliver(
-          LoopCompletion(token: token, value: n == 0 ? .received([]) : .failed(IOError("recv", code)), isFinal: true))
-      }
-    }
+    // Output first: bytes queued before a failure (a protocol header)
+    // still leave, as they would with io_uring's in-order submission.
     if writable || entry.connect?.started == false, let pending = entry.connect {
       if !pending.started {
         entry.connect?.started = true
@@ -259,6 +232,35 @@ final class EpollBackend: LoopBackend {
         entry.sends.removeFirst()
         deliver(
           LoopCompletion(token: first.token, value: n >= 0 ? .sent(n) : .failed(IOError("send", code)), isFinal: true))
+      }
+    }
+    if readable, let token = entry.acceptToken {
+      while entry.acceptToken == token {
+        let client = up_accept(fd)
+        if client >= 0 {
+          deliver(LoopCompletion(token: token, value: .accepted(client), isFinal: false))
+          continue
+        }
+        let code = -client
+        if code == EINTR || code == ECONNABORTED { continue }
+        if code == EAGAIN { break }
+        entry.acceptToken = nil
+        deliver(LoopCompletion(token: token, value: .failed(IOError("accept", code)), isFinal: true))
+      }
+    }
+    if readable, let token = entry.receiveToken {
+      while entry.receiveToken == token {
+        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n > 0 {
+          deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
+          continue
+        }
+        let code = errno
+        if n < 0 && code == EINTR { continue }
+        if n < 0 && code == EAGAIN { break }
+        entry.receiveToken = nil
+        deliver(
+          LoopCompletion(token: token, value: n == 0 ? .received([]) : .failed(IOError("recv", code)), isFinal: true))
       }
     }
     retireIfIdle(entry)

@@ -83,6 +83,11 @@ open class ProtocolSocket: @unchecked Sendable {
   /// A timer from ``startTimer(after:)`` fired.
   open func timerFired(_ timer: ProtocolTimer) {}
 
+  /// Bytes the protocol adds to each message inside the frame whose size is
+  /// limited (a request id, say): sends refuse messages longer than the
+  /// maximum message size minus this.
+  open var messageOverhead: Int { 0 }
+
   /// Whether applications may send on this socket type (false for a
   /// subscriber, say); sends then throw ``SocketError/notSupported(_:)``.
   open var sendsMessages: Bool { true }
@@ -182,8 +187,8 @@ open class ProtocolSocket: @unchecked Sendable {
   @discardableResult
   public final func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
     if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
-    if message.count > options.maximumMessageSize {
-      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
+    if message.count > options.maximumMessageSize - messageOverhead {
+      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize - messageOverhead)
     }
     let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
       try s.checkCanSend()
