@@ -32,6 +32,8 @@ final class EpollBackend: LoopBackend {
   }
 
   private var entries: [Int32: Entry] = [:]
+  /// The entry each live operation belongs to, so cancelling is O(1).
+  private var owners: [UInt64: Entry] = [:]
   private var bySerial: [UInt64: Entry] = [:]
   private var nextSerial: UInt64 = 1
   /// Entries to attempt before blocking (new operations).
@@ -89,6 +91,7 @@ final class EpollBackend: LoopBackend {
     case .poll(let fd, let wanted):
       let entry = try entry(for: fd)
       entry.pollTokens.append((token, wanted))
+      owners[token] = entry
       // Report the current readiness once, as POLL_ADD does when armed.
       var probe = pollfd(fd: fd, events: Int16(truncatingIfNeeded: wanted), revents: 0)
       if Glibc.poll(&probe, 1, 0) > 0 {
@@ -98,25 +101,29 @@ final class EpollBackend: LoopBackend {
     case .accept(let fd):
       let entry = try entry(for: fd)
       entry.acceptToken = token
+      owners[token] = entry
       attempts.append(entry)
     case .connect(let fd, let address):
       let entry = try entry(for: fd)
       entry.connect = (token, address, false)
+      owners[token] = entry
       attempts.append(entry)
     case .receive(let fd):
       let entry = try entry(for: fd)
       entry.receiveToken = token
+      owners[token] = entry
       attempts.append(entry)
     case .send(let fd, let bytes):
       let entry = try entry(for: fd)
       entry.sends.append((token, bytes))
+      owners[token] = entry
       attempts.append(entry)
     }
   }
 
   func cancel(token: UInt64) {
     let cancelled = LoopCompletion(token: token, value: .failed(IOError("cancelled", ECANCELED)), isFinal: true)
-    for entry in entries.values {
+    if let entry = owners.removeValue(forKey: token) {
       var found = false
       if let index = entry.pollTokens.firstIndex(where: { $0.0 == token }) {
         entry.pollTokens.remove(at: index)
@@ -137,12 +144,19 @@ final class EpollBackend: LoopBackend {
       if found {
         queued.append(cancelled)
         retireIfIdle(entry)
-        return
       }
     }
   }
 
   func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
+    // Every completion passes here: a final one ends its operation.
+    try waitDelivering(timeout: timeout) { completion in
+      if completion.isFinal { owners[completion.token] = nil }
+      deliver(completion)
+    }
+  }
+
+  private func waitDelivering(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
     flushQueued(deliver)
     var pending = attempts
     attempts = []
