@@ -20,6 +20,8 @@ final class EpollBackend: LoopBackend {
     var pollTokens: [(UInt64, UInt32)] = []
     var acceptToken: UInt64?
     var receiveToken: UInt64?
+    /// Datagram receives: an empty read is an empty datagram, not the end.
+    var datagram = false
     var connect: (token: UInt64, address: SocketAddress, started: Bool)?
     var sends: [(token: UInt64, bytes: [UInt8])] = []
     init(fd: Int32, serial: UInt64) {
@@ -108,9 +110,10 @@ final class EpollBackend: LoopBackend {
       entry.connect = (token, address, false)
       owners[token] = entry
       attempts.append(entry)
-    case .receive(let fd):
+    case .receive(let fd, let datagram):
       let entry = try entry(for: fd)
       entry.receiveToken = token
+      entry.datagram = datagram
       owners[token] = entry
       attempts.append(entry)
     case .send(let fd, let bytes):
@@ -265,7 +268,7 @@ final class EpollBackend: LoopBackend {
     if readable, let token = entry.receiveToken {
       while entry.receiveToken == token {
         let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if n > 0 {
+        if n > 0 || (n == 0 && entry.datagram) {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
           continue
         }

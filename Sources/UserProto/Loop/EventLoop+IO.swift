@@ -70,10 +70,13 @@ extension EventLoop {
   }
 
   /// Receives a stream of chunks from a connected socket, on the loop. An
-  /// empty chunk is end-of-stream; an error or end-of-stream ends it.
-  public func receive(socket fd: Int32, _ handler: @escaping (Result<[UInt8], IOError>) -> Void) throws -> IOHandle {
+  /// empty chunk is end-of-stream; an error or end-of-stream ends it. With
+  /// `datagrams`, each chunk is one whole datagram (empty ones included).
+  public func receive(
+    socket fd: Int32, datagrams: Bool = false, _ handler: @escaping (Result<[UInt8], IOError>) -> Void
+  ) throws -> IOHandle {
     try requireLoop("receive(socket:)")
-    return try start(.receive(fd: fd)) { value in
+    return try start(.receive(fd: fd, datagram: datagrams)) { value in
       switch value {
       case .received(let bytes): handler(.success(bytes))
       case .failed(let error): handler(.failure(error))

@@ -10,8 +10,9 @@ enum LoopOperation {
   case accept(fd: Int32)
   /// Connect a non-blocking socket.
   case connect(fd: Int32, address: SocketAddress)
-  /// Receive a stream of chunks, until end-of-stream, an error or cancel.
-  case receive(fd: Int32)
+  /// Receive a stream of chunks (or of whole datagrams), until
+  /// end-of-stream, an error or cancel.
+  case receive(fd: Int32, datagram: Bool)
   /// Send bytes once; the completion says how many were sent.
   case send(fd: Int32, bytes: [UInt8])
 }

@@ -22,7 +22,7 @@ final class URingBackend: LoopBackend {
     case poll(fd: Int32, events: UInt32)
     case accept(fd: Int32)
     case connect(UnsafeMutableRawBufferPointer)
-    case receive(fd: Int32, buffer: UnsafeMutableRawBufferPointer?)
+    case receive(fd: Int32, buffer: UnsafeMutableRawBufferPointer?, datagram: Bool)
     case send(UnsafeMutableRawBufferPointer)
   }
   private var records: [UInt64: Record] = [:]
@@ -116,8 +116,8 @@ final class URingBackend: LoopBackend {
         throw error
       }
       records[token] = .connect(buffer)
-    case .receive(let fd):
-      try armReceive(fd: fd, token: token)
+    case .receive(let fd, let datagram):
+      try armReceive(fd: fd, token: token, datagram: datagram)
     case .send(let fd, let bytes):
       let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
       buffer.copyBytes(from: bytes)
@@ -131,18 +131,21 @@ final class URingBackend: LoopBackend {
     }
   }
 
-  private func armReceive(fd: Int32, token: UInt64) throws(IOError) {
-    if multishotReceive {
+  /// Streams use the multishot receive with provided buffers where the
+  /// kernel has it; datagrams (which must not be cut at a provided buffer's
+  /// 16 KiB) and older kernels use single receives into a 64 KiB buffer.
+  private func armReceive(fd: Int32, token: UInt64, datagram: Bool) throws(IOError) {
+    if multishotReceive && !datagram {
       try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
-      records[token] = .receive(fd: fd, buffer: nil)
+      records[token] = .receive(fd: fd, buffer: nil, datagram: false)
     } else {
       let buffer: UnsafeMutableRawBufferPointer
-      if case .receive(_, let existing?) = records[token] {
+      if case .receive(_, let existing?, _) = records[token] {
         buffer = existing
       } else {
         buffer = .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8)
       }
-      records[token] = .receive(fd: fd, buffer: buffer)
+      records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
       try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
     }
   }
@@ -232,18 +235,18 @@ final class URingBackend: LoopBackend {
       finish(res < 0 ? .failed(IOError("connect", -res)) : .connected)
     case .send:
       finish(res < 0 ? .failed(IOError("send", -res)) : .sent(Int(res)))
-    case .receive(let fd, let buffer):
+    case .receive(let fd, let buffer, let datagram):
       if res == -ENOBUFS && !cancelled {
         // Every provided buffer was in use: arm again (they are recycled
         // as soon as each completion is copied out).
-        try? armReceive(fd: fd, token: token)
+        try? armReceive(fd: fd, token: token, datagram: datagram)
         return
       }
       if res < 0 {
         finish(.failed(IOError("recv", -res)))
         return
       }
-      if res == 0 {
+      if res == 0 && !datagram {
         finish(.received([]))
         return
       }
@@ -259,7 +262,7 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
       bytes = []
       if !more && !cancelled {
-        try? armReceive(fd: fd, token: token)
+        try? armReceive(fd: fd, token: token, datagram: datagram)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
@@ -271,7 +274,7 @@ final class URingBackend: LoopBackend {
     guard let record = records.removeValue(forKey: token) else { return }
     switch record {
     case .connect(let buffer), .send(let buffer): buffer.deallocate()
-    case .receive(_, let buffer): buffer?.deallocate()
+    case .receive(_, let buffer, _): buffer?.deallocate()
     case .poll, .accept: break
     }
   }

@@ -55,7 +55,7 @@ final class StreamTransport: Transport, @unchecked Sendable {
   private func startReading() {
     guard !finished, !paused, receiveHandle == nil, connectTo == nil else { return }
     do {
-      receiveHandle = try loop.receive(socket: fd) { [weak self] result in
+      receiveHandle = try loop.receive(socket: fd, datagrams: isDatagram) { [weak self] result in
         guard let self, !self.finished else { return }
         switch result {
         case .success(let bytes) where bytes.isEmpty && !self.isDatagram:
