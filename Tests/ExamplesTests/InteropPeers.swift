@@ -39,7 +39,7 @@ enum PeerTool: String, Sendable, CustomStringConvertible {
   func subscriber(dial url: String, topic: String, count: Int) -> [String] {
     switch self {
     case .nngcat: ["--sub", "--dial", url, "--subscribe", topic, "-Q", "--count", "\(count)", "--recv-timeout", "5"]
-    case .nanocat: ["--sub", "--connect", url, "--subscribe", topic, "-Q", "--recv-timeout", "2"]
+    case .nanocat: ["--sub", "--connect", url, "--subscribe", topic, "-Q", "--recv-timeout", "5"]
     }
   }
 
