@@ -186,6 +186,15 @@ void up_ring_destroy(up_ring *r) {
 
 int up_ring_fd(const up_ring *r) { return r->ring.ring_fd; }
 
+int up_ring_enable(up_ring *r) {
+  // liburing 2.3 declares io_uring_enable_rings but does not export it.
+  long rc = syscall(__NR_io_uring_register, r->ring.ring_fd,
+                    IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+  return rc < 0 ? neg_errno() : 0;
+}
+
+uint32_t up_ring_setup_flags(const up_ring *r) { return r->ring.flags; }
+
 int up_ring_opcode_supported(up_ring *r, int opcode) {
   if (!r->probe) return -ENOSYS;
   return io_uring_opcode_supported(r->probe, opcode) ? 1 : 0;
@@ -434,6 +443,10 @@ const uint32_t up_IORING_CQE_F_BUFFER = IORING_CQE_F_BUFFER;
 const uint32_t up_IORING_CQE_BUFFER_SHIFT = IORING_CQE_BUFFER_SHIFT;
 const uint32_t up_IORING_FEAT_NODROP = IORING_FEAT_NODROP;
 const uint32_t up_IORING_FEAT_EXT_ARG = IORING_FEAT_EXT_ARG;
+const uint32_t up_IORING_SETUP_COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN;
+const uint32_t up_IORING_SETUP_SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER;
+const uint32_t up_IORING_SETUP_DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN;
+const uint32_t up_IORING_SETUP_R_DISABLED = IORING_SETUP_R_DISABLED;
 const int up_IORING_OP_POLL_ADD = IORING_OP_POLL_ADD;
 const int up_IORING_OP_POLL_REMOVE = IORING_OP_POLL_REMOVE;
 const int up_IORING_OP_ACCEPT = IORING_OP_ACCEPT;

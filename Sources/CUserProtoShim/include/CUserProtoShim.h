@@ -81,6 +81,11 @@ typedef struct up_cqe {
 /// -errno in *error.
 up_ring *up_ring_create(unsigned entries, unsigned flags, int *error);
 void up_ring_destroy(up_ring *ring);
+/// Enables a ring created with IORING_SETUP_R_DISABLED; with
+/// IORING_SETUP_SINGLE_ISSUER the calling thread becomes its submitter.
+int up_ring_enable(up_ring *ring);
+/// The IORING_SETUP_* flags the ring was created with.
+uint32_t up_ring_setup_flags(const up_ring *ring);
 /// The ring's own fd (for diagnostics and fd accounting).
 int up_ring_fd(const up_ring *ring);
 /// 1 if the kernel supports the io_uring opcode, 0 if not, -errno on failure.
@@ -143,6 +148,10 @@ extern const uint32_t up_IORING_CQE_F_BUFFER;
 extern const uint32_t up_IORING_CQE_BUFFER_SHIFT;
 extern const uint32_t up_IORING_FEAT_NODROP;
 extern const uint32_t up_IORING_FEAT_EXT_ARG;
+extern const uint32_t up_IORING_SETUP_COOP_TASKRUN;
+extern const uint32_t up_IORING_SETUP_SINGLE_ISSUER;
+extern const uint32_t up_IORING_SETUP_DEFER_TASKRUN;
+extern const uint32_t up_IORING_SETUP_R_DISABLED;
 extern const int up_IORING_OP_POLL_ADD;
 extern const int up_IORING_OP_POLL_REMOVE;
 extern const int up_IORING_OP_ACCEPT;

@@ -48,7 +48,7 @@ struct Demo: ParsableCommand {
     print(
       "  mask fds:   \(requesters[0].mask.layout) (\(requesters[0].mask.descriptorCount) fd per socket); \(requesters[0].mask.selectionReason)"
     )
-    print("  event loop: \(loop.backend); \(loop.backendReason)")
+    print("  event loop: \(loop.backend); \(loop.backendReason); \(loop.capabilities.joined(separator: "; "))")
     print("  echo server tcp://\(echo.localAddress), publisher tcp://\(publisher.localAddress)")
     print("  poll set: 4 REQ fds, 4 SUB fds and 1 ordinary TCP socket; subscriber 4 (\"\") stalls for the first half\n")
 

@@ -67,6 +67,8 @@ final class EpollBackend: LoopBackend {
     capabilities = ["epoll: edge-triggered, operations emulated with non-blocking syscalls"]
   }
 
+  func start() throws(IOError) {}
+
   private func entry(for fd: Int32) throws(IOError) -> Entry {
     if let existing = entries[fd] { return existing }
     let entry = Entry(fd: fd, serial: nextSerial)

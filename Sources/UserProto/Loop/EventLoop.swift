@@ -251,6 +251,11 @@ public final class EventLoop: @unchecked Sendable {
   private func run() {
     up_set_thread_name(name)
     threadID.store(UInt(pthread_self()), ordering: .releasing)
+    do {
+      try engine.start()
+    } catch {
+      failAllOperations(error)
+    }
     while true {
       runTasks()
       let now = EventLoop.now()

@@ -41,6 +41,8 @@ protocol LoopBackend: AnyObject {
   var kind: EventLoop.Backend { get }
   /// Capabilities found at start-up, for diagnostics.
   var capabilities: [String] { get }
+  /// Called once on the loop's thread before the first wait.
+  func start() throws(IOError)
   func submit(_ operation: LoopOperation, token: UInt64) throws(IOError)
   /// Cancels an operation; its final completion (ECANCELED) follows.
   func cancel(token: UInt64)

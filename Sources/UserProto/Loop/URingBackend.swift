@@ -16,6 +16,7 @@ final class URingBackend: LoopBackend {
   private let multishotAccept: Bool
   private let multishotReceive: Bool
   private var cqes = [up_cqe](repeating: up_cqe(), count: 256)
+  private let setupFlags: String
 
   /// What each in-flight operation owns, by token.
   private enum Record {
@@ -43,11 +44,31 @@ final class URingBackend: LoopBackend {
   init(_ configuration: EventLoop.Configuration) throws(IOError) {
     let entries = configuration.ringEntries
     if let injected = configuration.injectedSetupError { throw IOError("io_uring_setup", injected) }
+    // Completions are run by the loop thread when it enters the kernel,
+    // not signalled to it while it runs (measured: the default interrupts
+    // the loop on nearly every completion; docs/benchmarks-loop.md).
+    // Best: single issuer with deferred task work, the ring enabled on the
+    // loop thread (start()); else cooperative task work; else none.
+    let attempts: [UInt32] = [
+      up_IORING_SETUP_R_DISABLED | up_IORING_SETUP_SINGLE_ISSUER | up_IORING_SETUP_DEFER_TASKRUN,
+      up_IORING_SETUP_COOP_TASKRUN,
+      0,
+    ]
     var error: Int32 = 0
-    guard let ring = up_ring_create(entries, 0, &error) else {
+    var created: OpaquePointer?
+    for flags in attempts {
+      created = up_ring_create(entries, flags, &error)
+      if created != nil || error != -EINVAL { break }
+    }
+    guard let ring = created else {
       throw IOError("io_uring_setup", -error)
     }
     self.ring = ring
+    let flags = up_ring_setup_flags(ring)
+    setupFlags =
+      flags & up_IORING_SETUP_DEFER_TASKRUN != 0
+      ? "single issuer, deferred task work"
+      : flags & up_IORING_SETUP_COOP_TASKRUN != 0 ? "cooperative task work" : "default task work"
     // Blocking on purpose: io_uring honours O_NONBLOCK and would complete
     // the read with EAGAIN instead of waiting for a wake-up.
     let fd = up_eventfd2(0, up_EFD_CLOEXEC)
@@ -64,7 +85,7 @@ final class URingBackend: LoopBackend {
       ring, URingBackend.bufferCount, URingBackend.bufferSize, URingBackend.bufferGroup, &bufferError)
     multishotReceive = bufferRing != nil && URingBackend.kernelAtLeast(6, 0)
     capabilities = [
-      "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16))",
+      "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16)), \(setupFlags)",
       multishotAccept ? "multishot accept" : "single-shot accept",
       multishotReceive
         ? "multishot recv with \(URingBackend.bufferCount) provided buffers of \(URingBackend.bufferSize) B"
@@ -74,6 +95,15 @@ final class URingBackend: LoopBackend {
   }
 
   deinit { wakeBuffer.deallocate() }
+
+  /// On the loop thread, before the first wait: a ring created disabled
+  /// (single issuer) is enabled here so that this thread is its submitter.
+  func start() throws(IOError) {
+    if up_ring_setup_flags(ring) & up_IORING_SETUP_R_DISABLED != 0 {
+      let rc = up_ring_enable(ring)
+      if rc < 0 { throw IOError("io_uring_register(ENABLE_RINGS)", -rc) }
+    }
+  }
 
   static func kernelAtLeast(_ major: Int, _ minor: Int) -> Bool {
     var uts = utsname()
