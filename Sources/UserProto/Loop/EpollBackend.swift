@@ -166,7 +166,7 @@ final class EpollBackend: LoopBackend {
     var pending = attempts
     attempts = []
     for entry in pending where entries[entry.fd] === entry {
-      attempt(entry, readable: true, writable: true, deliver)
+      attempt(entry, readable: true, writable: true, drain: true, deliver)
     }
     pending = []
     let hasWork = !queued.isEmpty || !attempts.isEmpty
@@ -202,7 +202,8 @@ final class EpollBackend: LoopBackend {
       attempt(
         entry,
         readable: problem || flags & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0,
-        writable: problem || flags & EPOLLOUT.rawValue != 0, deliver)
+        writable: problem || flags & EPOLLOUT.rawValue != 0,
+        drain: problem || flags & EPOLLRDHUP.rawValue != 0, deliver)
     }
     flushQueued(deliver)
   }
@@ -216,7 +217,13 @@ final class EpollBackend: LoopBackend {
   }
 
   /// Runs every operation of `entry` that readiness allows, until EAGAIN.
-  private func attempt(_ entry: Entry, readable: Bool, writable: Bool, _ deliver: (LoopCompletion) -> Void) {
+  /// A stream read shorter than the buffer means the socket was drained
+  /// (edge-triggered: new data brings a new event), which saves the read
+  /// that would return EAGAIN; with `drain` (the peer is closing, or the
+  /// state is unknown) reading goes on until EAGAIN or end-of-stream.
+  private func attempt(
+    _ entry: Entry, readable: Bool, writable: Bool, drain: Bool, _ deliver: (LoopCompletion) -> Void
+  ) {
     let fd = entry.fd
     // Output first: bytes queued before a failure (a protocol header)
     // still leave, as they would with io_uring's in-order submission.
@@ -272,6 +279,7 @@ final class EpollBackend: LoopBackend {
         let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
         if n > 0 || (n == 0 && entry.datagram) {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
+          if !drain && !entry.datagram && n < receiveBuffer.count { break }
           continue
         }
         let code = errno

@@ -149,7 +149,7 @@ final class URingBackend: LoopBackend {
     case .receive(let fd, let datagram):
       try armReceive(fd: fd, token: token, datagram: datagram)
     case .send(let fd, let bytes):
-      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 8)
+      let buffer = sendBuffer(for: bytes.count)
       buffer.copyBytes(from: bytes)
       do {
         try prep { up_ring_prep_send(ring, fd, buffer.baseAddress, bytes.count, token) }
@@ -299,11 +299,37 @@ final class URingBackend: LoopBackend {
     }
   }
 
+  /// Send buffers the kernel owns until their completion: reused from a
+  /// small pool, so the loop does not allocate (and fault in) a fresh
+  /// buffer of up to 256 KiB for every send.
+  private var sendPool: [UnsafeMutableRawBufferPointer] = []
+  private static let pooledSendSize = 256 * 1024
+  private static let sendPoolLimit = 32
+
+  private func sendBuffer(for count: Int) -> UnsafeMutableRawBufferPointer {
+    if count <= URingBackend.pooledSendSize, let pooled = sendPool.popLast() {
+      return UnsafeMutableRawBufferPointer(rebasing: pooled[0..<max(count, 1)])
+    }
+    let size = count <= URingBackend.pooledSendSize ? URingBackend.pooledSendSize : count
+    return UnsafeMutableRawBufferPointer(
+      rebasing: UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)[0..<max(count, 1)])
+  }
+
+  private func recycleSendBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
+    // Buffers are carved from allocations of at least pooledSendSize.
+    if buffer.count <= URingBackend.pooledSendSize && sendPool.count < URingBackend.sendPoolLimit {
+      sendPool.append(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: URingBackend.pooledSendSize))
+    } else {
+      buffer.deallocate()
+    }
+  }
+
   private func release(_ token: UInt64) {
     cancelling.remove(token)
     guard let record = records.removeValue(forKey: token) else { return }
     switch record {
-    case .connect(let buffer), .send(let buffer): buffer.deallocate()
+    case .send(let buffer): recycleSendBuffer(buffer)
+    case .connect(let buffer): buffer.deallocate()
     case .receive(_, let buffer, _): buffer?.deallocate()
     case .poll, .accept: break
     }
@@ -318,6 +344,8 @@ final class URingBackend: LoopBackend {
     // Every operation must have ended before this (the loop cancels and
     // drains them); free whatever is left regardless.
     for token in Array(records.keys) { release(token) }
+    for buffer in sendPool { buffer.deallocate() }
+    sendPool = []
     if let bufferRing { up_bufring_destroy(ring, bufferRing) }
     bufferRing = nil
     up_ring_destroy(ring)

@@ -202,11 +202,9 @@ open class ProtocolSocket: @unchecked Sendable {
     }
     guard let schedule else { return false }
     if schedule {
-      if loop.inEventLoop {
-        flush()  // on the loop already (a hook or a loop handler): no hop
-      } else {
-        do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
-      }
+      // One flush for all the messages sent before it runs (also on the
+      // loop: a handler answering a burst of requests sends them together).
+      do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
     }
     return true
   }

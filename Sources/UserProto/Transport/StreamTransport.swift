@@ -12,6 +12,8 @@ final class StreamTransport: Transport, @unchecked Sendable {
   private var sendHandle: IOHandle?
   private var outbound: [[UInt8]] = []
   private var outboundHead = 0
+  /// Bytes of `outbound[outboundHead]` already sent (partial sends).
+  private var headOffset = 0
   private var paused = false
   private var stopping = false
   private var shutdownRequested = false
@@ -114,11 +116,22 @@ final class StreamTransport: Transport, @unchecked Sendable {
     if isDatagram {
       chunk = outbound[outboundHead]
     } else {
-      chunk = outbound[outboundHead]
-      var next = outboundHead + 1
-      while next < outbound.count && chunk.count + outbound[next].count <= StreamTransport.maximumSend {
-        chunk += outbound[next]
-        next += 1
+      // Coalesce queued messages into one send, sized first so the bytes
+      // are copied once; a lone message is sent as it is.
+      let head = outbound[outboundHead]
+      var total = head.count - headOffset
+      var last = outboundHead + 1
+      while last < outbound.count && total + outbound[last].count <= StreamTransport.maximumSend {
+        total += outbound[last].count
+        last += 1
+      }
+      if last == outboundHead + 1 && headOffset == 0 {
+        chunk = head
+      } else {
+        chunk = []
+        chunk.reserveCapacity(total)
+        chunk += head[headOffset...]
+        for i in (outboundHead + 1)..<last { chunk += outbound[i] }
       }
     }
     do {
@@ -147,12 +160,13 @@ final class StreamTransport: Transport, @unchecked Sendable {
       return
     }
     while remaining > 0 && outboundHead < outbound.count {
-      let head = outbound[outboundHead].count
+      let head = outbound[outboundHead].count - headOffset
       if remaining >= head {
         remaining -= head
         outboundHead += 1
+        headOffset = 0
       } else {
-        outbound[outboundHead].removeFirst(remaining)
+        headOffset += remaining
         remaining = 0
       }
     }
