@@ -39,7 +39,7 @@ final class EpollBackend: LoopBackend {
   private var bySerial: [UInt64: Entry] = [:]
   private var nextSerial: UInt64 = 1
   /// Entries to attempt before blocking (new operations).
-  private var attempts: [Entry] = []
+  private var attempts: [(entry: Entry, read: Bool, write: Bool)] = []
   /// Completions produced outside `wait` (cancellations), delivered next.
   private var queued: [LoopCompletion] = []
   private var events = [epoll_event](repeating: epoll_event(), count: 256)
@@ -106,23 +106,25 @@ final class EpollBackend: LoopBackend {
       let entry = try entry(for: fd)
       entry.acceptToken = token
       owners[token] = entry
-      attempts.append(entry)
+      attempts.append((entry, true, false))
     case .connect(let fd, let address):
       let entry = try entry(for: fd)
       entry.connect = (token, address, false)
       owners[token] = entry
-      attempts.append(entry)
+      attempts.append((entry, false, true))
     case .receive(let fd, let datagram):
       let entry = try entry(for: fd)
       entry.receiveToken = token
       entry.datagram = datagram
       owners[token] = entry
-      attempts.append(entry)
+      attempts.append((entry, true, false))
     case .send(let fd, let bytes):
       let entry = try entry(for: fd)
       entry.sends.append((token, bytes))
       owners[token] = entry
-      attempts.append(entry)
+      // Only the new output is tried: a speculative read here would cost a
+      // recv returning EAGAIN after every send.
+      attempts.append((entry, false, true))
     }
   }
 
@@ -165,8 +167,8 @@ final class EpollBackend: LoopBackend {
     flushQueued(deliver)
     var pending = attempts
     attempts = []
-    for entry in pending where entries[entry.fd] === entry {
-      attempt(entry, readable: true, writable: true, drain: true, deliver)
+    for (entry, read, write) in pending where entries[entry.fd] === entry {
+      attempt(entry, readable: read, writable: write, drain: true, deliver)
     }
     pending = []
     let hasWork = !queued.isEmpty || !attempts.isEmpty
