@@ -1,0 +1,213 @@
+// echo-client: the one client EchoBench drives every echo server with.
+//
+// Blocking sockets, TCP_NODELAY, one pthread per connection. Each thread
+// does request/response round trips: send SIZE bytes, read SIZE bytes back,
+// record the round trip's latency. After a warm-up, it measures for SECONDS
+// and prints one line:
+//
+//   trips=N seconds=S rate=R p50_us=X p99_us=Y server_cpu_ns=C cpu_us_per_trip=Z
+//
+// server_cpu_ns is the CPU time (user+system, from /proc/PID/task/*/schedstat,
+// nanosecond resolution) the server process used during the measured window.
+//
+//   echo-client HOST PORT CONNECTIONS SIZE SECONDS WARMUP_SECONDS SERVER_PID
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "echo-client: %s: %s\n", what, strerror(errno));
+  exit(2);
+}
+
+// Sum of the on-CPU time of every thread of `pid`, in ns.
+static uint64_t process_cpu_ns(int pid) {
+  if (pid <= 0) return 0;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", pid);
+  DIR *dir = opendir(path);
+  if (!dir) return 0;
+  uint64_t total = 0;
+  struct dirent *e;
+  while ((e = readdir(dir))) {
+    if (e->d_name[0] == '.') continue;
+    char file[128];
+    snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", pid, e->d_name);
+    FILE *f = fopen(file, "r");
+    if (!f) continue;
+    unsigned long long run = 0;
+    if (fscanf(f, "%llu", &run) == 1) total += run;
+    fclose(f);
+  }
+  closedir(dir);
+  return total;
+}
+
+static atomic_int measuring;
+static atomic_int stopping;
+static pthread_barrier_t barrier;
+
+struct worker {
+  int fd;
+  size_t size;
+  uint32_t *latencies;  // ns, capped at UINT32_MAX
+  size_t count, capacity;
+  int failed;
+};
+
+static int send_all(int fd, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int recv_all(int fd, uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t r = recv(fd, p, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (r == 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static void *run(void *arg) {
+  struct worker *w = arg;
+  uint8_t *out = malloc(w->size), *in = malloc(w->size);
+  for (size_t i = 0; i < w->size; i++) out[i] = (uint8_t)(i * 7 + 1);
+  pthread_barrier_wait(&barrier);
+  while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
+    int counted = atomic_load_explicit(&measuring, memory_order_relaxed);
+    uint64_t t0 = now_ns();
+    if (send_all(w->fd, out, w->size) < 0 || recv_all(w->fd, in, w->size) < 0) {
+      w->failed = 1;
+      break;
+    }
+    uint64_t dt = now_ns() - t0;
+    if (!counted) continue;
+    if (w->count == w->capacity) {
+      w->capacity = w->capacity ? w->capacity * 2 : 65536;
+      w->latencies = realloc(w->latencies, w->capacity * sizeof *w->latencies);
+    }
+    w->latencies[w->count++] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+  }
+  if (memcmp(out, in, w->size) != 0 && !w->failed) {
+    fprintf(stderr, "echo-client: the echo differs from the request\n");
+    w->failed = 1;
+  }
+  free(out);
+  free(in);
+  return NULL;
+}
+
+static int compare(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void sleep_ns(uint64_t ns) {
+  struct timespec t = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
+  while (nanosleep(&t, &t) < 0 && errno == EINTR) {
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc != 8) {
+    fprintf(stderr, "usage: echo-client HOST PORT CONNECTIONS SIZE SECONDS WARMUP_SECONDS SERVER_PID\n");
+    return 2;
+  }
+  const char *host = argv[1];
+  int port = atoi(argv[2]);
+  int connections = atoi(argv[3]);
+  size_t size = (size_t)atol(argv[4]);
+  double seconds = atof(argv[5]);
+  double warmup = atof(argv[6]);
+  int server = atoi(argv[7]);
+
+  struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  if (inet_pton(AF_INET, host, &address.sin_addr) != 1) die("inet_pton");
+
+  struct worker *workers = calloc((size_t)connections, sizeof *workers);
+  pthread_t *threads = calloc((size_t)connections, sizeof *threads);
+  for (int i = 0; i < connections; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) die("connect");
+    workers[i].fd = fd;
+    workers[i].size = size;
+  }
+  pthread_barrier_init(&barrier, NULL, (unsigned)connections + 1);
+  for (int i = 0; i < connections; i++) pthread_create(&threads[i], NULL, run, &workers[i]);
+  pthread_barrier_wait(&barrier);
+
+  sleep_ns((uint64_t)(warmup * 1e9));
+  uint64_t cpu0 = process_cpu_ns(server);
+  uint64_t t0 = now_ns();
+  atomic_store(&measuring, 1);
+  sleep_ns((uint64_t)(seconds * 1e9));
+  atomic_store(&measuring, 0);
+  uint64_t t1 = now_ns();
+  uint64_t cpu1 = process_cpu_ns(server);
+  atomic_store(&stopping, 1);
+
+  size_t total = 0;
+  int failed = 0;
+  for (int i = 0; i < connections; i++) {
+    pthread_join(threads[i], NULL);
+    total += workers[i].count;
+    failed |= workers[i].failed;
+    close(workers[i].fd);
+  }
+  if (failed) {
+    fprintf(stderr, "echo-client: a connection failed\n");
+    return 1;
+  }
+  uint32_t *all = malloc((total ? total : 1) * sizeof *all);
+  size_t k = 0;
+  for (int i = 0; i < connections; i++) {
+    memcpy(all + k, workers[i].latencies, workers[i].count * sizeof *all);
+    k += workers[i].count;
+    free(workers[i].latencies);
+  }
+  qsort(all, total, sizeof *all, compare);
+  double elapsed = (double)(t1 - t0) / 1e9;
+  double p50 = total ? all[total / 2] / 1e3 : 0;
+  double p99 = total ? all[(size_t)((double)total * 0.99)] / 1e3 : 0;
+  uint64_t cpu = cpu1 - cpu0;
+  printf("trips=%zu seconds=%.3f rate=%.1f p50_us=%.2f p99_us=%.2f server_cpu_ns=%llu cpu_us_per_trip=%.3f\n",
+         total, elapsed, (double)total / elapsed, p50, p99, (unsigned long long)cpu,
+         total ? (double)cpu / 1e3 / (double)total : 0.0);
+  free(all);
+  return 0;
+}
