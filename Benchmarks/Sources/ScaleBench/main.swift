@@ -362,7 +362,9 @@ for (kind, backend, wanted) in jobs {
   let feasible = (limit - 256) / perObject / 2 * 2
   let count = min(wanted, feasible)
   if count < wanted {
-    print("scale: \(kind) \(backend) \(wanted) needs \(wanted * perObject) fds, above RLIMIT_NOFILE \(limit): measuring \(count)")
+    print(
+      "scale: \(kind) \(backend) \(wanted) needs \(wanted * perObject) fds, above RLIMIT_NOFILE \(limit): measuring \(count)"
+    )
   }
   let child = try ChildProcess(
     exe, ["--child", kind, "--backend", backend, "--count", String(count), "--trials", String(trials)])
@@ -394,26 +396,34 @@ func shown(_ l: [String: String]) -> String {
 }
 print("### Per object\n")
 printTable(
-  ["kind", "backend", "count", "fds each", "kernel slab B each", "page tables B each", "user RSS B each",
-   "create us each", "first 10% / last 10%", "epoll_ctl ADD ns each", "top slab caches (B each)"],
+  [
+    "kind", "backend", "count", "fds each", "kernel slab B each", "page tables B each", "user RSS B each",
+    "create us each", "first 10% / last 10%", "epoll_ctl ADD ns each", "top slab caches (B each)",
+  ],
   lines.map { l in
-    [v(l, "kind"), v(l, "backend"), shown(l), v(l, "fds_per"), v(l, "slab_per_bytes"),
-     v(l, "pagetables_per_bytes"), v(l, "rss_per_bytes"), fixed(d(l, "create_ns_per") / 1000, 2),
-     fixed(d(l, "create_first10pct_ns_per") / 1000, 2) + " / " + fixed(d(l, "create_last10pct_ns_per") / 1000, 2),
-     v(l, "epoll_add_ns_per"), v(l, "top_slabs")]
+    [
+      v(l, "kind"), v(l, "backend"), shown(l), v(l, "fds_per"), v(l, "slab_per_bytes"),
+      v(l, "pagetables_per_bytes"), v(l, "rss_per_bytes"), fixed(d(l, "create_ns_per") / 1000, 2),
+      fixed(d(l, "create_first10pct_ns_per") / 1000, 2) + " / " + fixed(d(l, "create_last10pct_ns_per") / 1000, 2),
+      v(l, "epoll_add_ns_per"), v(l, "top_slabs"),
+    ]
   })
 print("### Finding the one readable object with epoll_wait\n")
 func base(_ l: [String: String], _ lines: [[String: String]], _ counts: [Int]) -> [String: String]? {
   lines.first { $0["kind"] == l["kind"] && $0["backend"] == l["backend"] && $0["count"] == String(counts.min() ?? 0) }
 }
 printTable(
-  ["kind", "backend", "count", "raise + epoll_wait p50 ns", "p99 ns", "epoll_wait alone p50 ns", "p99 ns",
-   "p50 vs smallest count", "idle epoll_wait ns", "wrong wake-ups"],
+  [
+    "kind", "backend", "count", "raise + epoll_wait p50 ns", "p99 ns", "epoll_wait alone p50 ns", "p99 ns",
+    "p50 vs smallest count", "idle epoll_wait ns", "wrong wake-ups",
+  ],
   lines.map { l in
-    [v(l, "kind"), v(l, "backend"), shown(l), v(l, "detect_p50_ns"), v(l, "detect_p99_ns"),
-     v(l, "wait_p50_ns"), v(l, "wait_p99_ns"),
-     base(l, lines, counts).map { ratio(d(l, "detect_p50_ns") / d($0, "detect_p50_ns")) } ?? "-",
-     v(l, "idle_wait_p50_ns"), v(l, "wrong_wakeups")]
+    [
+      v(l, "kind"), v(l, "backend"), shown(l), v(l, "detect_p50_ns"), v(l, "detect_p99_ns"),
+      v(l, "wait_p50_ns"), v(l, "wait_p99_ns"),
+      base(l, lines, counts).map { ratio(d(l, "detect_p50_ns") / d($0, "detect_p50_ns")) } ?? "-",
+      v(l, "idle_wait_p50_ns"), v(l, "wrong_wakeups"),
+    ]
   })
 for l in lines where l["failure"] != nil {
   print("- \(v(l, "kind")) \(v(l, "backend")) \(v(l, "count")): \(v(l, "failure"))")
