@@ -74,10 +74,17 @@ let package = Package(
       path: "Sources/UserProtoCheck",
       swiftSettings: strict
     ),
+    // Helpers shared by the test targets (running helper processes).
+    .target(
+      name: "TestSupport",
+      dependencies: ["CUserProtoShim"],
+      path: "Tests/TestSupport",
+      swiftSettings: strict
+    ),
     .testTarget(
       name: "UserProtoTests",
       dependencies: [
-        "UserProto", "CUserProtoShim", "userproto-check",
+        "UserProto", "CUserProtoShim", "userproto-check", "TestSupport",
         .product(name: "PropertyBased", package: "swift-property-based"),
       ],
       swiftSettings: strict
@@ -89,7 +96,7 @@ let package = Package(
     ),
     .testTarget(
       name: "MaskCoreTests",
-      dependencies: ["MaskCore", "CUserProtoShim", "maskcore-inspect"],
+      dependencies: ["MaskCore", "CUserProtoShim", "maskcore-inspect", "TestSupport"],
       swiftSettings: strict
     ),
   ]

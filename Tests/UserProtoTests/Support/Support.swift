@@ -2,6 +2,7 @@ import CUserProtoShim
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -78,50 +79,7 @@ func streamPair() throws -> (Int32, Int32) {
   return (fds[0], fds[1])
 }
 
-/// The helper executable built next to the test bundle.
-func checkHelperPath() -> String {
-  var buffer = [CChar](repeating: 0, count: 4096)
-  let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-  var directory = String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-  while let last = directory.last, last != "/" { directory.removeLast() }
-  if directory.hasSuffix(".xctest/") {
-    directory.removeLast()
-    while let last = directory.last, last != "/" { directory.removeLast() }
-  }
-  return directory + "userproto-check"
-}
-
 /// Runs the check helper; returns its exit status and key=value output.
 func runCheck(_ arguments: [String]) throws -> (status: Int32, values: [String: String]) {
-  var pipeFDs: [Int32] = [-1, -1]
-  try #require(up_pipe_cloexec(&pipeFDs) == 0)
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-  let path = checkHelperPath()
-  let argv = ([path] + arguments).map { strdup($0) } + [nil]
-  defer { for p in argv { free(p) } }
-  var pid = pid_t()
-  let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
-  close(pipeFDs[1])
-  defer { close(pipeFDs[0]) }
-  try #require(rc == 0, "posix_spawn \(path): \(rc)")
-  var output: [UInt8] = []
-  var chunk = [UInt8](repeating: 0, count: 4096)
-  while true {
-    let n = read(pipeFDs[0], &chunk, chunk.count)
-    if n <= 0 { break }
-    output += chunk[0..<n]
-  }
-  var status: Int32 = 0
-  waitpid(pid, &status, 0)
-  var values: [String: String] = [:]
-  for line in String(decoding: output, as: UTF8.self).split(separator: "\n") {
-    for field in line.split(separator: " ") {
-      let parts = field.split(separator: "=", maxSplits: 1)
-      if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
-    }
-  }
-  return (status & 0x7f == 0 ? (status >> 8) & 0xff : -1, values)
+  try HelperProcess.run(HelperProcess.path(of: "userproto-check"), arguments)
 }
