@@ -130,8 +130,11 @@ struct SocketTests {
           a.state.withLock { $0.queuedMessages == count && $0.peerFinished == finished }
         }
         #expect(settled, "step \(i) \(step): queue did not settle")
+        #expect(a.readiness == expected, "step \(i) \(step): derived readiness")
+        // The loop thread writes the fd right after it releases the state
+        // lock: allow it that moment, then the fd must show exactly the model.
+        _ = eventually(1) { pollEvents(a.fileDescriptor) == expected }
         #expect(pollEvents(a.fileDescriptor) == expected, "step \(i) \(step): \(steps)")
-        #expect(a.readiness == expected)
       }
     } catch {
       Issue.record("unexpected error \(error)")

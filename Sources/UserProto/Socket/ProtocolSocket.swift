@@ -288,32 +288,48 @@ open class ProtocolSocket: @unchecked Sendable {
 
   // MARK: - Internals
 
-  /// Mutates the state under the lock and updates the mask from it, under
-  /// the same lock.
+  /// Mutates the state under the lock and derives the readiness from it
+  /// under the same lock. The mask fd is written after the lock is released
+  /// (a poller woken by that write must not find the lock held), in the
+  /// order of the changes: each change gets a sequence number under the
+  /// state lock, and a write older than the last one applied is dropped, so
+  /// the fd always ends at the readiness of the latest state.
   @discardableResult
   final func update<T>(_ body: (inout SocketState) -> T) -> T {
-    let (result, wake) = state.withLock { s -> (T, Bool) in
+    let (result, change, wake) = state.withLock { s -> (T, ReadinessChange?, Bool) in
       let before = s.readiness
       let result = body(&s)
-      let after = s.readiness
-      if !s.closedByUser && after != before { try? mask.set(after) }
-      return (result, after != before || s.hasWaiters)
+      let (change, wake) = s.readinessChange(from: before)
+      return (result, change, wake)
     }
+    if let change { apply(change) }
     if wake { wakeWaiters() }
     return result
   }
 
   @discardableResult
   final func updateThrowing<T>(_ body: (inout SocketState) throws(SocketError) -> T) throws(SocketError) -> T {
-    let (result, wake) = try state.withLock { (s: inout SocketState) throws(SocketError) -> (T, Bool) in
+    let (result, change, wake) = try state.withLock {
+      (s: inout SocketState) throws(SocketError) -> (T, ReadinessChange?, Bool) in
       let before = s.readiness
       let result = try body(&s)
-      let after = s.readiness
-      if !s.closedByUser && after != before { try? mask.set(after) }
-      return (result, after != before || s.hasWaiters)
+      let (change, wake) = s.readinessChange(from: before)
+      return (result, change, wake)
     }
+    if let change { apply(change) }
     if wake { wakeWaiters() }
     return result
+  }
+
+  /// The sequence number of the last readiness written to the mask fd.
+  private final let appliedReadiness = Mutex<UInt64>(0)
+
+  private final func apply(_ change: ReadinessChange) {
+    appliedReadiness.withLock { applied in
+      guard change.sequence > applied else { return }
+      applied = change.sequence
+      try? mask.set(change.events)
+    }
   }
 
   final func notify(_ connection: ConnectionState) {

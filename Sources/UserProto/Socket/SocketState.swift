@@ -26,6 +26,10 @@ struct SocketState {
   var errorReported = false
   var peerGone = false
 
+  /// Numbers readiness changes, so their writes to the mask fd (made after
+  /// the lock is released) apply in order.
+  var readinessSequence: UInt64 = 0
+
   var receiveWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
   var sendWaiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
   var nextWaiter: UInt64 = 0
@@ -46,6 +50,17 @@ struct SocketState {
   mutating func updateWritableLatch() {
     if transmitBytes >= options.sendHighWatermark { writableLatch = false }
     if transmitBytes <= options.sendLowWatermark { writableLatch = true }
+  }
+
+  /// After a mutation: the readiness change to write to the mask fd, if
+  /// any, and whether async waiters must re-check.
+  mutating func readinessChange(from before: MaskEvents) -> (ReadinessChange?, Bool) {
+    let after = readiness
+    guard after != before else { return (nil, false) }
+    let wake = hasWaiters
+    guard !closedByUser else { return (nil, wake) }
+    readinessSequence += 1
+    return (ReadinessChange(sequence: readinessSequence, events: after), wake)
   }
 
   /// The readiness the mask fd shows.
@@ -118,4 +133,10 @@ struct SocketState {
       connection = .writeShutdown
     }
   }
+}
+
+/// A readiness to write to a socket's mask fd, numbered in state order.
+struct ReadinessChange {
+  var sequence: UInt64
+  var events: MaskEvents
 }
