@@ -233,7 +233,7 @@ fi
 # ---- the run's facts
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo "machine: $(uname -srm), $(nproc) vCPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM ($(systemd-detect-virt 2>/dev/null || echo VM))"
+	echo "machine: $(uname -srm), $(nproc) vCPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM"
 	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 	echo "toolchain: $(swift --version 2>&1 | head -n 1), gcc $(gcc -dumpfullversion), release builds"
 	echo "peers: NNG $(dpkg-query -W -f='${Version}' libnng-dev 2>/dev/null || echo '?') (libnng-dev), SwiftNIO $(grep -A6 '"identity" : "swift-nio"' Benchmarks/Package.resolved | grep -o '"version" : "[^"]*"' | cut -d'"' -f4), QEMU $(qemu-system-x86_64 --version 2>/dev/null | head -n1 | awk '{print $4}') TCG for the EFD_MASK guest (Linux 6.1.192)"
