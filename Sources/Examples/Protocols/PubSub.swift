@@ -52,13 +52,17 @@ public final class SubSocket: SPSocket, @unchecked Sendable {
 /// per subscriber and drops the oldest, without telling anyone.
 public final class Publisher: Sendable {
   public let listener: ProtocolListener<PubSocket>
-  private struct Subscriber {
+  /// One connected subscriber and its counters.
+  private final class Subscriber: Sendable {
     let socket: PubSocket
-    var delivered = 0
-    var dropped = 0
+    let delivered = Atomic<Int>(0)
+    let dropped = Atomic<Int>(0)
+    init(_ socket: PubSocket) { self.socket = socket }
   }
   private final class Shared: Sendable {
-    let subscribers = Mutex<[ObjectIdentifier: Subscriber]>([:])
+    /// Copied out (one reference) by each publish; changed on connect and
+    /// disconnect only.
+    let subscribers = Mutex<[Subscriber]>([])
     let totals = Mutex<(published: Int, delivered: Int, dropped: Int)>((0, 0, 0))
   }
   private let shared = Shared()
@@ -68,12 +72,12 @@ public final class Publisher: Sendable {
     listener = try ProtocolListener<PubSocket>(
       on: address, loop: loop, options: options, queuesConnections: false
     ) { socket in
-      shared.subscribers.withLock { $0[ObjectIdentifier(socket)] = Subscriber(socket: socket) }
+      shared.subscribers.withLock { $0.append(Subscriber(socket)) }
       socket.observeStateChanges { state in
         switch state {
         // SP has no half-close: a peer that finished sending has gone.
         case .closed, .failed, .peerFinishedSending:
-          shared.subscribers.withLock { $0[ObjectIdentifier(socket)] = nil }
+          shared.subscribers.withLock { $0.removeAll { $0.socket === socket } }
           socket.abort()
         default: break
         }
@@ -91,16 +95,14 @@ public final class Publisher: Sendable {
   @discardableResult
   public func publish(_ message: [UInt8]) -> Outcome {
     var outcome = Outcome(delivered: 0, dropped: 0)
-    let sockets = shared.subscribers.withLock { $0.values.map(\.socket) }
-    var results: [(ObjectIdentifier, Bool)] = []
-    for socket in sockets {
-      let ok = (try? socket.trySend(message)) == true
-      results.append((ObjectIdentifier(socket), ok))
-      if ok { outcome.delivered += 1 } else { outcome.dropped += 1 }
-    }
-    shared.subscribers.withLock { subs in
-      for (id, ok) in results {
-        if ok { subs[id]?.delivered += 1 } else { subs[id]?.dropped += 1 }
+    let subscribers = shared.subscribers.withLock { $0 }
+    for subscriber in subscribers {
+      if (try? subscriber.socket.trySend(message)) == true {
+        subscriber.delivered.add(1, ordering: .relaxed)
+        outcome.delivered += 1
+      } else {
+        subscriber.dropped.add(1, ordering: .relaxed)
+        outcome.dropped += 1
       }
     }
     shared.totals.withLock {
@@ -118,7 +120,9 @@ public final class Publisher: Sendable {
   public var statistics: (published: Int, delivered: Int, dropped: Int) { shared.totals.withLock { $0 } }
   /// Per connected subscriber: copies queued and dropped.
   public var subscriberStatistics: [(delivered: Int, dropped: Int)] {
-    shared.subscribers.withLock { $0.values.map { ($0.delivered, $0.dropped) } }
+    shared.subscribers.withLock {
+      $0.map { ($0.delivered.load(ordering: .relaxed), $0.dropped.load(ordering: .relaxed)) }
+    }
   }
   public var subscriberCount: Int { shared.subscribers.withLock { $0.count } }
   public var localAddress: SocketAddress { listener.localAddress }
@@ -126,8 +130,8 @@ public final class Publisher: Sendable {
   public func close() {
     try? listener.close()
     let all = shared.subscribers.withLock { s -> [Subscriber] in
-      defer { s = [:] }
-      return Array(s.values)
+      defer { s = [] }
+      return s
     }
     for subscriber in all { subscriber.socket.abort() }
   }
