@@ -523,7 +523,7 @@ def main():
         + ", ".join(f"{x(r)} NNG's with {label}" for label, r in behind)
         + f"; with 16 connections {x(e2e16)} NNG's round trips/s. "
         + ("**We are behind NNG with one connection across CPUs**: the server answers the C client at raw-C speed, "
-           "so the gap is in our client (lock spinning, see [Where we lose](#where-we-lose-and-why)). "
+           "so the gap is in our client (see [Where we lose](#where-we-lose-and-why)). "
            if behind[0][1] > 1 else "")
         + f"Against raw C the end-to-end p50 is {x(e2e1)} across CPUs and {x(e2e1s)} on one CPU (NNG: {x(nng1)} / {x(nng1s)}).")
     summary.append(
@@ -746,18 +746,18 @@ def losses(rr_head, ps_head, mh_trans, mh_wake, echo_head, profile_text, profile
             ours = next((k for k in cs if k.startswith("ours")), None)
             nng = next((k for k in cs if k.startswith("NNG")), None)
             cc = next((k for k in cs if k.startswith("C SP")), None)
-            text += (f"Profile ({profile_link}): **{P['lock']:.0f}% of the client's CPU is spent spinning in Swift's "
-                     "`Mutex` slow path** (`_MutexHandle._lockSlow`), on both threads: the application thread in "
-                     "`ProtocolSocket.tryReceive` -> `update`, and the loop thread in `deliver` -> `wakeWaiters`. "
+            text += (f"Profile ({profile_link}): **{P['lock']:.0f}% of the client's CPU is in Swift's "
+                     "`Mutex` slow path** (`_MutexHandle._lockSlow`): the application thread's `tryReceive` waits "
+                     "for the mask-fd write that the loop thread is making, the very write that woke it (the socket "
+                     "writes the mask after releasing its state lock, in state order). "
                      f"The client burns {cpu.get(ours, 0):.0f} us of CPU per round trip with {cs.get(ours, 0):.1f} "
                      f"context switches (NNG's req0: {cpu.get(nng, 0):.0f} us, {cs.get(nng, 0):.1f}; the C client: "
-                     f"{cpu.get(cc, 0):.0f} us, {cs.get(cc, 0):.1f}). Why: `ProtocolSocket.update` holds the socket's "
-                     "state lock while it writes the mask fd (`mask.set`, on the emulation an AF_UNIX datagram whose "
-                     "wake-up makes the application's `epoll_wait` return), and takes the lock again in `wakeWaiters` "
-                     "even when no async waiter exists. The woken application thread calls `tryReceive` at once, finds "
-                     "the lock held by a thread that cannot run (both share CPU 0), and spins. A library change, not "
-                     "made here: wake pollers after releasing the lock (or skip `wakeWaiters` when there are no "
-                     "waiters), or use a lock that parks instead of spinning.")
+                     f"{cpu.get(cc, 0):.0f} us, {cs.get(cc, 0):.1f}). The wait is deliberate: `tryReceive` must not "
+                     "return before the fd shows its change, or the application would be woken again by a stale "
+                     "POLLIN (deferring the write to the loop thread was tried: the mixed-poll test then saw 20-25x "
+                     "more wake-ups than messages). What remains is structural: a request crosses from the "
+                     "application's thread to the loop's and the reply back, two cross-thread wake-ups that raw "
+                     "clients and NNG's req0 (which runs its own threads) pay differently.")
         out.append(text)
     p64 = ps_head.get((64, 4096, "ours/sp-sub"), {})
     p64e = ps_head.get((64, 4096, "ours/sub-socket"), {})
@@ -769,10 +769,11 @@ def losses(rr_head, ps_head, mh_trans, mh_wake, echo_head, profile_text, profile
         if P:
             text += (f"Profile of the publisher at 64 x 4 KiB ({profile_link}): **{P['refcount']:.0f}% of its CPU is in "
                      "Swift's slow reference-counting paths** (`RefCounts::incrementSlow`, `doDecrementSlow`): "
-                     "`Publisher.publish` copies its subscriber list on every call (a retain and a release of each of "
-                     "the 64 sockets per message), and every `ProtocolSocket` is referenced weakly "
-                     "(`StreamTransport.delegate`, the timers' `[weak self]`), which moves its reference count to a "
-                     "side table where each retain and release takes the slow atomic path. Another "
+                     "every `ProtocolSocket` is referenced weakly (`StreamTransport.delegate`, the timers' "
+                     "`[weak self]`), which moves its reference count to a side table where each retain and release "
+                     "of a socket (one per send: `trySend`, the flush task) takes the slow atomic path. (An earlier "
+                     "run had 25% here, when `publish` also copied the subscriber list per message; it now shares "
+                     "one array.) Another "
                      f"{P['faults']:.0f}% is page faults and {P['memmove']:.0f}% copying on the loop thread: each message is "
                      "framed into a new buffer per subscriber (`SPSocket.frame`) and then coalesced into the "
                      "transport's send buffer, and fresh buffers fault their pages in (benchmarks-loop.md describes "
