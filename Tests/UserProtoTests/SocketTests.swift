@@ -61,13 +61,9 @@ enum Step: CaseIterable, Sendable {
 
 @Suite("Protocol sockets")
 struct SocketTests {
-  static let combos: [(EventLoop.BackendChoice, Transport)] = loopBackends.flatMap { b in
-    Transport.allCases.map { (b, $0) }
-  }
-
   @Test(
     "property: the fd's readiness always equals the readiness derived from the buffers",
-    arguments: [EventLoop.BackendChoice.ioUring, .epoll], Transport.allCases)
+    arguments: loopBackends, Transport.allCases)
   func readinessProperty(backend: EventLoop.BackendChoice, transport: Transport) async throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
@@ -236,10 +232,8 @@ struct SocketTests {
       "got \(got) of \(written); state \(socket.connectionState), paused \(socket.state.withLock { $0.readingPaused })")
   }
 
-  @Test("many threads send while another receives; per-sender order holds", arguments: combos.map { "\($0.0)|\($0.1)" })
-  func crossThread(combo: String) throws {
-    let backend: EventLoop.BackendChoice = combo.hasPrefix("ioUring") ? .ioUring : .epoll
-    let transport: Transport = combo.hasSuffix("memory") ? .memory : .tcp
+  @Test("many threads send while another receives; per-sender order holds", arguments: loopBackends, Transport.allCases)
+  func crossThread(backend: EventLoop.BackendChoice, transport: Transport) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
     let (a, b) = try socketPair(transport, loop)
@@ -314,10 +308,8 @@ struct SocketTests {
     await loop.shutdown()
   }
 
-  @Test("half-close: the peer sees end-of-stream and can still send back", arguments: combos.map { "\($0.0)|\($0.1)" })
-  func halfClose(combo: String) throws {
-    let backend: EventLoop.BackendChoice = combo.hasPrefix("ioUring") ? .ioUring : .epoll
-    let transport: Transport = combo.hasSuffix("memory") ? .memory : .tcp
+  @Test("half-close: the peer sees end-of-stream and can still send back", arguments: loopBackends, Transport.allCases)
+  func halfClose(backend: EventLoop.BackendChoice, transport: Transport) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
     let (a, b) = try socketPair(transport, loop)
