@@ -12,6 +12,8 @@
 //
 //   echo-client HOST PORT CONNECTIONS SIZE SECONDS WARMUP_SECONDS SERVER_PID
 #define _GNU_SOURCE
+#include "../peers/common.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
@@ -27,38 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
-
 static void die(const char *what) {
   fprintf(stderr, "echo-client: %s: %s\n", what, strerror(errno));
   exit(2);
-}
-
-// Sum of the on-CPU time of every thread of `pid`, in ns.
-static uint64_t process_cpu_ns(int pid) {
-  if (pid <= 0) return 0;
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/task", pid);
-  DIR *dir = opendir(path);
-  if (!dir) return 0;
-  uint64_t total = 0;
-  struct dirent *e;
-  while ((e = readdir(dir))) {
-    if (e->d_name[0] == '.') continue;
-    char file[128];
-    snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", pid, e->d_name);
-    FILE *f = fopen(file, "r");
-    if (!f) continue;
-    unsigned long long run = 0;
-    if (fscanf(f, "%llu", &run) == 1) total += run;
-    fclose(f);
-  }
-  closedir(dir);
-  return total;
 }
 
 static atomic_int measuring;
@@ -72,33 +45,6 @@ struct worker {
   size_t count, capacity;
   int failed;
 };
-
-static int send_all(int fd, const uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int recv_all(int fd, uint8_t *p, size_t n) {
-  while (n > 0) {
-    ssize_t r = recv(fd, p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (r == 0) return -1;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
 
 static void *run(void *arg) {
   struct worker *w = arg;
@@ -127,17 +73,6 @@ static void *run(void *arg) {
   free(out);
   free(in);
   return NULL;
-}
-
-static int compare(const void *a, const void *b) {
-  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static void sleep_ns(uint64_t ns) {
-  struct timespec t = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
-  while (nanosleep(&t, &t) < 0 && errno == EINTR) {
-  }
 }
 
 int main(int argc, char **argv) {
@@ -200,7 +135,7 @@ int main(int argc, char **argv) {
     k += workers[i].count;
     free(workers[i].latencies);
   }
-  qsort(all, total, sizeof *all, compare);
+  qsort(all, total, sizeof *all, compare_u32);
   double elapsed = (double)(t1 - t0) / 1e9;
   double p50 = total ? all[total / 2] / 1e3 : 0;
   double p99 = total ? all[(size_t)((double)total * 0.99)] / 1e3 : 0;
