@@ -21,7 +21,6 @@
 
 const int up_EFD_CLOEXEC = O_CLOEXEC;
 const int up_EFD_NONBLOCK = O_NONBLOCK;
-const int up_EFD_SEMAPHORE = 1;
 
 static inline int neg_errno(void) { return -errno; }
 
@@ -35,14 +34,6 @@ ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data) {
   ssize_t r;
   do {
     r = write(fd, &m, sizeof m);
-  } while (r < 0 && errno == EINTR);
-  return r < 0 ? neg_errno() : r;
-}
-
-ssize_t up_write_raw(int fd, const void *buf, size_t len) {
-  ssize_t r;
-  do {
-    r = write(fd, buf, len);
   } while (r < 0 && errno == EINTR);
   return r < 0 ? neg_errno() : r;
 }
@@ -184,8 +175,6 @@ void up_ring_destroy(up_ring *r) {
   free(r);
 }
 
-int up_ring_fd(const up_ring *r) { return r->ring.ring_fd; }
-
 int up_ring_enable(up_ring *r) {
   // liburing 2.3 declares io_uring_enable_rings but does not export it.
   long rc = syscall(__NR_io_uring_register, r->ring.ring_fd,
@@ -198,10 +187,6 @@ uint32_t up_ring_setup_flags(const up_ring *r) { return r->ring.flags; }
 int up_ring_opcode_supported(up_ring *r, int opcode) {
   if (!r->probe) return -ENOSYS;
   return io_uring_opcode_supported(r->probe, opcode) ? 1 : 0;
-}
-
-unsigned up_ring_sq_space_left(up_ring *r) {
-  return io_uring_sq_space_left(&r->ring);
 }
 
 static struct io_uring_sqe *get_sqe(up_ring *r) {
@@ -224,14 +209,6 @@ int up_ring_prep_poll_remove(up_ring *r, uint64_t target, uint64_t user_data) {
   struct io_uring_sqe *sqe = get_sqe(r);
   if (!sqe) return -EBUSY;
   io_uring_prep_poll_remove(sqe, target);
-  io_uring_sqe_set_data64(sqe, user_data);
-  return 0;
-}
-
-int up_ring_prep_nop(up_ring *r, uint64_t user_data) {
-  struct io_uring_sqe *sqe = get_sqe(r);
-  if (!sqe) return -EBUSY;
-  io_uring_prep_nop(sqe);
   io_uring_sqe_set_data64(sqe, user_data);
   return 0;
 }
@@ -301,17 +278,7 @@ int up_ring_prep_cancel(up_ring *r, uint64_t target, uint64_t ud) {
   return 0;
 }
 
-int up_ring_prep_cancel_fd(up_ring *r, int fd, uint64_t ud) {
-  struct io_uring_sqe *sqe = get_sqe(r);
-  if (!sqe) return -EBUSY;
-  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, ud);
-  return 0;
-}
-
 uint32_t up_ring_features(const up_ring *r) { return r->ring.features; }
-
-unsigned up_ring_cq_ready(up_ring *r) { return io_uring_cq_ready(&r->ring); }
 
 struct up_bufring {
   struct io_uring_buf_ring *ring;
@@ -439,20 +406,9 @@ unsigned up_ring_reap(up_ring *r, up_cqe *out, unsigned max) {
 }
 
 const uint32_t up_IORING_CQE_F_MORE = IORING_CQE_F_MORE;
-const uint32_t up_IORING_CQE_F_BUFFER = IORING_CQE_F_BUFFER;
 const uint32_t up_IORING_CQE_BUFFER_SHIFT = IORING_CQE_BUFFER_SHIFT;
-const uint32_t up_IORING_FEAT_NODROP = IORING_FEAT_NODROP;
-const uint32_t up_IORING_FEAT_EXT_ARG = IORING_FEAT_EXT_ARG;
 const uint32_t up_IORING_SETUP_COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN;
 const uint32_t up_IORING_SETUP_SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER;
 const uint32_t up_IORING_SETUP_DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN;
 const uint32_t up_IORING_SETUP_R_DISABLED = IORING_SETUP_R_DISABLED;
-const int up_IORING_OP_POLL_ADD = IORING_OP_POLL_ADD;
-const int up_IORING_OP_POLL_REMOVE = IORING_OP_POLL_REMOVE;
 const int up_IORING_OP_ACCEPT = IORING_OP_ACCEPT;
-const int up_IORING_OP_CONNECT = IORING_OP_CONNECT;
-const int up_IORING_OP_RECV = IORING_OP_RECV;
-const int up_IORING_OP_SEND = IORING_OP_SEND;
-const int up_IORING_OP_TIMEOUT = IORING_OP_TIMEOUT;
-const int up_IORING_OP_ASYNC_CANCEL = IORING_OP_ASYNC_CANCEL;
-const int up_IORING_OP_PROVIDE_BUFFERS = IORING_OP_PROVIDE_BUFFERS;

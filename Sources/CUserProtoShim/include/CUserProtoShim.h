@@ -37,14 +37,11 @@ _Static_assert(offsetof(up_efd_mask, data) == 4, "data at offset 4");
 
 extern const int up_EFD_CLOEXEC;
 extern const int up_EFD_NONBLOCK;
-extern const int up_EFD_SEMAPHORE;
 
 /// eventfd2(2) by raw syscall. Returns the fd or -errno.
 int up_eventfd2(unsigned int initval, int flags);
 /// Writes one 12-byte efd_mask. Returns bytes written or -errno.
 ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data);
-/// Writes `len` raw bytes (for probing other ABIs). Returns bytes or -errno.
-ssize_t up_write_raw(int fd, const void *buf, size_t len);
 /// Reads one 12-byte efd_mask. Returns bytes read or -errno.
 ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data);
 
@@ -86,18 +83,13 @@ void up_ring_destroy(up_ring *ring);
 int up_ring_enable(up_ring *ring);
 /// The IORING_SETUP_* flags the ring was created with.
 uint32_t up_ring_setup_flags(const up_ring *ring);
-/// The ring's own fd (for diagnostics and fd accounting).
-int up_ring_fd(const up_ring *ring);
 /// 1 if the kernel supports the io_uring opcode, 0 if not, -errno on failure.
 int up_ring_opcode_supported(up_ring *ring, int opcode);
-/// Number of free SQE slots.
-unsigned up_ring_sq_space_left(up_ring *ring);
 
 int up_ring_prep_poll_add(up_ring *ring, int fd, uint32_t events,
                           uint64_t user_data, int multishot);
 int up_ring_prep_poll_remove(up_ring *ring, uint64_t target_user_data,
                              uint64_t user_data);
-int up_ring_prep_nop(up_ring *ring, uint64_t user_data);
 
 int up_ring_prep_accept(up_ring *ring, int fd, int multishot, uint64_t user_data);
 /// `addr` must stay valid until the completion arrives.
@@ -117,12 +109,8 @@ int up_ring_prep_read(up_ring *ring, int fd, void *buf, size_t len,
 /// Cancels the request with `target_user_data`.
 int up_ring_prep_cancel(up_ring *ring, uint64_t target_user_data,
                         uint64_t user_data);
-/// Cancels every request on `fd`.
-int up_ring_prep_cancel_fd(up_ring *ring, int fd, uint64_t user_data);
 /// The IORING_FEAT_* bits of the ring.
 uint32_t up_ring_features(const up_ring *ring);
-/// CQEs ready to be reaped.
-unsigned up_ring_cq_ready(up_ring *ring);
 
 /// A ring of provided buffers (IORING_REGISTER_PBUF_RING).
 typedef struct up_bufring up_bufring;
@@ -144,23 +132,12 @@ int up_ring_submit_and_wait(up_ring *ring, unsigned wait_nr, long timeout_us);
 unsigned up_ring_reap(up_ring *ring, up_cqe *out, unsigned max);
 
 extern const uint32_t up_IORING_CQE_F_MORE;
-extern const uint32_t up_IORING_CQE_F_BUFFER;
 extern const uint32_t up_IORING_CQE_BUFFER_SHIFT;
-extern const uint32_t up_IORING_FEAT_NODROP;
-extern const uint32_t up_IORING_FEAT_EXT_ARG;
 extern const uint32_t up_IORING_SETUP_COOP_TASKRUN;
 extern const uint32_t up_IORING_SETUP_SINGLE_ISSUER;
 extern const uint32_t up_IORING_SETUP_DEFER_TASKRUN;
 extern const uint32_t up_IORING_SETUP_R_DISABLED;
-extern const int up_IORING_OP_POLL_ADD;
-extern const int up_IORING_OP_POLL_REMOVE;
 extern const int up_IORING_OP_ACCEPT;
-extern const int up_IORING_OP_CONNECT;
-extern const int up_IORING_OP_RECV;
-extern const int up_IORING_OP_SEND;
-extern const int up_IORING_OP_TIMEOUT;
-extern const int up_IORING_OP_ASYNC_CANCEL;
-extern const int up_IORING_OP_PROVIDE_BUFFERS;
 
 // MARK: - Process restrictions (for tests of the fallback)
 

@@ -69,11 +69,6 @@ enum Sys {
     _ = try retrying("fcntl(F_SETFD)") { Int(fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0)) }
   }
 
-  static func isCloseOnExec(_ fd: Int32) throws(MaskError) -> Bool {
-    let flags = try retrying("fcntl(F_GETFD)") { Int(fcntl(fd, F_GETFD)) }
-    return Int32(flags) & FD_CLOEXEC != 0
-  }
-
   // MARK: eventfd
 
   static func eventfd(flags: Int32) throws(MaskError) -> Int32 {
