@@ -38,6 +38,18 @@ ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data) {
   return r < 0 ? neg_errno() : r;
 }
 
+static unsigned long up_forks;
+static pthread_once_t up_fork_once = PTHREAD_ONCE_INIT;
+
+static void up_fork_child(void) { __atomic_add_fetch(&up_forks, 1, __ATOMIC_RELAXED); }
+
+static void up_fork_register(void) { pthread_atfork(NULL, NULL, up_fork_child); }
+
+unsigned long up_fork_generation(void) {
+  pthread_once(&up_fork_once, up_fork_register);
+  return __atomic_load_n(&up_forks, __ATOMIC_RELAXED);
+}
+
 ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data) {
   up_efd_mask m;
   memset(&m, 0, sizeof m);

@@ -1,6 +1,11 @@
 import Glibc
 
-/// Errors from mask fds. Every one leaves the mask fd's state unchanged.
+/// Errors from mask fds.
+///
+/// Every error but ``system(operation:errno:)`` is raised before anything
+/// changes. When a system call fails part-way through a transition on the
+/// emulation, the data is put back and ``MaskFD/get()`` reports the events
+/// the fd really shows (never a state it does not have).
 public enum MaskError: Error, Hashable, Sendable {
   /// Bits outside POLLIN|POLLPRI|POLLOUT|POLLERR|POLLHUP were given.
   case invalidEvents(UInt32)
@@ -13,6 +18,14 @@ public enum MaskError: Error, Hashable, Sendable {
   case backendUnavailable(MaskBackendKind, reason: String)
   /// A system call failed.
   case system(operation: String, errno: Int32)
+  /// This process is a fork()ed child of the one that created the mask fd.
+  /// The fd is shared with the parent, so changing it here would make the
+  /// parent's record of the state wrong; read it with
+  /// ``MaskFD/inspect(descriptor:)`` instead.
+  case forkedChild
+  /// A setting (such as the `MASKCORE_BACKEND` environment variable) has a
+  /// value MaskCore does not know.
+  case invalidConfiguration(String)
 }
 
 extension MaskError: CustomStringConvertible {
@@ -28,6 +41,11 @@ extension MaskError: CustomStringConvertible {
       return "the \(kind) backend is unavailable: \(reason)"
     case .system(let operation, let code):
       return "\(operation) failed: \(errnoName(code)) (\(String(cString: strerror(code))))"
+    case .forkedChild:
+      return
+        "this mask fd was created before fork(): the child shares it with the parent and may not change it (read it with MaskFD.inspect(descriptor:), or create mask fds after fork)"
+    case .invalidConfiguration(let what):
+      return "invalid configuration: \(what)"
     }
   }
 

@@ -10,7 +10,9 @@ extension MaskFD {
   /// data from its socket options. Nothing is changed either way.
   /// - Throws: ``MaskError/system(operation:errno:)`` with EINVAL when the
   ///   descriptor is not a mask fd (a counter eventfd is refused rather than
-  ///   drained).
+  ///   drained; a socket must be an AF_UNIX datagram socket). Any AF_UNIX
+  ///   datagram socket passes that check: its poll bits and timeouts are
+  ///   then reported as a mask state.
   public static func inspect(descriptor fd: Int32) throws(MaskError) -> MaskState {
     let target = linkTarget(fd)
     if target == "anon_inode:[eventfd]" {
@@ -25,6 +27,14 @@ extension MaskFD {
       return MaskState(events: try MaskEvents(validating: events), data: data)
     }
     if target.hasPrefix("socket:") {
+      // Only an AF_UNIX datagram socket can be an emulated mask fd; any other
+      // socket's poll bits and timeouts would read as a wrong mask state.
+      let domain = try Sys.socketOption(fd, SO_DOMAIN)
+      let type = try Sys.socketOption(fd, SO_TYPE)
+      if domain != AF_UNIX || type != Int32(SOCK_DGRAM.rawValue) {
+        throw .system(
+          operation: "inspect: \(target) is not an AF_UNIX datagram socket, so not a mask fd", errno: EINVAL)
+      }
       let events = MaskEvents(rawValue: try Sys.poll(fd) & MaskEvents.all.rawValue)
       let low = try Sys.timeoutSeconds(fd, SO_SNDTIMEO)
       let high = try Sys.timeoutSeconds(fd, SO_RCVTIMEO)

@@ -1,3 +1,4 @@
+import CUserProtoShim
 import Glibc
 import Synchronization
 
@@ -11,7 +12,10 @@ import Synchronization
 /// The mask fd owns its descriptor. Consumers may poll it and read its state
 /// with ``inspect(descriptor:)``, but must not read, write, shut down or
 /// close it: ``close()`` closes it, and after that the library never touches
-/// that number again. Every method is safe from any thread.
+/// that number again. A consumer that read or wrote the fd anyway (an event
+/// loop that reads every readable fd) can put the state back with
+/// ``resync()``. In a fork()ed child, calls that change the state throw
+/// ``MaskError/forkedChild``. Every method is safe from any thread.
 public final class MaskFD: Sendable {
   /// Options for the descriptor users poll.
   public struct Options: OptionSet, Hashable, Sendable {
@@ -76,6 +80,8 @@ public final class MaskFD: Sendable {
   }
 
   private let inner: Mutex<Inner>
+  /// `up_fork_generation()` when this mask fd was created.
+  private let forkGeneration: UInt
 
   /// The descriptor to poll. Valid until ``close()``; never close it yourself.
   public let fileDescriptor: Int32
@@ -110,6 +116,7 @@ public final class MaskFD: Sendable {
     }
     self.layout = layout
     self.selectionReason = reason
+    forkGeneration = up_fork_generation()
     inner = Mutex(Inner(mechanism: mechanism))
   }
 
@@ -121,15 +128,23 @@ public final class MaskFD: Sendable {
 
   /// Resolves a backend request to a mechanism and the reason for it.
   public static func choose(_ backend: Backend, usage: Usage = .socket) throws(MaskError) -> (MaskLayout, String) {
+    try choose(backend, usage: usage, override: getenv("MASKCORE_BACKEND").map { String(cString: $0) })
+  }
+
+  /// ``choose(_:usage:)`` with the value of `MASKCORE_BACKEND` given.
+  static func choose(_ backend: Backend, usage: Usage, override: String?) throws(MaskError) -> (MaskLayout, String) {
     let probe = KernelProbe.current
     var request = backend
-    if backend == .automatic, let forced = getenv("MASKCORE_BACKEND").map({ String(cString: $0) }) {
+    if backend == .automatic, let forced = override {
       switch forced {
       case "kernel": request = .kernel
       case "emulation": request = .emulation(nil)
       case "pair": request = .emulation(.pair)
       case "full": request = .emulation(.full)
-      default: break
+      case "", "automatic": break
+      default:
+        throw .invalidConfiguration(
+          "MASKCORE_BACKEND=\(forced): expected kernel, emulation, pair, full or automatic")
       }
     }
     switch request {
@@ -155,9 +170,11 @@ public final class MaskFD: Sendable {
   /// - Throws: ``MaskError/invalidEvents(_:)`` for bits outside the five,
   ///   ``MaskError/unsupported(_:backend:reason:)`` for a combination the
   ///   backend cannot show exactly or leaving POLLHUP on the emulation,
-  ///   ``MaskError/closed`` after ``close()``. The state is unchanged then.
+  ///   ``MaskError/closed`` after ``close()``, ``MaskError/forkedChild`` in a
+  ///   child process. The state is unchanged then.
   public func set(_ events: MaskEvents, data: UInt64? = nil) throws(MaskError) {
     _ = try MaskEvents(validating: events.rawValue)
+    try checkProcess()
     try inner.withLock { (state: inout Inner) throws(MaskError) in
       let target = MaskState(events: events, data: data ?? state.current.data)
       try MaskFD.transition(&state, to: target, layout: layout)
@@ -170,6 +187,7 @@ public final class MaskFD: Sendable {
     -> MaskEvents
   {
     _ = try MaskEvents(validating: added.rawValue | removed.rawValue)
+    try checkProcess()
     return try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskEvents in
       var target = state.current
       target.events.subtract(removed)
@@ -202,6 +220,7 @@ public final class MaskFD: Sendable {
   /// Wakes every waiter again without changing the state, so edge-triggered
   /// consumers get a new edge for the events that are set.
   public func resignal() throws(MaskError) {
+    try checkProcess()
     try inner.withLock { (state: inout Inner) throws(MaskError) in
       if state.closed { throw .closed }
       switch state.mechanism {
@@ -210,6 +229,29 @@ public final class MaskFD: Sendable {
       case .emulated(var e):
         defer { state.mechanism = .emulated(e) }
         try e.resignal()
+      }
+    }
+  }
+
+  /// Puts the last-set state back if something else changed what the fd
+  /// shows: a consumer that read the fd (on the emulation a read consumes
+  /// POLLIN), fetched its SO_ERROR, or wrote it (on the kernel backend a
+  /// write replaces the mask). Costs one read-back when nothing changed.
+  /// - Returns: true when the fd had drifted and was repaired.
+  /// - Throws: ``MaskError/unsupported(_:backend:reason:)`` when the
+  ///   emulation cannot undo what was done (the fd was shut down, sent on or
+  ///   its buffer resized by someone else).
+  @discardableResult
+  public func resync() throws(MaskError) -> Bool {
+    try checkProcess()
+    return try inner.withLock { (state: inout Inner) throws(MaskError) -> Bool in
+      if state.closed { throw .closed }
+      switch state.mechanism {
+      case .kernel(let k):
+        return try k.repair(to: state.current)
+      case .emulated(var e):
+        defer { state.mechanism = .emulated(e) }
+        return try e.repair(to: state.current)
       }
     }
   }
@@ -227,6 +269,10 @@ public final class MaskFD: Sendable {
   public var isClosed: Bool { inner.withLock { $0.closed } }
 
   // MARK: Internals
+
+  private func checkProcess() throws(MaskError) {
+    if up_fork_generation() != forkGeneration { throw .forkedChild }
+  }
 
   private static func release(_ state: inout Inner) {
     switch state.mechanism {

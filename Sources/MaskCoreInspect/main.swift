@@ -5,6 +5,8 @@
 //   maskcore-inspect wait FD BITS MS       block in poll until BITS are set, print the revents
 //   maskcore-inspect emfile BACKEND        lower RLIMIT_NOFILE, create mask fds until refused
 //   maskcore-inspect leak BACKEND N        create and close N mask fds, count /proc/self/fd
+//   maskcore-inspect count BACKEND N       create N mask fds: fds each, all close-on-exec?
+//   maskcore-inspect fork BACKEND          a mask fd across fork(): what the child may do
 //
 // Output is one line of key=value pairs; the exit status is 0 on success.
 import CUserProtoShim
@@ -20,8 +22,8 @@ func fail(_ message: String) -> Never {
   exit(1)
 }
 
-func describe(_ state: MaskState) -> String {
-  "events=\(state.events.rawValue) data=\(String(state.data, radix: 16))"
+func describe(_ state: MaskState, prefix: String = "") -> String {
+  "\(prefix)events=\(state.events.rawValue) \(prefix)data=\(String(state.data, radix: 16))"
 }
 
 func backend(_ name: String) -> MaskFD.Backend {
@@ -42,6 +44,18 @@ func openDescriptorCount() -> Int {
     if name != "." && name != ".." { count += 1 }
   }
   return count - 1  // the directory stream's own fd
+}
+
+func openDescriptors() -> [Int32] {
+  guard let dir = opendir("/proc/self/fd") else { fail("opendir") }
+  let own = dirfd(dir)
+  defer { closedir(dir) }
+  var fds: [Int32] = []
+  while let entry = readdir(dir) {
+    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    if let fd = Int32(name), fd != own { fds.append(fd) }
+  }
+  return fds
 }
 
 let arguments = CommandLine.arguments
@@ -103,6 +117,47 @@ case "leak":
   } catch { fail("\(error)") }
   let after = openDescriptorCount()
   print("before=\(before) after=\(after)")
+
+case "count":
+  guard arguments.count == 4, let n = Int(arguments[3]), n > 0 else { fail("usage") }
+  let choice = backend(arguments[2])
+  let before = Set(openDescriptors())
+  var masks: [MaskFD] = []
+  do {
+    for _ in 0..<n { masks.append(try MaskFD(backend: choice)) }
+    // POLLERR names the emulation's sockets: still no new fd.
+    for mask in masks { try mask.set([.writable, .error]) }
+  } catch { fail("\(error)") }
+  let added = Set(openDescriptors()).subtracting(before)
+  let cloexec = added.allSatisfy { fcntl($0, F_GETFD) & FD_CLOEXEC != 0 }
+  print(
+    "added=\(added.count) each=\(Double(added.count) / Double(n)) declared=\(masks[0].descriptorCount) all_cloexec=\(cloexec)"
+  )
+
+case "fork":
+  let choice = backend(arguments[2])
+  do {
+    let mask = try MaskFD(backend: choice)
+    try mask.set([.readable, .writable], data: 0xfeed)
+    fflush(nil)
+    let child = fork()
+    if child < 0 { fail("fork") }
+    if child == 0 {
+      var refused = "none"
+      do { try mask.set([]) } catch { refused = "\(error == .forkedChild)" }
+      var inspected = "child_inspect=failed"
+      do {
+        inspected = describe(try MaskFD.inspect(descriptor: mask.fileDescriptor), prefix: "child_")
+      } catch { inspected = "child_inspect=\(underscored("\(error)"))" }
+      print("child_refused=\(refused) \(inspected)")
+      fflush(nil)
+      _exit(0)
+    }
+    var status: Int32 = 0
+    _ = waitpid(child, &status, 0)
+    try mask.set([.writable], data: 0xbeef)
+    print("child_status=\(status) \(describe(try mask.readBack(), prefix: "parent_"))")
+  } catch { fail("\(error)") }
 
 default:
   fail("unknown command \(arguments[1])")

@@ -33,4 +33,7 @@ struct KernelBackendTests {
   @Test func emfile() throws { try BadInputTests.emfile(.kernel) }
   @Test func options() throws { try BadInputTests.descriptorOptions(.kernel) }
   @Test func leaks() throws { try LeakTests.cycles(.kernel) }
+  @Test func resync() throws { try ContractTests.resyncAfterConsumerRead(.kernel) }
+  @Test func forkedChild() throws { try ContractTests.forkedChild(.kernel) }
+  @Test func descriptorCost() throws { try ContractTests.descriptorCost(.kernel) }
 }

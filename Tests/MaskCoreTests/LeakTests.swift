@@ -28,8 +28,9 @@ struct LeakTests {
     var fd: Int32 = -1
     do {
       let mask = try makeMask(layout)
+      try mask.set([.writable], data: 0xfeed)
       fd = mask.fileDescriptor
-      #expect(fcntl(fd, F_GETFD) >= 0)
+      #expect(try MaskFD.inspect(descriptor: fd).data == 0xfeed)
     }
     // The number may have been reused by a parallel test; if it is open, it
     // must at least not be our socket with its mask data.

@@ -58,4 +58,45 @@ struct ProbeTests {
     let table = FidelityTable.markdown()
     #expect(table.split(separator: "\n").count == 2 + 32 + 1)
   }
+
+  static let docsPath = URLPath.repositoryRoot() + "/docs/maskcore.md"
+
+  @Test(
+    "docs/maskcore.md shows the fidelity table the API reports",
+    .enabled(if: access(docsPath, R_OK) == 0, "the sources are not on this machine (the QEMU guest)"))
+  func fidelityTableInDocs() throws {
+    let text = try #require(readWholeFile(ProbeTests.docsPath), "cannot read \(ProbeTests.docsPath)")
+    let table = FidelityTable.markdown().trimmingTrailingNewlines()
+    #expect(text.contains(table), "docs/maskcore.md must contain FidelityTable.markdown() verbatim")
+  }
+}
+
+/// The repository root, from this file's path.
+enum URLPath {
+  static func repositoryRoot(_ file: String = #filePath) -> String {
+    var parts = file.split(separator: "/", omittingEmptySubsequences: false)
+    parts.removeLast(3)  // Tests/MaskCoreTests/ProbeTests.swift
+    return parts.joined(separator: "/")
+  }
+}
+
+func readWholeFile(_ path: String) -> String? {
+  guard let file = fopen(path, "r") else { return nil }
+  defer { fclose(file) }
+  var bytes: [UInt8] = []
+  var chunk = [UInt8](repeating: 0, count: 65536)
+  while true {
+    let n = fread(&chunk, 1, chunk.count, file)
+    if n <= 0 { break }
+    bytes += chunk[0..<n]
+  }
+  return String(decoding: bytes, as: UTF8.self)
+}
+
+extension String {
+  func trimmingTrailingNewlines() -> String {
+    var s = self
+    while s.hasSuffix("\n") { s.removeLast() }
+    return s
+  }
 }

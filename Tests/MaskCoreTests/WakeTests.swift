@@ -2,6 +2,7 @@ import CUserProtoShim
 import Dispatch
 import Glibc
 import MaskCore
+import Synchronization
 import Testing
 
 /// A thread blocked in epoll_wait or poll wakes when another thread sets a bit.
@@ -101,12 +102,18 @@ struct WakeTests {
     let mask = try makeMask(layout)
     defer { try? mask.close() }
     let states: [MaskEvents] = [[], [.readable], [.writable], [.readable, .writable]]
+    let failures = Atomic<Int>(0)
     DispatchQueue.concurrentPerform(iterations: 8) { worker in
       var generator = SplitMix64(seed: UInt64(worker))
       for _ in 0..<500 {
-        try? mask.set(states[Int(generator.next() % 4)], data: generator.next())
+        do {
+          try mask.set(states[Int(generator.next() % 4)], data: generator.next())
+        } catch {
+          failures.add(1, ordering: .relaxed)
+        }
       }
     }
+    #expect(failures.load(ordering: .relaxed) == 0, "every set from every thread succeeded")
     let last = try mask.get()
     #expect(try mask.readBack() == last, "the fd shows the last state set")
   }

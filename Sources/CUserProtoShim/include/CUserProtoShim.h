@@ -45,6 +45,11 @@ ssize_t up_efd_mask_write(int fd, uint32_t events, uint64_t data);
 /// Reads one 12-byte efd_mask. Returns bytes read or -errno.
 ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data);
 
+/// How many fork()s separate this process from the one that first called
+/// this function: 0 there, incremented in each child (pthread_atfork).
+/// The first call registers the handler; later calls are one atomic load.
+unsigned long up_fork_generation(void);
+
 // MARK: - select and fd passing
 
 /// select(2) on one fd with a timeout in microseconds (-1: block).

@@ -13,7 +13,10 @@ import Synchronization
 ///   one syscall and wakes writers.
 /// - POLLERR: `b` disconnecting while its own queue holds a datagram sets
 ///   ECONNRESET on `a` (the kernel purges `b`'s queue, so `b` re-primes it
-///   while unconnected, then reconnects). SO_ERROR on `a` clears it.
+///   while unconnected, then reconnects). SO_ERROR on `a` clears it. `a` and
+///   `b` get (abstract, autobound) names only when POLLERR is first set:
+///   `b` needs them to send to itself and to reconnect to `a`. Creating a
+///   mask therefore binds no name on `.pair`, and one (`c`'s) on `.full`.
 /// - POLLPRI: SO_SELECT_ERR_QUEUE on `a` makes a pending error also POLLPRI.
 /// - POLLHUP: shutdown(SHUT_RDWR) on `a`; brings POLLIN; terminal.
 /// - data: the seconds of `a`'s SO_SNDTIMEO (low half) and SO_RCVTIMEO
@@ -23,8 +26,8 @@ struct EmulatedMask {
   let a: Int32
   let b: Int32
   let c: Int32
-  private let aAddress: UnixAddress
-  private let bAddress: UnixAddress
+  private var aAddress: UnixAddress?
+  private var bAddress: UnixAddress?
   private let cAddress: UnixAddress?
 
   // The physical state, from which the visible events derive.
@@ -64,14 +67,9 @@ struct EmulatedMask {
       }
       if !options.contains(.closeOnExec) { try Sys.setCloseOnExec(a, false) }
       if !options.contains(.nonBlocking) { try Sys.setNonBlocking(a, false) }
-      aAddress = try Sys.autobind(a)
-      bAddress = try Sys.autobind(b)
+      aAddress = nil
+      bAddress = nil
       try Sys.setSocketOption(a, SO_SNDBUF, 0)
-      // Prime b's queue for the first POLLERR: b may send to itself only
-      // while unconnected, and nothing is queued yet, so no error is raised.
-      try Sys.disconnect(b)
-      try Sys.sendDatagram(b, count: 1, to: bAddress)
-      try Sys.connect(b, to: aAddress)
       try park()
       if !EmulatedMask.selfChecked.load(ordering: .relaxed) {
         try selfCheck()
@@ -103,10 +101,24 @@ struct EmulatedMask {
   /// or new state. The caller has checked that the layout supports `target`.
   mutating func apply(_ target: MaskState) throws(MaskError) {
     let wanted = target.events
-    var raiseAgain = false
     // Data first: a consumer that sees the new events then reads the new
-    // data (the events and the data are separate kernel objects here).
+    // data (the events and the data are separate kernel objects here). If an
+    // event change then fails, the old data is put back.
+    let oldData = UInt64(dataHigh) << 32 | UInt64(dataLow)
     try setData(target.data)
+    do {
+      try applyEvents(wanted)
+    } catch {
+      try? setData(oldData)
+      throw error
+    }
+  }
+
+  private mutating func applyEvents(_ wanted: MaskEvents) throws(MaskError) {
+    var raiseAgain = false
+    // Name the sockets before changing anything, so a failure here (EMFILE
+    // is impossible, but the abstract namespace can run out) changes nothing.
+    if wanted.contains(.error) { _ = try errorPathNames() }
 
     // Phase 1: bits off.
     if errorPending && !wanted.contains(.error) {
@@ -180,6 +192,29 @@ struct EmulatedMask {
     }
   }
 
+  /// Re-reads what the kernel objects show (after a consumer received from,
+  /// or took the error of, the user's fd), then moves to `target`.
+  /// Returns true when the fd had drifted from `target`.
+  mutating func repair(to target: MaskState) throws(MaskError) -> Bool {
+    let shown = MaskEvents(rawValue: try Sys.poll(a) & MaskEvents.all.rawValue)
+    if !shut { inQueued = shown.contains(.readable) }
+    errorPending = shown.contains(.error)
+    dataLow = try Sys.timeoutSeconds(a, SO_SNDTIMEO)
+    dataHigh = try Sys.timeoutSeconds(a, SO_RCVTIMEO)
+    let drifted = shown != target.events || UInt64(dataHigh) << 32 | UInt64(dataLow) != target.data
+    if !drifted { return false }
+    try apply(target)
+    let now = MaskEvents(rawValue: try Sys.poll(a) & MaskEvents.all.rawValue)
+    if now != target.events {
+      throw .unsupported(
+        target.events, backend: "emulation(\(layout))",
+        reason:
+          "the fd shows \(now) after a repair: something other than this MaskFD sent on, shut down or resized the fd's socket, which the emulation cannot undo"
+      )
+    }
+    return true
+  }
+
   /// Reads the state back from the kernel objects (poll and socket options).
   func readBack() throws(MaskError) -> MaskState {
     let events = MaskEvents(rawValue: try Sys.poll(a) & MaskEvents.all.rawValue)
@@ -224,11 +259,30 @@ struct EmulatedMask {
   }
 
   private mutating func raiseError() throws(MaskError) {
+    let (aName, bName) = try errorPathNames()
     try Sys.disconnect(b)  // b's queue is non-empty: ECONNRESET on a; b's queue purged
     if layout == .pair { parked = false }
-    try Sys.sendDatagram(b, count: 1, to: bAddress)  // re-prime while unconnected
-    try Sys.connect(b, to: aAddress)
+    try Sys.sendDatagram(b, count: 1, to: bName)  // re-prime while unconnected
+    try Sys.connect(b, to: aName)
     errorPending = true
+  }
+
+  /// Names `a` and `b` on the first POLLERR and makes sure `b`'s queue holds
+  /// a datagram, which the disconnect that raises the error needs. On
+  /// `.pair` the parked datagram is already there; on `.full` `b` primes its
+  /// own queue while unconnected (nothing is queued yet, so no error).
+  private mutating func errorPathNames() throws(MaskError) -> (UnixAddress, UnixAddress) {
+    if let aAddress, let bAddress { return (aAddress, bAddress) }
+    let aName = try Sys.autobind(a)
+    let bName = try Sys.autobind(b)
+    if layout == .full || !parked {
+      try Sys.disconnect(b)
+      try Sys.sendDatagram(b, count: 1, to: bName)
+      try Sys.connect(b, to: aName)
+    }
+    aAddress = aName
+    bAddress = bName
+    return (aName, bName)
   }
 
   private mutating func setData(_ data: UInt64) throws(MaskError) {
