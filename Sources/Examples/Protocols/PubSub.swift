@@ -165,8 +165,11 @@ public final class Publisher: Sendable {
   public var connections: [PubSocket] { shared.connections.withLock { Array($0.values) } }
   public var localAddress: SocketAddress { listener.localAddress }
 
+  /// Stops listening (removing an `ipc://` socket file) and closes every
+  /// connection.
   public func close() {
     try? listener.close()
+    SPAddress.removeSocketFile(of: listener.localAddress)
     shared.subscribers.withLock { $0 = [] }
     let all = shared.connections.withLock { c -> [PubSocket] in
       defer { c = [:] }

@@ -281,8 +281,11 @@ public final class EchoServer: Sendable {
   public var connections: [RepSocket] { shared.connections.withLock { Array($0.values) } }
   public var localAddress: SocketAddress { listener.localAddress }
 
+  /// Stops listening (removing an `ipc://` socket file) and closes every
+  /// connection.
   public func close() {
     try? listener.close()
+    SPAddress.removeSocketFile(of: listener.localAddress)
     let all = shared.connections.withLock { c -> [RepSocket] in
       defer { c = [:] }
       return Array(c.values)
