@@ -332,4 +332,47 @@ struct SPProtocolTests {
       #expect(publisher.statistics.dropped == perSubscriber[3].dropped)
     }
   }
+
+  // MARK: SP/IPC framing
+
+  @Test("over ipc:// each message has a type byte of 1; another type fails the connection", arguments: interopBackends)
+  func ipcFraming(backend: EventLoop.BackendChoice) async throws {
+    try await withLoop(backend) { loop in
+      let path = "/tmp/userproto-raw-ipc-\(getpid())-\(backend).sock"
+      unlink(path)
+      let server = try EchoServer(on: try SPAddress.parse("ipc://" + path), loop: loop)
+      defer { server.close() }
+      let raw = try RawClient(connectingTo: try SocketAddress(unixPath: path))
+      let request = spRequest(id: 0x8000_0001, Array("over ipc".utf8))
+      try raw.send(Self.reqHeader + [0x01] + request)
+      #expect(await raw.read(8, within: .seconds(5)).bytes == Self.repHeader)
+      #expect(await raw.read(1 + request.count, within: .seconds(5)).bytes == [0x01] + request)
+      try raw.send([0x02] + request)
+      let end = await raw.waitForClose(within: .seconds(5))
+      #expect(end.closure != nil && end.bytes.isEmpty)
+      #expect(await waitUntil(.seconds(5)) { server.failures.count == 1 })
+      #expect(server.failures.recent.map(\.description) == ["protocol violation: SP/IPC message type 2, expected 1"])
+      #expect(server.requestsServed == 1)
+    }
+    #expect(access("/tmp/userproto-raw-ipc-\(getpid())-\(backend).sock", F_OK) != 0, "socket file left behind")
+  }
+
+  @Test("over ipc:// a frame cut short counts the 9-byte prefix")
+  func ipcTruncation() async throws {
+    try await withLoop(.epoll) { loop in
+      let path = "/tmp/userproto-raw-ipc-\(getpid())-cut.sock"
+      unlink(path)
+      let server = try EchoServer(on: try SPAddress.parse("ipc://" + path), loop: loop)
+      defer { server.close() }
+      let raw = try RawClient(connectingTo: try SocketAddress(unixPath: path))
+      try raw.send(Self.reqHeader + [0x01] + spLength(100) + [1, 2, 3])
+      raw.shutdownWrite()
+      #expect(await raw.waitForClose(within: .seconds(5)).closure != nil)
+      #expect(await waitUntil(.seconds(5)) { server.failures.count == 1 })
+      #expect(
+        server.failures.recent.map(\.description) == [
+          "protocol violation: the peer closed mid-frame after 12 of 109 bytes"
+        ])
+    }
+  }
 }

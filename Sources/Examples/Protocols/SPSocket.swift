@@ -71,7 +71,8 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
 
   /// Connects to `address` with the framing SP peers use there (IPC on a
   /// Unix-domain address, TCP otherwise). The framing is set before the
-  /// connection starts, so no byte is parsed with the wrong one.
+  /// connection starts, so no byte is parsed with the wrong one: from a task
+  /// on the loop, which the calling thread waits for (a loop round trip).
   public static func dial(
     _ address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(),
     headerTimeout: Duration = SPSocket.headerTimeout
@@ -86,6 +87,9 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
       return socket
     }
     if loop.inEventLoop { return try make() }
+    if framing == .tcp && headerTimeout == SPSocket.headerTimeout {
+      return try connect(to: address, loop: loop, options: options)  // the defaults: nothing to set
+    }
     let outcome = OutcomeBox<Self>()
     try loop.execute { outcome.set(Result { try make() }) }
     return try outcome.wait()
