@@ -80,6 +80,8 @@ struct InteropRawClientTests {
       #expect(await waitUntil(.seconds(5)) { server.connectionCount == 1 }, "connections: \(server.connectionCount)")
       #expect(try await roundTrip(good, "after") == "after")
       #expect(server.requestsServed == served)
+      // Only peers whose header was accepted count as connections.
+      #expect(server.statistics.connectionsAccepted == served - 1)
     }
   }
 
@@ -100,6 +102,7 @@ struct InteropRawClientTests {
       #expect(reply.bytes.count == big.count && reply.bytes == big)
       #expect(server.requestsServed == 2)
       #expect(server.connectionCount == 1)
+      #expect(server.statistics.connectionsAccepted == 1)
     }
   }
 

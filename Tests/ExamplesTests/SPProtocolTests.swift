@@ -63,6 +63,21 @@ struct SPProtocolTests {
     }
   }
 
+  @Test("a resend interval of zero never resends (no tight loop)")
+  func zeroResendInterval() async throws {
+    try await withLoop(.epoll) { loop in
+      let (req, rep, _) = try await Self.reqAgainstRawRep(loop)
+      defer { req.abort() }
+      req.resendInterval = .zero
+      #expect(try req.trySend(Array("once".utf8)))
+      let first = await rep.readFrame(within: .seconds(5))
+      #expect(first.flatMap(splitRequest)?.body == Array("once".utf8))
+      // Nothing more comes while the request waits.
+      #expect(await rep.read(1, within: .milliseconds(300)).bytes.isEmpty)
+      #expect(req.resends == 0)
+    }
+  }
+
   @Test("a reply to an earlier request is ignored and counted", arguments: interopBackends)
   func staleReply(backend: EventLoop.BackendChoice) async throws {
     try await withLoop(backend) { loop in
