@@ -118,21 +118,28 @@ public final class RepSocket: SPSocket, @unchecked Sendable {
     /// Splits a raw message into backtrace and body; nil when it has no
     /// valid backtrace (no word with the top bit within 8 words).
     public init?(raw message: [UInt8]) {
-      var offset = 0
-      while true {
-        guard message.count >= offset + 4, offset / 4 < RepSocket.maximumHops else { return nil }
-        let word = readBigEndian(message, at: offset)
-        offset += 4
-        if word & 0x8000_0000 != 0 { break }
-      }
-      backtrace = Array(message[0..<offset])
-      body = Array(message[offset...])
+      guard let length = RepSocket.backtraceLength(message) else { return nil }
+      backtrace = Array(message[0..<length])
+      body = Array(message[length...])
     }
 
     /// The request id: the backtrace's last word.
     public var id: UInt32 { readBigEndian(backtrace, at: backtrace.count - 4) }
     /// Hop words before the request id.
     public var hops: Int { backtrace.count / 4 - 1 }
+  }
+
+  /// The length in bytes of the backtrace `message` starts with: words up
+  /// to and including the first with its top bit set, at most
+  /// ``maximumHops``; nil when there is no such word.
+  public static func backtraceLength(_ message: [UInt8]) -> Int? {
+    var offset = 0
+    while true {
+      guard message.count >= offset + 4, offset / 4 < maximumHops else { return nil }
+      let word = readBigEndian(message, at: offset)
+      offset += 4
+      if word & 0x8000_0000 != 0 { return offset }
+    }
   }
 
   private let counters = Mutex<(dropped: Int, malformedReplies: Int)>((0, 0))
@@ -143,7 +150,7 @@ public final class RepSocket: SPSocket, @unchecked Sendable {
   public var malformedReplies: Int { counters.withLock { $0.malformedReplies } }
 
   public override func receivedMessage(_ message: [UInt8]) throws {
-    guard Request(raw: message) != nil else {
+    guard RepSocket.backtraceLength(message) != nil else {
       counters.withLock { $0.dropped += 1 }
       return
     }
@@ -151,7 +158,7 @@ public final class RepSocket: SPSocket, @unchecked Sendable {
   }
 
   public override func encode(_ message: [UInt8]) throws -> [UInt8] {
-    guard Request(raw: message) != nil else {
+    guard RepSocket.backtraceLength(message) != nil else {
       counters.withLock { $0.malformedReplies += 1 }
       return []
     }
