@@ -357,6 +357,11 @@ enum Interop {
       #expect(await waitUntil(.seconds(5)) { server.connectionCount == 1 }, "connections: \(server.connectionCount)")
       #expect(try await roundTrip(good, "after") == "after")
       #expect(server.requestsServed == 3)
+      // The server says why it dropped the peer.
+      let reasons = server.failures.recent.map(\.description)
+      #expect(
+        reasons.contains("protocol violation: incompatible SP peer: protocol 0x20 (PUB), rep needs 0x30 (REQ)"),
+        "\(reasons)")
     }
   }
 
