@@ -13,6 +13,7 @@ public final class FailureLog: Sendable {
   public let capacity: Int
   private let state = Mutex<(total: Int, recent: [SocketError])>((0, []))
 
+  /// An empty log keeping the last `capacity` reasons (at least one).
   public init(capacity: Int = FailureLog.defaultCapacity) {
     self.capacity = max(1, capacity)
   }

@@ -174,8 +174,11 @@ public final class RepSocket: SPSocket, @unchecked Sendable {
 
   /// The result of ``tryReceiveRequest()``.
   public enum RequestResult: Sendable, Hashable {
+    /// The next request.
     case request(Request)
+    /// Nothing queued yet.
     case wouldBlock
+    /// The peer is gone (after its error, if any, was received).
     case endOfStream
   }
 

@@ -8,6 +8,7 @@ public struct SPAddressError: Error, Hashable, Sendable, CustomStringConvertible
   /// What is wrong with it.
   public let reason: String
 
+  /// The error for `url`, saying `reason`.
   public init(_ url: String, _ reason: String) {
     self.url = url
     self.reason = reason
