@@ -885,28 +885,33 @@ static void test_refused_writes_wake_nobody(void)
  * sequence number and the events, so a read that paired the events of one
  * write with the data of another is detected:
  *   data = seq << 32 | (events ^ (seq * 0x9e3779b1)),  events = seq odd ? IN : 0
- * Round r writes seq 2r ({0}), waits a random moment, writes seq 2r+1
- * ({IN}), and waits until both waiters have seen seq 2r+1.  One waiter sleeps
- * in poll(2), the other in edge-triggered epoll_wait(2), both with a 1 s
- * timeout; a waiter that gets to the IN record only through the timeout
- * counts a missed wakeup (the writer changes nothing until it is seen).  A
- * reader reads the record in a loop and checks every pair and that the
- * sequence never goes backwards.  The last write is an IN record both
- * waiters must end on.
+ * Round r writes seq 2r ({0}), releases both waiters (a counter eventfd
+ * each), waits a random moment, writes seq 2r+1 ({IN}), and blocks until
+ * both waiters have acknowledged seq 2r+1 (another counter eventfd).  So each
+ * waiter's wait races the IN write, and nothing changes the record until both
+ * have seen it.  One waiter sleeps in poll(2), the other in edge-triggered
+ * epoll_wait(2).  A missed wakeup is a wait that ends only through its
+ * timeout: epoll_wait returning 0 (it returns 0 only when no wakeup came), or
+ * poll(2) returning after the whole timeout (its last pass after the timeout
+ * finds IN either way, so the elapsed time is the tell).  A reader, at nice
+ * 19 so that it uses the idle time, reads the record in a loop and checks
+ * every pair and that the sequence never goes backwards.  The last write is
+ * an IN record both waiters must end on.
  */
 #define STRESS_MAX_ROUNDS 20000
 #define STRESS_SECONDS 8.0
-#define STRESS_MIN_ROUNDS 200
-#define STRESS_TIMEOUT_MS 1000
+#define STRESS_MIN_ROUNDS 50
+#define STRESS_POLL_TIMEOUT_MS 3000
+#define STRESS_EPOLL_TIMEOUT_MS 1000
+#define STRESS_ACK_TIMEOUT_MS 10000
 #define STRESS_MAX_MISSES 3
 
 struct stress_shm {
-	uint64_t round_started; /* writer: {0} of this round written */
 	uint64_t in_written;    /* writer: {IN} of this round written */
-	uint64_t early[2];      /* waiters: went to sleep before the IN write */
 	uint64_t final_seq;     /* writer: 0, or the seq of the last write */
 	uint64_t acked[2];      /* waiters: last round whose IN they saw */
-	uint64_t missed[2];     /* waiters: IN found only after the timeout */
+	uint64_t early[2];      /* waiters: began waiting before the IN write */
+	uint64_t missed[2];     /* waiters: IN found only through the timeout */
 	uint64_t torn[3];       /* waiters, reader: inconsistent read-backs */
 	uint64_t backwards[3];  /* waiters, reader: sequence went backwards */
 	uint64_t reads[3];
@@ -952,11 +957,37 @@ static int64_t stress_read(int fd, struct stress_shm *sh, int who, uint64_t *las
 	return (int64_t)seq;
 }
 
+/* Block until the counter eventfd `efd` is signalled; false on timeout. */
+static bool stress_take(int efd, int timeout_ms)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	uint64_t v;
+
+	for (;;) {
+		int r = poll(&p, 1, timeout_ms);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != 1)
+			return false;
+		return read(efd, &v, sizeof(v)) == (ssize_t)sizeof(v);
+	}
+}
+
+static void stress_give(int efd)
+{
+	uint64_t one = 1;
+
+	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		_exit(12);
+}
+
 /* Waiter `who` (0: poll, 1: ET epoll).  Exit status 0, or where it failed. */
-static int stress_waiter(int fd, struct stress_shm *sh, int who)
+static int stress_waiter(int fd, int startfd, int ackfd, struct stress_shm *sh, int who)
 {
 	struct epoll_event ee = { .events = EPOLLIN | EPOLLET }, out;
 	uint64_t last_seq = 0, round = 1;
+	bool need_start = true;
 	int ep = -1;
 
 	if (who == 1) {
@@ -969,20 +1000,24 @@ static int stress_waiter(int fd, struct stress_shm *sh, int who)
 		int64_t seq;
 		int r;
 
-		/* Wait (spinning) for the round to start, so we sleep across its IN write. */
-		while (LD(sh->round_started) < round && !LD(sh->abort_run))
-			sched_yield();
+		/* The writer has written this round's {0}; the IN write races our wait. */
+		if (need_start) {
+			while (!stress_take(startfd, 1000))
+				if (LD(sh->abort_run))
+					return 0;
+			need_start = false;
+			if (LD(sh->in_written) < round)
+				INC(sh->early[who]);
+		}
 		if (LD(sh->abort_run))
 			return 0;
-		if (LD(sh->in_written) < round)
-			INC(sh->early[who]);
 		t0 = now_s();
 		if (who == 0) {
 			struct pollfd p = { .fd = fd, .events = POLLIN };
 
-			r = poll(&p, 1, STRESS_TIMEOUT_MS);
+			r = poll(&p, 1, STRESS_POLL_TIMEOUT_MS);
 		} else {
-			r = epoll_wait(ep, &out, 1, STRESS_TIMEOUT_MS);
+			r = epoll_wait(ep, &out, 1, STRESS_EPOLL_TIMEOUT_MS);
 		}
 		el = now_s() - t0;
 		if (r < 0 && errno == EINTR)
@@ -990,23 +1025,22 @@ static int stress_waiter(int fd, struct stress_shm *sh, int who)
 		if (r < 0)
 			return 11;
 		seq = stress_read(fd, sh, who, &last_seq);
-		if (seq < 0)
-			continue; /* counted; the writer keeps going */
-		/* Still {0} of this round: a timeout on a slow host, or (poll)
-		 * nothing yet; either way wait again. */
-		if ((uint64_t)seq != 2 * round + 1)
+		/* Torn (counted), or still this round's {0}: wait again. */
+		if (seq < 0 || (uint64_t)seq != 2 * round + 1)
 			continue;
-		/* The IN record of this round: did a wakeup bring us here, or the timeout? */
-		if (r == 0 || el * 1e3 >= STRESS_TIMEOUT_MS * 0.95) {
+		/* This round's IN record: did a wakeup bring us here, or the timeout? */
+		if (who == 0 ? el * 1e3 >= STRESS_POLL_TIMEOUT_MS : r == 0) {
 			if (INC(sh->missed[who]) + 1 >= STRESS_MAX_MISSES)
 				ST(sh->abort_run, 1);
 		}
 		ST(sh->acked[who], round);
-		if (LD(sh->final_seq) == (uint64_t)seq) {
+		if (LD(sh->final_seq) == (uint64_t)seq)
 			ST(sh->ended_on[who], (uint64_t)seq);
+		stress_give(ackfd);
+		if (LD(sh->final_seq) == (uint64_t)seq)
 			return 0;
-		}
 		round++;
+		need_start = true;
 	}
 }
 
@@ -1014,6 +1048,8 @@ static int stress_reader(int fd, struct stress_shm *sh)
 {
 	uint64_t last_seq = 0;
 
+	if (nice(19) < 0 && errno)
+		return 13;
 	while (!LD(sh->done))
 		stress_read(fd, sh, 2, &last_seq);
 	stress_read(fd, sh, 2, &last_seq);
@@ -1024,6 +1060,7 @@ static void test_smp_stress(void)
 {
 	struct stress_shm *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	int fd = efd_create(0, T_EFD_MASK);
+	int startfd[2] = { efd_create(0, 0), efd_create(0, 0) }, ackfd = efd_create(0, 0);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	uint64_t rounds = 0, final_seq = 0, rng = 0x9e3779b97f4a7c15ULL, slow = 0;
 	pid_t kids[3] = { -1, -1, -1 };
@@ -1032,8 +1069,8 @@ static void test_smp_stress(void)
 	bool stuck = false;
 	struct t_efd_mask last;
 
-	if (sh == MAP_FAILED || fd < 0) {
-		check(0, "SMP stress: set up shared memory and a blocking mask fd");
+	if (sh == MAP_FAILED || fd < 0 || startfd[0] < 0 || startfd[1] < 0 || ackfd < 0) {
+		check(0, "SMP stress: set up shared memory, a blocking mask fd and the handshake eventfds");
 		return;
 	}
 	memset(sh, 0, sizeof(*sh));
@@ -1046,7 +1083,7 @@ static void test_smp_stress(void)
 	for (int i = 0; i < 3; i++) {
 		kids[i] = fork();
 		if (kids[i] == 0)
-			_exit(i < 2 ? stress_waiter(fd, sh, i) : stress_reader(fd, sh));
+			_exit(i < 2 ? stress_waiter(fd, startfd[i], ackfd, sh, i) : stress_reader(fd, sh));
 	}
 	t0 = now_s();
 	for (uint64_t r = 1; r <= STRESS_MAX_ROUNDS && !LD(sh->abort_run); r++) {
@@ -1054,8 +1091,9 @@ static void test_smp_stress(void)
 		bool last_round;
 
 		mask_write(fd, 0, stress_data(2 * r, 0));
-		ST(sh->round_started, r);
-		/* A random moment: sometimes at once, sometimes after the waiter sleeps. */
+		stress_give(startfd[0]);
+		stress_give(startfd[1]);
+		/* A random moment: at once, after a yield, or after a spin. */
 		rng ^= rng << 13;
 		rng ^= rng >> 7;
 		rng ^= rng << 17;
@@ -1076,13 +1114,14 @@ static void test_smp_stress(void)
 		ST(sh->in_written, r);
 		rounds = r;
 		tw = now_s();
-		while ((LD(sh->acked[0]) < r || LD(sh->acked[1]) < r) && !LD(sh->abort_run)) {
-			if (now_s() - tw > 5.0 * STRESS_TIMEOUT_MS / 1e3) {
+		while (LD(sh->acked[0]) < r || LD(sh->acked[1]) < r) {
+			if (LD(sh->abort_run))
+				break;
+			if (!stress_take(ackfd, STRESS_ACK_TIMEOUT_MS)) {
 				stuck = true;
 				ST(sh->abort_run, 1);
 				break;
 			}
-			sched_yield();
 		}
 		if (now_s() - tw > 0.5)
 			slow++;
@@ -1092,22 +1131,23 @@ static void test_smp_stress(void)
 		}
 	}
 	el = now_s() - t0;
-	/* Let the reader see the final state, then stop it. */
+	/* Let the reader see the final state, then stop everyone. */
 	msleep(20);
 	ST(sh->done, 1);
+	ST(sh->abort_run, LD(sh->abort_run) | 2);
 	for (int i = 0; i < 3; i++)
 		st[i] = kids[i] > 0 ? wait_exit(kids[i], 5000) : -1;
-	check(!stuck && !LD(sh->abort_run) && rounds >= STRESS_MIN_ROUNDS && final_seq,
-	      "SMP stress: %" PRIu64 " rounds of {} / {IN} writes in %.1f s (%.0f us a round; at least %d needed, "
-	      "writer %s)",
+	check(!stuck && !(LD(sh->abort_run) & 1) && rounds >= STRESS_MIN_ROUNDS && final_seq,
+	      "SMP stress: %" PRIu64 " rounds of {} / {IN} writes in %.1f s (%.0f us a round; at least %d needed; "
+	      "writer %s; rounds slower than 0.5 s: %" PRIu64 ")",
 	      rounds, el, rounds ? el / (double)rounds * 1e6 : 0.0, STRESS_MIN_ROUNDS,
-	      stuck ? "stuck waiting for an acknowledgement" : LD(sh->abort_run) ? "aborted" : "finished");
-	/* "early": the waiter entered poll/epoll_wait before the IN write, so
-	 * only a wakeup (or the race being won) could end the wait. */
+	      stuck ? "stuck waiting for an acknowledgement" : (LD(sh->abort_run) & 1) ? "aborted" : "finished", slow);
+	/* "early": the waiter began its wait before the IN write, so only a
+	 * wakeup (or winning the race to the check) could end it in time. */
 	check(st[0] == 0 && LD(sh->missed[0]) == 0 && LD(sh->early[0]) > 0,
 	      "SMP stress: the poll(2) waiter was woken by every IN write (missed %" PRIu64 " of %" PRIu64
-	      "; %" PRIu64 " waits began before the IN write; status %d; rounds slower than 0.5 s: %" PRIu64 ")",
-	      LD(sh->missed[0]), rounds, LD(sh->early[0]), st[0], slow);
+	      "; %" PRIu64 " waits began before the IN write; status %d)",
+	      LD(sh->missed[0]), rounds, LD(sh->early[0]), st[0]);
 	check(st[1] == 0 && LD(sh->missed[1]) == 0 && LD(sh->early[1]) > 0,
 	      "SMP stress: the edge-triggered epoll waiter was woken by every IN write (missed %" PRIu64 " of %" PRIu64
 	      "; %" PRIu64 " waits began before the IN write; status %d)",
@@ -1127,6 +1167,9 @@ static void test_smp_stress(void)
 	      LD(sh->torn[2]), LD(sh->first_torn_events), LD(sh->first_torn_data), LD(sh->backwards[0]),
 	      LD(sh->backwards[1]), LD(sh->backwards[2]));
 	close(fd);
+	close(startfd[0]);
+	close(startfd[1]);
+	close(ackfd);
 	munmap(sh, sizeof(*sh));
 }
 
