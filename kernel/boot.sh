@@ -17,7 +17,8 @@
 #   --tests-file FILE   append the lines of FILE to /guest-tests.txt
 #   --timeout SECS      hard limit for the whole QEMU run (default 120)
 #   --mem MB            guest memory (default 512)
-#   --smp N             guest CPUs (default 1)
+#   --smp N             guest CPUs (default 2; under TCG with more than one
+#                       CPU QEMU runs them in parallel: -accel tcg,thread=multi)
 #   --log FILE          where the serial log goes (default: a new temp file)
 #   --accel auto|tcg|kvm  (default: $USERPROTO_QEMU_ACCEL or auto: KVM only
 #                       where kvm_usable in lib.sh says so, else TCG)
@@ -55,7 +56,7 @@ INIT=$2
 shift 2
 TIMEOUT=120
 MEM=512
-SMP=1
+SMP=2
 LOGFILE=
 ACCEL=${USERPROTO_QEMU_ACCEL:-auto}
 KEEP_INITRD=
@@ -169,11 +170,14 @@ mkdir -p "$(dirname "$LOGFILE")"
 
 APPEND="console=ttyS0 panic=-1 oops=panic panic_on_warn=1 quiet loglevel=5"
 [ ${#EXTRA_CMDLINE[@]} -gt 0 ] && APPEND="$APPEND ${EXTRA_CMDLINE[*]}"
-QEMU=(qemu-system-x86_64 -accel "$ACCEL" -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
+ACCEL_ARG=$ACCEL
+# One host thread per vCPU, so the guest's CPUs really run concurrently.
+[ "$ACCEL" = tcg ] && [ "$SMP" -gt 1 ] && ACCEL_ARG=tcg,thread=multi
+QEMU=(qemu-system-x86_64 -accel "$ACCEL_ARG" -m "$MEM" -smp "$SMP" -nographic -no-reboot -nic none
 	-kernel "$IMAGE" -initrd "$INITRD" -append "$APPEND")
 [ "$ACCEL" = kvm ] && QEMU+=(-cpu host)
 
-log "booting $IMAGE ($ACCEL, ${MEM} MB, $SMP CPU, initramfs $(stat -c %s "$INITRD") bytes, timeout ${TIMEOUT}s)"
+log "booting $IMAGE ($ACCEL_ARG, ${MEM} MB, $SMP CPU(s), initramfs $(stat -c %s "$INITRD") bytes, timeout ${TIMEOUT}s)"
 log "serial log: $LOGFILE"
 T0=$(date +%s.%N)
 set +e

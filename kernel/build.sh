@@ -7,13 +7,15 @@
 #                              `make tinyconfig` + config/efd-mask.config,
 #                              `make bzImage`; cached by the sha256 of
 #                              (patches, fragment, source package version,
-#                              this recipe's version).
+#                              this script, gcc --version, ld --version).
 #   kernel/build.sh --stock    Debian's stock 6.1 kernel image (the
 #                              linux-image-6.1.*-amd64 package that
 #                              linux-image-amd64 depends on), downloaded with
 #                              apt-get download and unpacked with dpkg-deb -x
 #                              (never installed), cached by package version.
-#   kernel/build.sh --key      print the cache key of the patched build only.
+#   kernel/build.sh --key      print the cache key of the patched build only
+#                              (needs linux-source-6.1, gcc and ld installed:
+#                              fails rather than print a key without them).
 #
 # The LAST line of stdout is the image path; everything else goes to stderr.
 # Missing Debian packages are installed with apt-get (root needed then).
@@ -35,24 +37,43 @@ NICE=${USERPROTO_KERNEL_NICE:-10}
 FRAGMENT=$HERE/config/efd-mask.config
 SRC_PKG=linux-source-6.1
 SRC_TAR=/usr/src/linux-source-6.1.tar.xz
-# Bump when the build steps change in a way that changes the image.
-RECIPE=efd-mask-build-1
+SELF=$HERE/build.sh
 
 PATCHES=()
 mapfile -t PATCHES < <(find "$HERE/patches" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
 
-src_version() { dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null; }
+# The installed version of the source package; empty when not installed.
+src_version() {
+	dpkg-query -W -f='${Status} ${Version}' "$SRC_PKG" 2>/dev/null |
+		awk '$1 == "install" && $3 == "installed" { print $4 }'
+}
+
+# Everything that decides what the image is, one line each.  This script is
+# hashed whole (so any edit of the recipe rebuilds), and so are the versions
+# of the compiler and linker (a toolchain upgrade rebuilds).  Fails instead
+# of printing a key that lacks one of them.
+cache_inputs() {
+	local p ver cc ld
+	ver=$(src_version)
+	[ -n "$ver" ] || die "$SRC_PKG is not installed, so the cache key (which includes its version) is unknown; run kernel/build.sh once, or apt-get install $SRC_PKG"
+	command -v gcc >/dev/null || die "gcc is not installed, so the cache key (which includes gcc --version) is unknown; apt-get install build-essential"
+	command -v ld >/dev/null || die "ld is not installed, so the cache key (which includes ld --version) is unknown; apt-get install binutils"
+	cc=$(gcc --version | head -1)
+	ld=$(ld --version | head -1)
+	echo "source $SRC_PKG $ver"
+	echo "build.sh $(sha256sum <"$SELF" | cut -d' ' -f1)"
+	echo "gcc $cc"
+	echo "ld $ld"
+	for p in "${PATCHES[@]}"; do
+		echo "patch $(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"
+	done
+	echo "fragment $(sha256sum <"$FRAGMENT" | cut -d' ' -f1)"
+}
 
 cache_key() {
-	local p
-	{
-		echo "recipe $RECIPE"
-		echo "source $SRC_PKG $(src_version)"
-		for p in "${PATCHES[@]}"; do
-			echo "patch $(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"
-		done
-		echo "fragment $(sha256sum <"$FRAGMENT" | cut -d' ' -f1)"
-	} | sha256sum | cut -c1-20
+	local inputs
+	inputs=$(cache_inputs) || exit 1
+	printf '%s\n' "$inputs" | sha256sum | cut -c1-20
 }
 
 # Check that every option the fragment sets is really so in .config.
@@ -136,6 +157,7 @@ build_patched() {
 	if grep -E '(^|[^-])warning:' "$work/build.log" | grep -F 'eventfd' >&2; then
 		die "the patched eventfd code compiles with warnings"
 	fi
+	t1=$(date +%s)
 	rm -rf "$out.tmp"
 	mkdir -p "$out.tmp"
 	cp "$src/arch/x86/boot/bzImage" "$out.tmp/bzImage"
@@ -144,15 +166,15 @@ build_patched() {
 	for p in "${PATCHES[@]}"; do cp "$p" "$out.tmp/"; done
 	cp "$work/build.log" "$out.tmp/build.log"
 	{
-		echo "source: $SRC_PKG $(src_version)"
 		echo "key: $key"
-		echo "built: $(date -u +%FT%TZ) by $(gcc --version | head -1)"
+		echo "built: $(date -u +%FT%TZ) in $((t1 - t0)) s"
+		echo "key inputs:"
+		cache_inputs | sed 's/^/  /'
 	} >"$out.tmp/BUILDINFO"
 	mv "$out.tmp" "$out"
 	# Keep the three most recent patched images.
 	find "$CACHE/patched" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | tail -n +4 |
 		cut -d' ' -f2- | while IFS= read -r old; do rm -rf "$old"; done
-	t1=$(date +%s)
 	log "built in $((t1 - t0)) s: $out/bzImage ($(stat -c %s "$out/bzImage") bytes)"
 	if [ "${USERPROTO_KERNEL_KEEP_WORK:-0}" != 1 ]; then
 		rm -rf "$work"

@@ -27,27 +27,33 @@ missing_pkgs() {
 }
 
 # Install the given Debian packages when any is missing; returns non-zero
-# (after logging why) when that is impossible.
+# when that is impossible, and then PKG_FAILURE says which packages are
+# missing and why they could not be installed.
+PKG_FAILURE=
 try_ensure_pkgs() {
-	local missing=()
+	local missing=() still=()
+	PKG_FAILURE=
 	mapfile -t missing < <(missing_pkgs "$@")
 	[ ${#missing[@]} -eq 0 ] && return 0
-	if [ "$(id -u)" != 0 ]; then
-		log "missing packages (${missing[*]}) and not root to install them"
-		return 1
+	if ! command -v apt-get >/dev/null; then
+		PKG_FAILURE="missing Debian package(s): ${missing[*]} (no apt-get here, so they cannot be installed; this harness expects Debian 12)"
+	elif [ "$(id -u)" != 0 ]; then
+		PKG_FAILURE="missing Debian package(s): ${missing[*]} (not root, so they cannot be installed here; run: sudo apt-get install ${missing[*]})"
+	elif ! apt_update_once; then
+		PKG_FAILURE="missing Debian package(s): ${missing[*]} (apt-get update failed, so they cannot be installed; offline or no mirror?)"
+	else
+		log "installing: ${missing[*]}"
+		if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
+			mapfile -t still < <(missing_pkgs "${missing[@]}")
+			PKG_FAILURE="missing Debian package(s): ${still[*]:-${missing[*]}} (apt-get install failed; see its messages above)"
+		else
+			return 0
+		fi
 	fi
-	apt_update_once || {
-		log "apt-get update failed"
-		return 1
-	}
-	log "installing: ${missing[*]}"
-	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2; then
-		log "apt-get install ${missing[*]} failed"
-		return 1
-	fi
+	return 1
 }
 
-ensure_pkgs() { try_ensure_pkgs "$@" || die "cannot install: $*"; }
+ensure_pkgs() { try_ensure_pkgs "$@" || die "$PKG_FAILURE"; }
 
 # True when QEMU may use KVM here: a writable /dev/kvm backed by kvm_intel or
 # kvm_amd, and not the nested kvm_pvm device (that one hangs ordinary kernels).

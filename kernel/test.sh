@@ -24,7 +24,9 @@
 #   --no-stock                skip the stock-kernel boot
 #   --timeout SECS            hard limit per boot (default 180)
 #   --mem MB                  guest memory (default 512; 2048 with a payload)
-#   --smp N                   guest CPUs (default 1)
+#   --smp N                   guest CPUs (default 2; the conformance test's
+#                             SMP stress counts 1 CPU as a skip, which
+#                             --strict turns into a failure)
 #
 # The same through the environment (lists are whitespace-separated, command
 # lists newline-separated; arguments add to them):
@@ -34,7 +36,9 @@
 # Other environment:
 #   USERPROTO_KERNEL_OPTIONAL=1  when QEMU, the kernel source or the stock
 #                                kernel cannot be installed, print
-#                                "SKIPPED: <reason>" and exit 0 (else fail)
+#                                "SKIPPED: <reason>" and exit 0.  Without it
+#                                that is a failure (exit 1) whose message
+#                                names the missing packages.
 #   USERPROTO_KERNEL_OUT         logs and guest binaries (default
 #                                ${TMPDIR:-/tmp}/userproto-kernel-test)
 #   USERPROTO_KERNEL_CACHE       see kernel/build.sh
@@ -49,7 +53,7 @@ LOG_TAG=test.sh
 OUT=${USERPROTO_KERNEL_OUT:-${TMPDIR:-/tmp}/userproto-kernel-test}
 TIMEOUT=${USERPROTO_GUEST_TIMEOUT:-180}
 MEM=${USERPROTO_GUEST_MEM:-}
-SMP=${USERPROTO_GUEST_SMP:-1}
+SMP=${USERPROTO_GUEST_SMP:-2}
 STOCK=1
 ELFS=()
 FILES=()
@@ -83,12 +87,17 @@ nonempty() { local l; for l in "$@"; do [ -n "${l//[[:space:]]/}" ] && printf '%
 mapfile -t CMDS < <(nonempty ${CMDS[@]+"${CMDS[@]}"})
 mapfile -t CMDS_STOCK < <(nonempty ${CMDS_STOCK[@]+"${CMDS_STOCK[@]}"})
 
+# A prerequisite is missing.  The kernel tests are not optional unless the
+# caller says so: fail, naming what is missing and how to skip deliberately.
 skip_or_die() {
 	if [ "${USERPROTO_KERNEL_OPTIONAL:-0}" = 1 ]; then
-		echo "SKIPPED: $1"
+		echo "SKIPPED: kernel tests not run: $1"
+		echo "kernel: SKIPPED (USERPROTO_KERNEL_OPTIONAL=1)"
 		exit 0
 	fi
-	die "$1 (set USERPROTO_KERNEL_OPTIONAL=1 to skip instead)"
+	printf '%s: ERROR: %s\n' "$LOG_TAG" "$1" >&2
+	printf '%s: ERROR: the kernel tests cannot run without it. Install it, or set USERPROTO_KERNEL_OPTIONAL=1 to skip the kernel tests deliberately (they then print SKIPPED and exit 0).\n' "$LOG_TAG" >&2
+	exit 1
 }
 
 now() { date +%s.%N; }
@@ -97,9 +106,9 @@ since() { printf '%.1f' "$(echo "$(now) - $1" | bc)"; }
 T_ALL=$(now)
 # bc is used for the timings above, before build.sh would install it.
 try_ensure_pkgs bc qemu-system-x86 cpio gzip gcc libc6-dev ||
-	skip_or_die "cannot install QEMU and a C toolchain"
+	skip_or_die "QEMU or the C toolchain for the guest programs: $PKG_FAILURE"
 try_ensure_pkgs linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils kmod ||
-	skip_or_die "cannot install linux-source-6.1 and the kernel build dependencies"
+	skip_or_die "the kernel source or its build dependencies: $PKG_FAILURE"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -115,7 +124,7 @@ T_STOCK_FETCH=0
 if [ "$STOCK" = 1 ]; then
 	T=$(now)
 	if ! STOCK_IMG=$("$HERE/build.sh" --stock | tail -n 1); then
-		skip_or_die "cannot fetch Debian's stock 6.1 kernel"
+		skip_or_die "cannot fetch Debian's stock 6.1 kernel (the linux-image-6.1.*-amd64 package; see build.sh's message above), and none is cached"
 	fi
 	T_STOCK_FETCH=$(since "$T")
 	log "stock kernel: $STOCK_IMG ($T_STOCK_FETCH s)"

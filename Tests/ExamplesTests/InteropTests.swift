@@ -12,8 +12,12 @@ import UserProto
 // a REQ against an incompatible peer hangs. So every child runs under a hard
 // timeout and is killed if it overruns.
 
+// A missing tool skips its suite, saying so; with USERPROTO_REQUIRE_PEERS=1
+// (as in CI) the suite runs anyway and every test fails on the missing tool.
 @Suite(
-  "SP interop with nngcat (NNG)", .enabled(if: PeerTool.nngcat.isInstalled, "nngcat (nng-utils) is not installed"),
+  "SP interop with nngcat (NNG)",
+  .enabled(
+    if: PeerTool.nngcat.shouldRun, "nngcat (nng-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
   .timeLimit(.minutes(1)))
 struct NNGInteropTests {
   @Test("nngcat --req against our echo server gets each distinct body back", arguments: interopBackends)
@@ -45,11 +49,24 @@ struct NNGInteropTests {
   func subscriberAgainstReplier(backend: EventLoop.BackendChoice) async throws {
     try await Interop.ourSubscriberAgainstTheirReplier(.nngcat, backend)
   }
+
+  @Test("over ipc://, nngcat --req gets its body back from our echo server", arguments: interopBackends)
+  func theirRequestsOverIPC(backend: EventLoop.BackendChoice) async throws {
+    try await Interop.theirRequestOverIPC(.nngcat, backend)
+  }
+
+  @Test("over ipc://, our REQ gets its reply from nngcat --rep", arguments: interopBackends)
+  func ourRequestOverIPC(backend: EventLoop.BackendChoice) async throws {
+    try await Interop.ourRequestOverIPC(.nngcat, backend)
+  }
 }
 
 @Suite(
   "SP interop with nanocat (nanomsg)",
-  .enabled(if: PeerTool.nanocat.isInstalled, "nanocat (nanomsg-utils) is not installed"), .timeLimit(.minutes(1)))
+  .enabled(
+    if: PeerTool.nanocat.shouldRun,
+    "nanocat (nanomsg-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
+  .timeLimit(.minutes(1)))
 struct NanomsgInteropTests {
   @Test("nanocat --req against our echo server gets each distinct body back", arguments: interopBackends)
   func theirRequests(backend: EventLoop.BackendChoice) async throws {
@@ -80,6 +97,16 @@ struct NanomsgInteropTests {
   @Test("our SUB connected to nanocat --rep shows POLLERR and reports the protocol id", arguments: interopBackends)
   func subscriberAgainstReplier(backend: EventLoop.BackendChoice) async throws {
     try await Interop.ourSubscriberAgainstTheirReplier(.nanocat, backend)
+  }
+
+  @Test("over ipc://, nanocat --req gets its body back from our echo server", arguments: interopBackends)
+  func theirRequestsOverIPC(backend: EventLoop.BackendChoice) async throws {
+    try await Interop.theirRequestOverIPC(.nanocat, backend)
+  }
+
+  @Test("over ipc://, our REQ gets its reply from nanocat --rep", arguments: interopBackends)
+  func ourRequestOverIPC(backend: EventLoop.BackendChoice) async throws {
+    try await Interop.ourRequestOverIPC(.nanocat, backend)
   }
 }
 
@@ -134,6 +161,33 @@ struct SubscriptionTests {
   }
 }
 
+/// Whether a peer tool's suite runs: when it is installed, or when
+/// USERPROTO_REQUIRE_PEERS=1 says a missing one must fail.
+func peerSuiteRuns(installed: Bool, requirePeers: String?) -> Bool { installed || requirePeers == "1" }
+
+extension PeerTool {
+  var shouldRun: Bool {
+    peerSuiteRuns(installed: isInstalled, requirePeers: getenv("USERPROTO_REQUIRE_PEERS").map { String(cString: $0) })
+  }
+
+  /// Fails the test when the tool is missing (the suite only runs then when
+  /// USERPROTO_REQUIRE_PEERS=1).
+  func require() throws {
+    try #require(isInstalled, "USERPROTO_REQUIRE_PEERS=1 but \(path) is not installed")
+  }
+}
+
+@Suite("Interop peer requirement")
+struct PeerRequirementTests {
+  @Test("a missing peer skips its suite unless USERPROTO_REQUIRE_PEERS=1")
+  func decision() {
+    #expect(peerSuiteRuns(installed: true, requirePeers: nil))
+    #expect(!peerSuiteRuns(installed: false, requirePeers: nil))
+    #expect(!peerSuiteRuns(installed: false, requirePeers: "0"))
+    #expect(peerSuiteRuns(installed: false, requirePeers: "1"))
+  }
+}
+
 /// The scenarios, each run against a peer tool on a loop backend.
 enum Interop {
   static func url(_ address: SocketAddress) throws -> String {
@@ -142,6 +196,7 @@ enum Interop {
 
   /// 1. Their REQ processes, at once, against our echo server.
   static func theirRequestsToOurEchoServer(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let server = try EchoServer(on: try loopback(0), loop: loop)
       defer { server.close() }
@@ -161,6 +216,7 @@ enum Interop {
 
   /// 2. Our REQ against their REP answering "world".
   static func ourRequestToTheirReplier(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let (peer, port) = try await startListeningPeer(tool) { tool.replier(listen: $0, reply: "world") }
       defer { peer.terminate() }
@@ -179,6 +235,7 @@ enum Interop {
 
   /// 3. Our publisher feeding their SUB subscribed to "news".
   static func ourPublisherToTheirSubscriber(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let publisher = try Publisher(on: try loopback(0), loop: loop)
       defer { publisher.close() }
@@ -223,6 +280,7 @@ enum Interop {
   /// 4. Their PUB (publishing "news: from TOOL") feeding two of our SUB
   /// sockets: one subscribed to "news", later unsubscribed; one to "sports".
   static func theirPublisherToOurSubscribers(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let message = Array("news: from \(tool)".utf8)
       let (peer, port) = try await startListeningPeer(tool) {
@@ -268,6 +326,7 @@ enum Interop {
   /// 5. An incompatible real peer (PUB) dialing our echo server while a
   /// REQ client uses it.
   static func incompatiblePeerAgainstEchoServer(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let server = try EchoServer(on: try loopback(0), loop: loop)
       defer { server.close() }
@@ -298,11 +357,17 @@ enum Interop {
       #expect(await waitUntil(.seconds(5)) { server.connectionCount == 1 }, "connections: \(server.connectionCount)")
       #expect(try await roundTrip(good, "after") == "after")
       #expect(server.requestsServed == 3)
+      // The server says why it dropped the peer.
+      let reasons = server.failures.recent.map(\.description)
+      #expect(
+        reasons.contains("protocol violation: incompatible SP peer: protocol 0x20 (PUB), rep needs 0x30 (REQ)"),
+        "\(reasons)")
     }
   }
 
   /// 6. Our SUB connecting to their REP.
   static func ourSubscriberAgainstTheirReplier(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
     try await withLoop(backend) { loop in
       let (peer, port) = try await startListeningPeer(tool) { tool.replier(listen: $0, reply: "x") }
       defer { peer.terminate() }
@@ -328,6 +393,59 @@ enum Interop {
       #expect(try sub.tryReceive() == .endOfStream)
       #expect(!peer.hasExited, "\(peer)")
       #expect(peer.quotedMessages.isEmpty, "\(peer)")
+    }
+  }
+
+  /// A fresh ipc:// path in /tmp.
+  static func ipcPath(_ tool: PeerTool) -> String {
+    let path = "/tmp/userproto-ipc-\(getpid())-\(tool)-\(UInt32.random(in: 0...UInt32.max)).sock"
+    unlink(path)
+    return path
+  }
+
+  /// 7. Their REQ over ipc:// against our echo server.
+  static func theirRequestOverIPC(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
+    try await withLoop(backend) { loop in
+      let path = ipcPath(tool)
+      let server = try EchoServer(on: try SPAddress.parse("ipc://" + path), loop: loop)
+      defer { server.close() }
+      let body = "\(tool) over ipc on \(backend)"
+      let peer = try PeerProcess(tool, tool.requester(dial: "ipc://" + path, body: body, seconds: 5))
+      #expect(await peer.finish(within: .seconds(10)) == .code(0), "\(peer)")
+      #expect(peer.quotedMessages == [body], "\(peer)")
+      #expect(server.requestsServed == 1)
+      #expect(server.failures.count == 0, "\(server.failures.recent)")
+    }
+  }
+
+  /// 8. Our REQ over ipc:// against their REP.
+  static func ourRequestOverIPC(_ tool: PeerTool, _ backend: EventLoop.BackendChoice) async throws {
+    try tool.require()
+    try await withLoop(backend) { loop in
+      let path = ipcPath(tool)
+      defer { unlink(path) }
+      let peer = try PeerProcess(tool, tool.replier(listen: "ipc://" + path, reply: "world"))
+      defer { peer.terminate() }
+      #expect(await waitUntil(.seconds(5)) { acceptsConnections(path) || peer.hasExited }, "\(peer)")
+      let socket = try ReqSocket.dial(try SPAddress.parse("ipc://" + path), loop: loop)
+      defer { socket.abort() }
+      #expect(socket.framing == .ipc)
+      let request = "hello over ipc from \(backend)"
+      #expect(try await roundTrip(socket, request) == "world", "\(peer)")
+      #expect(await waitUntil(.seconds(5)) { peer.quotedMessages == [request] }, "\(peer)")
+    }
+  }
+
+  /// True when a Unix-domain socket listens on `path` (from /proc/net/unix;
+  /// nothing connects: nngcat 1.5's IPC listener stops answering after a
+  /// probe connection that closes at once).
+  static func acceptsConnections(_ path: String) -> Bool {
+    let table = String(decoding: readWholeFile("/proc/net/unix"), as: UTF8.self)
+    return table.split(separator: "\n").dropFirst().contains { line in
+      let fields = line.split(separator: " ")
+      // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000: listening.
+      return fields.count >= 8 && fields[3] == "00010000" && fields[7] == path
     }
   }
 }

@@ -6,12 +6,18 @@
  *
  * Build: gcc -static -O2 -Wall -Wextra -o efd_mask_conformance efd_mask_conformance.c
  *
+ * The full run includes an SMP stress (test_smp_stress): a writer alternating
+ * {0}/{IN} records, a poll(2) and an edge-triggered epoll waiter that must
+ * be woken by every IN write, and a reader that must never see a torn
+ * (events, data) pair.  Boot the guest with 2 or more CPUs for it.
+ *
  * Modes:
  *   (none)             full conformance; the kernel must have EFD_MASK
  *   --expect-fallback  the kernel must NOT have EFD_MASK: checks that
  *                      eventfd2(EFD_MASK) fails, that the probe chooses the
  *                      fallback, and runs the counter-eventfd controls
- *   --probe            only the backend probe MaskCore uses; prints the
+ *   --probe            only the backend probe, with the same checks as
+ *                      MaskCore's (KernelProbe.swift); prints the
  *                      decision. With --expect-kernel / --expect-fallback the
  *                      exit status says whether it matched.
  *   --strict           a skipped check counts as a failure
@@ -32,6 +38,7 @@
 #include <linux/aio_abi.h>
 #include <linux/io_uring.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -289,20 +296,47 @@ static uint64_t counter_wait(int efd, int timeout_ms)
 	return counter_read_nb(efd);
 }
 
-/* ---- the probe (same decision MaskCore makes at run time) ----------------- */
+/* ---- the probe: MaskCore's checks (Sources/MaskCore/KernelProbe.swift) ---- */
+/*
+ * The same sequence of checks as KernelProbe.check() in MaskCore, in the same
+ * order and with the same values, so the C probe and the Swift probe decide
+ * alike on any kernel; keep the two in sync:
+ *   1. eventfd2(0, EFD_MASK|EFD_CLOEXEC|EFD_NONBLOCK) succeeds;
+ *   2. a 12-byte read of the new fd returns 12 with events 0, and poll
+ *      (asking for all five bits) reports nothing;
+ *   3. for {IN|PRI|ERR, 0x0123456789abcdef}, {0, 0xfedcba9876543210} and
+ *      {OUT|HUP, 42}: the 12-byte write returns 12, the read-back matches,
+ *      and poll reports exactly the events;
+ *   4. a write with the invalid bit 0x20 (POLLNVAL) fails with EINVAL and the
+ *      record still reads {OUT|HUP, 42}.
+ */
 struct probe_result {
 	bool kernel;
 	char reason[256];
 };
 
+/* revents (limited to the five mask bits) of poll(2) asking for all five. */
+static int probe_poll(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = VALID_EVENTS };
+
+	if (poll(&p, 1, 0) < 0)
+		return -1;
+	return p.revents & VALID_EVENTS;
+}
+
 static void probe(struct probe_result *res)
 {
 	static const struct t_efd_mask sets[] = {
-		{ POLLIN | POLLPRI, 0x1122334455667788ULL },
-		{ 0, 0 },
-		{ POLLOUT | POLLHUP, 0x00000000deadbeefULL },
+		{ POLLIN | POLLPRI | POLLERR, 0x0123456789abcdefULL },
+		{ 0, 0xfedcba9876543210ULL },
+		{ POLLOUT | POLLHUP, 42 },
 	};
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC);
+	const size_t nsets = sizeof(sets) / sizeof(sets[0]);
+	struct t_efd_mask back = { 0xffffffffu, ~0ULL };
+	int fd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC | T_EFD_NONBLOCK);
+	ssize_t r, w;
+	int rev;
 
 	res->kernel = false;
 	if (fd < 0) {
@@ -310,18 +344,31 @@ static void probe(struct probe_result *res)
 			 "eventfd2(EFD_MASK) failed: %s (%s)", ename(errno), strerror(errno));
 		return;
 	}
-	for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
-		struct t_efd_mask back = { 0xffffffffu, ~0ULL };
-		ssize_t w = write(fd, &sets[i], sizeof(sets[i]));
-		ssize_t r;
-		int rev;
-
+	r = read(fd, &back, sizeof(back));
+	if (r != (ssize_t)sizeof(back)) {
+		snprintf(res->reason, sizeof(res->reason), "a 12-byte read of a new fd returned %zd (%s)", r,
+			 r < 0 ? ename(errno) : "short");
+		goto out;
+	}
+	if (back.events != 0) {
+		snprintf(res->reason, sizeof(res->reason), "a new fd reports events 0x%x instead of none",
+			 back.events);
+		goto out;
+	}
+	rev = probe_poll(fd);
+	if (rev > 0) {
+		snprintf(res->reason, sizeof(res->reason), "poll on a new fd reports 0x%x", rev);
+		goto out;
+	}
+	for (size_t i = 0; i < nsets; i++) {
+		w = write(fd, &sets[i], sizeof(sets[i]));
 		if (w != (ssize_t)sizeof(sets[i])) {
 			snprintf(res->reason, sizeof(res->reason),
 				 "12-byte write of events 0x%x returned %zd (%s)",
 				 sets[i].events, w, w < 0 ? ename(errno) : "short");
 			goto out;
 		}
+		back = (struct t_efd_mask){ 0xffffffffu, ~0ULL };
 		r = read(fd, &back, sizeof(back));
 		if (r != (ssize_t)sizeof(back) || back.events != sets[i].events ||
 		    back.data != sets[i].data) {
@@ -330,16 +377,33 @@ static void probe(struct probe_result *res)
 				 sets[i].events, r, back.events, (uint64_t)back.data);
 			goto out;
 		}
-		rev = poll_now(fd, POLLIN | POLLPRI | POLLOUT);
+		rev = probe_poll(fd);
 		if (rev != (int)sets[i].events) {
 			snprintf(res->reason, sizeof(res->reason),
 				 "poll reported 0x%x for written events 0x%x", rev, sets[i].events);
 			goto out;
 		}
 	}
+	/* Invalid bits must be refused and change nothing. */
+	w = mask_write(fd, 0x20, 7);
+	if (!(w < 0 && errno == EINVAL)) {
+		snprintf(res->reason, sizeof(res->reason),
+			 "a write with the invalid bit 0x20 was not refused with EINVAL (returned %zd %s)", w,
+			 w < 0 ? ename(errno) : "");
+		goto out;
+	}
+	back = (struct t_efd_mask){ 0xffffffffu, ~0ULL };
+	r = read(fd, &back, sizeof(back));
+	if (back.events != sets[nsets - 1].events || back.data != sets[nsets - 1].data) {
+		snprintf(res->reason, sizeof(res->reason),
+			 "a refused write changed the state (read %zd: events 0x%x data 0x%" PRIx64 ")", r,
+			 back.events, (uint64_t)back.data);
+		goto out;
+	}
 	res->kernel = true;
 	snprintf(res->reason, sizeof(res->reason),
-		 "eventfd2(EFD_MASK) write/read/poll verified for 3 event sets");
+		 "eventfd2(EFD_MASK) passed MaskCore's probe: new fd 0/none, write/read-back/poll of 3 event sets, "
+		 "invalid bit 0x20 refused without a state change");
 out:
 	close(fd);
 }
@@ -711,6 +775,404 @@ static void test_wakeups(void)
 	close(fd);
 }
 
+/* ---- a refused write wakes nobody ------------------------------------------------ */
+/* voluntary_ctxt_switches of `pid`, or -1: it grows each time the task
+ * sleeps again, so a wakeup that does not end its poll still shows. */
+static long nvcsw_of(pid_t pid)
+{
+	char path[64], buf[2048];
+	const char *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (read_file(path, buf, sizeof(buf)) < 0)
+		return -1;
+	p = strstr(buf, "\nvoluntary_ctxt_switches:");
+	return p ? strtol(p + strlen("\nvoluntary_ctxt_switches:"), NULL, 10) : -1;
+}
+
+/*
+ * Writes that fail (invalid bits, too short, unreadable buffer) must change
+ * nothing, and that includes the wait queue: no ET edge and no wakeup.  An
+ * empty mask must not wake anyone either.  A task blocked in poll(2) that is
+ * woken but finds nothing it asked for goes back to sleep, which only its
+ * voluntary context-switch count shows; the control is a PRI write (woken
+ * unkeyed, so the poller wakes and sleeps again).
+ */
+static void test_refused_writes_wake_nobody(void)
+{
+	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ee = { .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET, .data.u64 = 1 };
+	struct t_efd_mask m = { POLLIN, 1 };
+	void *noaccess;
+	int64_t a, b, c;
+	ssize_t r1, r2, r3 = -1;
+	int e1, e2, e3 = EFAULT, st;
+	long n0, n1, n2;
+	pid_t pid;
+
+	if (fd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ee) < 0) {
+		check(0, "set up edge-triggered epoll for the refused-write checks");
+		return;
+	}
+	mask_write(fd, POLLIN, 1);
+	a = epoll_now(ep);
+	errno = 0;
+	r1 = mask_write(fd, POLLIN | 0x20, 2);
+	e1 = errno;
+	errno = 0;
+	r2 = write(fd, &m, 8);
+	e2 = errno;
+	noaccess = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (noaccess != MAP_FAILED) {
+		errno = 0;
+		r3 = write(fd, noaccess, 12);
+		e3 = errno;
+		munmap(noaccess, 4096);
+	}
+	b = epoll_now(ep);
+	mask_write(fd, POLLIN, 3);
+	c = epoll_now(ep);
+	check(a == EPOLLIN && r1 < 0 && e1 == EINVAL && r2 < 0 && e2 == EINVAL && r3 < 0 && e3 == EFAULT && b == 0 &&
+		      c == EPOLLIN,
+	      "ET: refused writes (invalid bit, 8 bytes, EFAULT) make no edge; the next valid write does "
+	      "(edges 0x%" PRIx64 "/0x%" PRIx64 "/0x%" PRIx64 ")",
+	      (uint64_t)a, (uint64_t)b, (uint64_t)c);
+	close(ep);
+
+	mask_write(fd, 0, 0);
+	pid = fork();
+	if (pid == 0) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, 10000);
+
+		_exit(r == 1 && p.revents == POLLIN ? 0 : r == 0 ? 2 : 3);
+	}
+	if (!check(pid > 0 && wait_sleeping(pid), "a child blocks in poll(POLLIN) for the no-wakeup checks")) {
+		if (pid > 0)
+			wait_exit(pid, 0);
+		close(fd);
+		return;
+	}
+	n0 = nvcsw_of(pid);
+	errno = 0;
+	r1 = mask_write(fd, POLLIN | 0x40, 4); /* POLLIN plus the invalid RDNORM */
+	e1 = errno;
+	r2 = write(fd, &m, 11);
+	r3 = mask_write(fd, 0, 5); /* valid, empty */
+	msleep(100);
+	n1 = nvcsw_of(pid);
+	check(n0 >= 0 && n1 == n0 && r1 < 0 && e1 == EINVAL && r2 < 0 && r3 == 12 && waitpid(pid, &st, WNOHANG) == 0,
+	      "refused writes (IN|RDNORM, 11 bytes) and an empty-mask write wake nobody "
+	      "(sleeper's voluntary switches %ld -> %ld)",
+	      n0, n1);
+	mask_write(fd, POLLPRI, 6); /* unkeyed wakeup: the poller wakes, finds no IN, sleeps */
+	msleep(100);
+	wait_sleeping(pid);
+	n2 = nvcsw_of(pid);
+	check(n2 > n1 && waitpid(pid, &st, WNOHANG) == 0,
+	      "control: a PRI write does wake the poll(POLLIN) sleeper, which sleeps on (voluntary switches %ld -> %ld)",
+	      n1, n2);
+	mask_write(fd, POLLIN, 7);
+	st = wait_exit(pid, 5000);
+	check(st == 0, "the sleeper then wakes for IN (status %d)", st);
+	close(fd);
+}
+
+/* ---- concurrency: writer, two waiters and a reader on 2+ CPUs --------------------- */
+/*
+ * The writer alternates {0} and {IN} records; the data word encodes the
+ * sequence number and the events, so a read that paired the events of one
+ * write with the data of another is detected:
+ *   data = seq << 32 | (events ^ (seq * 0x9e3779b1)),  events = seq odd ? IN : 0
+ * Round r writes seq 2r ({0}), releases both waiters (a counter eventfd
+ * each), waits a random moment, writes seq 2r+1 ({IN}), and blocks until
+ * both waiters have acknowledged seq 2r+1 (another counter eventfd).  So each
+ * waiter's wait races the IN write, and nothing changes the record until both
+ * have seen it.  One waiter sleeps in poll(2), the other in edge-triggered
+ * epoll_wait(2).  A missed wakeup is a wait that ends only through its
+ * timeout: epoll_wait returning 0 (it returns 0 only when no wakeup came), or
+ * poll(2) returning after the whole timeout (its last pass after the timeout
+ * finds IN either way, so the elapsed time is the tell).  A reader, at nice
+ * 19 so that it uses the idle time, reads the record in a loop and checks
+ * every pair and that the sequence never goes backwards.  The last write is
+ * an IN record both waiters must end on.
+ */
+#define STRESS_MAX_ROUNDS 20000
+#define STRESS_SECONDS 8.0
+#define STRESS_MIN_ROUNDS 50
+#define STRESS_POLL_TIMEOUT_MS 3000
+#define STRESS_EPOLL_TIMEOUT_MS 1000
+#define STRESS_ACK_TIMEOUT_MS 10000
+#define STRESS_MAX_MISSES 3
+
+struct stress_shm {
+	uint64_t in_written;    /* writer: {IN} of this round written */
+	uint64_t final_seq;     /* writer: 0, or the seq of the last write */
+	uint64_t acked[2];      /* waiters: last round whose IN they saw */
+	uint64_t early[2];      /* waiters: began waiting before the IN write */
+	uint64_t missed[2];     /* waiters: IN found only through the timeout */
+	uint64_t torn[3];       /* waiters, reader: inconsistent read-backs */
+	uint64_t backwards[3];  /* waiters, reader: sequence went backwards */
+	uint64_t reads[3];
+	uint64_t ended_on[2];   /* waiters: the seq they ended on */
+	uint64_t first_torn_events, first_torn_data;
+	int done, abort_run;
+};
+
+static uint64_t stress_data(uint64_t seq, uint32_t events)
+{
+	return seq << 32 | (uint32_t)(events ^ (uint32_t)(seq * 0x9e3779b1u));
+}
+
+static uint32_t stress_events(uint64_t seq)
+{
+	return (seq & 1) ? POLLIN : 0;
+}
+
+#define LD(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
+#define ST(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
+#define INC(p) __atomic_fetch_add(&(p), 1, __ATOMIC_RELAXED)
+
+/* Read the record; returns its seq, or -1 (counted) when it is inconsistent. */
+static int64_t stress_read(int fd, struct stress_shm *sh, int who, uint64_t *last_seq)
+{
+	struct t_efd_mask m;
+	uint64_t seq;
+
+	if (read(fd, &m, sizeof(m)) != (ssize_t)sizeof(m))
+		return -2;
+	INC(sh->reads[who]);
+	seq = m.data >> 32;
+	if (m.events != stress_events(seq) || m.data != stress_data(seq, m.events)) {
+		if (INC(sh->torn[who]) == 0 && who == 2) {
+			sh->first_torn_events = m.events;
+			sh->first_torn_data = m.data;
+		}
+		return -1;
+	}
+	if (seq < *last_seq)
+		INC(sh->backwards[who]);
+	*last_seq = seq;
+	return (int64_t)seq;
+}
+
+/* Block until the counter eventfd `efd` is signalled; false on timeout. */
+static bool stress_take(int efd, int timeout_ms)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	uint64_t v;
+
+	for (;;) {
+		int r = poll(&p, 1, timeout_ms);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != 1)
+			return false;
+		return read(efd, &v, sizeof(v)) == (ssize_t)sizeof(v);
+	}
+}
+
+static void stress_give(int efd)
+{
+	uint64_t one = 1;
+
+	if (write(efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		_exit(12);
+}
+
+/* Waiter `who` (0: poll, 1: ET epoll).  Exit status 0, or where it failed. */
+static int stress_waiter(int fd, int startfd, int ackfd, struct stress_shm *sh, int who)
+{
+	struct epoll_event ee = { .events = EPOLLIN | EPOLLET }, out;
+	uint64_t last_seq = 0, round = 1;
+	bool need_start = true;
+	int ep = -1;
+
+	if (who == 1) {
+		ep = epoll_create1(0);
+		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ee) < 0)
+			return 10;
+	}
+	for (;;) {
+		double t0, el;
+		int64_t seq;
+		int r;
+
+		/* The writer has written this round's {0}; the IN write races our wait. */
+		if (need_start) {
+			while (!stress_take(startfd, 1000))
+				if (LD(sh->abort_run))
+					return 0;
+			need_start = false;
+			if (LD(sh->in_written) < round)
+				INC(sh->early[who]);
+		}
+		if (LD(sh->abort_run))
+			return 0;
+		t0 = now_s();
+		if (who == 0) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+
+			r = poll(&p, 1, STRESS_POLL_TIMEOUT_MS);
+		} else {
+			r = epoll_wait(ep, &out, 1, STRESS_EPOLL_TIMEOUT_MS);
+		}
+		el = now_s() - t0;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return 11;
+		seq = stress_read(fd, sh, who, &last_seq);
+		/* Torn (counted), or still this round's {0}: wait again. */
+		if (seq < 0 || (uint64_t)seq != 2 * round + 1)
+			continue;
+		/* This round's IN record: did a wakeup bring us here, or the timeout? */
+		if (who == 0 ? el * 1e3 >= STRESS_POLL_TIMEOUT_MS : r == 0) {
+			if (INC(sh->missed[who]) + 1 >= STRESS_MAX_MISSES)
+				ST(sh->abort_run, 1);
+		}
+		ST(sh->acked[who], round);
+		if (LD(sh->final_seq) == (uint64_t)seq)
+			ST(sh->ended_on[who], (uint64_t)seq);
+		stress_give(ackfd);
+		if (LD(sh->final_seq) == (uint64_t)seq)
+			return 0;
+		round++;
+		need_start = true;
+	}
+}
+
+static int stress_reader(int fd, struct stress_shm *sh)
+{
+	uint64_t last_seq = 0;
+
+	if (nice(19) < 0 && errno)
+		return 13;
+	while (!LD(sh->done))
+		stress_read(fd, sh, 2, &last_seq);
+	stress_read(fd, sh, 2, &last_seq);
+	return 0;
+}
+
+static void test_smp_stress(void)
+{
+	struct stress_shm *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int fd = efd_create(0, T_EFD_MASK);
+	int startfd[2] = { efd_create(0, 0), efd_create(0, 0) }, ackfd = efd_create(0, 0);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint64_t rounds = 0, final_seq = 0, rng = 0x9e3779b97f4a7c15ULL, slow = 0;
+	pid_t kids[3] = { -1, -1, -1 };
+	int st[3];
+	double t0, el;
+	bool stuck = false;
+	struct t_efd_mask last;
+
+	if (sh == MAP_FAILED || fd < 0 || startfd[0] < 0 || startfd[1] < 0 || ackfd < 0) {
+		check(0, "SMP stress: set up shared memory, a blocking mask fd and the handshake eventfds");
+		return;
+	}
+	memset(sh, 0, sizeof(*sh));
+	if (cpus >= 2)
+		check(1, "SMP stress runs on %ld CPUs", cpus);
+	else
+		skip("the guest has 1 CPU: the stress only interleaves, it never runs in parallel (boot with --smp 2)",
+		     "SMP stress runs on at least 2 CPUs");
+	mask_write(fd, 0, stress_data(0, 0));
+	for (int i = 0; i < 3; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0)
+			_exit(i < 2 ? stress_waiter(fd, startfd[i], ackfd, sh, i) : stress_reader(fd, sh));
+	}
+	t0 = now_s();
+	for (uint64_t r = 1; r <= STRESS_MAX_ROUNDS && !LD(sh->abort_run); r++) {
+		double tw;
+		bool last_round;
+
+		mask_write(fd, 0, stress_data(2 * r, 0));
+		stress_give(startfd[0]);
+		stress_give(startfd[1]);
+		/* A random moment: at once, after a yield, or after a spin. */
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		switch (rng & 3) {
+		case 0:
+			break;
+		case 1:
+			sched_yield();
+			break;
+		default:
+			for (volatile unsigned int i = (unsigned int)(rng >> 40) & 0xfff; i; i--)
+				;
+		}
+		last_round = r == STRESS_MAX_ROUNDS || now_s() - t0 >= STRESS_SECONDS;
+		if (last_round)
+			ST(sh->final_seq, 2 * r + 1);
+		mask_write(fd, POLLIN, stress_data(2 * r + 1, POLLIN));
+		ST(sh->in_written, r);
+		rounds = r;
+		tw = now_s();
+		while (LD(sh->acked[0]) < r || LD(sh->acked[1]) < r) {
+			if (LD(sh->abort_run))
+				break;
+			if (!stress_take(ackfd, STRESS_ACK_TIMEOUT_MS)) {
+				stuck = true;
+				ST(sh->abort_run, 1);
+				break;
+			}
+		}
+		if (now_s() - tw > 0.5)
+			slow++;
+		if (last_round) {
+			final_seq = 2 * r + 1;
+			break;
+		}
+	}
+	el = now_s() - t0;
+	/* Let the reader see the final state, then stop everyone. */
+	msleep(20);
+	ST(sh->done, 1);
+	ST(sh->abort_run, LD(sh->abort_run) | 2);
+	for (int i = 0; i < 3; i++)
+		st[i] = kids[i] > 0 ? wait_exit(kids[i], 5000) : -1;
+	check(!stuck && !(LD(sh->abort_run) & 1) && rounds >= STRESS_MIN_ROUNDS && final_seq,
+	      "SMP stress: %" PRIu64 " rounds of {} / {IN} writes in %.1f s (%.0f us a round; at least %d needed; "
+	      "writer %s; rounds slower than 0.5 s: %" PRIu64 ")",
+	      rounds, el, rounds ? el / (double)rounds * 1e6 : 0.0, STRESS_MIN_ROUNDS,
+	      stuck ? "stuck waiting for an acknowledgement" : (LD(sh->abort_run) & 1) ? "aborted" : "finished", slow);
+	/* "early": the waiter began its wait before the IN write, so only a
+	 * wakeup (or winning the race to the check) could end it in time. */
+	check(st[0] == 0 && LD(sh->missed[0]) == 0 && LD(sh->early[0]) > 0,
+	      "SMP stress: the poll(2) waiter was woken by every IN write (missed %" PRIu64 " of %" PRIu64
+	      "; %" PRIu64 " waits began before the IN write; status %d)",
+	      LD(sh->missed[0]), rounds, LD(sh->early[0]), st[0]);
+	check(st[1] == 0 && LD(sh->missed[1]) == 0 && LD(sh->early[1]) > 0,
+	      "SMP stress: the edge-triggered epoll waiter was woken by every IN write (missed %" PRIu64 " of %" PRIu64
+	      "; %" PRIu64 " waits began before the IN write; status %d)",
+	      LD(sh->missed[1]), rounds, LD(sh->early[1]), st[1]);
+	last = (struct t_efd_mask){ 0, 0 };
+	check(final_seq && LD(sh->ended_on[0]) == final_seq && LD(sh->ended_on[1]) == final_seq &&
+		      read(fd, &last, sizeof(last)) == 12 && last.events == POLLIN &&
+		      last.data == stress_data(final_seq, POLLIN),
+	      "SMP stress: both waiters saw the final state {IN, seq %" PRIu64 "} (ended on %" PRIu64 " and %" PRIu64 ")",
+	      final_seq, LD(sh->ended_on[0]), LD(sh->ended_on[1]));
+	check(st[2] == 0 && LD(sh->reads[2]) > 0 && !LD(sh->torn[0]) && !LD(sh->torn[1]) && !LD(sh->torn[2]) &&
+		      !LD(sh->backwards[0]) && !LD(sh->backwards[1]) && !LD(sh->backwards[2]),
+	      "SMP stress: %" PRIu64 " concurrent reads, every (events, data) pair consistent and the sequence never "
+	      "went backwards (torn %" PRIu64 "/%" PRIu64 "/%" PRIu64 ", first torn events 0x%" PRIx64 " data 0x%" PRIx64
+	      ", backwards %" PRIu64 "/%" PRIu64 "/%" PRIu64 ")",
+	      LD(sh->reads[0]) + LD(sh->reads[1]) + LD(sh->reads[2]), LD(sh->torn[0]), LD(sh->torn[1]),
+	      LD(sh->torn[2]), LD(sh->first_torn_events), LD(sh->first_torn_data), LD(sh->backwards[0]),
+	      LD(sh->backwards[1]), LD(sh->backwards[2]));
+	close(fd);
+	close(startfd[0]);
+	close(startfd[1]);
+	close(ackfd);
+	munmap(sh, sizeof(*sh));
+}
+
 /* ---- fdinfo ---------------------------------------------------------------------- */
 static void test_fdinfo(void)
 {
@@ -980,8 +1442,10 @@ static int ring_drain(struct ring *r, uint64_t tag, uint32_t *res_or, int *ended
 /*
  * A multishot POLL_ADD on a mask fd, through every transition between the 32
  * states: each write that leaves a requested bit set must post a CQE (this
- * kernel wakes on every write with the new events as the key), a write of 0
- * must post none, and the multishot must stay armed throughout.
+ * kernel wakes the waiters on every write of a non-empty mask: keyed with the
+ * new events, or unkeyed when the mask contains PRI, because io_uring drops
+ * EPOLLPRI before comparing keys), a write of 0 must post none (it wakes
+ * nobody), and the multishot must stay armed throughout.
  */
 static void test_io_uring_multishot(int maskfd)
 {
@@ -1137,6 +1601,82 @@ static void test_aio(int maskfd, bool have_mask)
 }
 
 /* ---- cgroup v1 memory controller ------------------------------------------------ */
+/*
+ * The positive control of the oom_control refusal: a counter eventfd
+ * registered for memory.oom_control of a cgroup is signalled when a child in
+ * that cgroup runs out of memory.  The OOM killer is disabled for the cgroup
+ * (oom_kill_disable 1), so the child just blocks in the memcg OOM wait (the
+ * notification is sent from there) until it is killed, and the kernel prints
+ * no OOM report.
+ */
+static void test_memcg_oom_control(const char *root)
+{
+	char dir[256], p_oom[300], p_ctl[300], p_procs[300], p_limit[300], line[128], buf[512];
+	int cfd = -1, ofd = -1, rc, st = -1;
+	uint64_t v = 0;
+	bool under = false;
+	pid_t pid;
+
+	snprintf(dir, sizeof(dir), "%s/efd-mask-oom", root);
+	snprintf(p_oom, sizeof(p_oom), "%s/memory.oom_control", dir);
+	snprintf(p_ctl, sizeof(p_ctl), "%s/cgroup.event_control", dir);
+	snprintf(p_procs, sizeof(p_procs), "%s/cgroup.procs", dir);
+	snprintf(p_limit, sizeof(p_limit), "%s/memory.limit_in_bytes", dir);
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		check(0, "memcg v1 oom control: mkdir %s (%s)", dir, ename(errno));
+		return;
+	}
+	rc = write_str(p_limit, "4194304");
+	if (rc == 0)
+		rc = write_str(p_oom, "1");
+	ofd = open(p_oom, O_RDONLY | O_CLOEXEC);
+	cfd = efd_create(0, T_EFD_NONBLOCK | T_EFD_CLOEXEC);
+	if (!check(rc == 0 && ofd >= 0 && cfd >= 0,
+		   "memcg v1 oom control: a cgroup with a 4 MiB limit and oom_kill_disable 1 (%s)",
+		   rc ? ename(-rc) : ofd < 0 ? "no memory.oom_control" : "ok"))
+		goto out;
+	snprintf(line, sizeof(line), "%d %d", cfd, ofd);
+	rc = write_str(p_ctl, line);
+	check(rc == 0, "memcg v1 oom control: cgroup.event_control accepts a counter eventfd for oom_control (%s)",
+	      rc ? ename(-rc) : "ok");
+	if (rc != 0)
+		goto out;
+	pid = fork();
+	if (pid == 0) {
+		char me[32];
+		size_t len = 64u << 20;
+		char *m;
+
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		if (write_str(p_procs, me) < 0)
+			_exit(2);
+		m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (m == MAP_FAILED)
+			_exit(3);
+		for (size_t i = 0; i < len; i += 4096)
+			m[i] = 1; /* blocks in the memcg OOM wait past 4 MiB */
+		_exit(4);
+	}
+	if (pid > 0) {
+		v = counter_wait(cfd, 10000);
+		if (read_file(p_oom, buf, sizeof(buf)) > 0)
+			under = strstr(buf, "under_oom 1") != NULL;
+		kill(pid, SIGKILL);
+		st = wait_exit(pid, 10000);
+	}
+	check(pid > 0 && v >= 1 && under && st == 128 + SIGKILL,
+	      "memcg v1 oom control: a child over the limit signals the counter eventfd (count %" PRIu64
+	      ", under_oom %d, child status %d)",
+	      v, under, st);
+out:
+	if (cfd >= 0)
+		close(cfd);
+	if (ofd >= 0)
+		close(ofd);
+	for (int i = 0; i < 200 && rmdir(dir) < 0 && errno == EBUSY; i++)
+		msleep(10);
+}
+
 static void test_memcg(int maskfd, bool have_mask)
 {
 	const char *root = "/sys/fs/cgroup/memory";
@@ -1209,6 +1749,7 @@ static void test_memcg(int maskfd, bool have_mask)
 		check(rc == 0 && counter_wait(cfd, 3000) >= 1,
 		      "memcg v1 control: crossing the usage threshold signals the counter eventfd (child %d)", rc);
 	}
+	test_memcg_oom_control(root);
 out:
 	if (cfd >= 0)
 		close(cfd);
@@ -1315,6 +1856,8 @@ int main(int argc, char **argv)
 	test_never_blocks();
 	test_epoll_et();
 	test_wakeups();
+	test_refused_writes_wake_nobody();
+	test_smp_stress();
 	test_fdinfo();
 	test_counter_regression();
 	test_io_uring(maskfd, true);

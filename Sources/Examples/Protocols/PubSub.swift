@@ -45,13 +45,18 @@ public final class SubSocket: SPSocket, @unchecked Sendable {
 /// An SP publisher: a PUB listener that sends each published message to
 /// every connected subscriber without ever blocking.
 ///
-/// Drop policy: each subscriber has a bounded queue (its connection's send
-/// high watermark, 256 KiB by default). When a subscriber's queue is full the
-/// new message is dropped for that subscriber only, and counted; other
-/// subscribers and the publisher go on. nng's pub0 instead keeps 16 messages
-/// per subscriber and drops the oldest, without telling anyone.
+/// A subscriber counts (and gets messages) once its SP header has been
+/// accepted. Drop policy: each subscriber has a bounded queue (its
+/// connection's send high watermark, 256 KiB by default). When a
+/// subscriber's queue is full the new message is dropped for that subscriber
+/// only, and counted; other subscribers and the publisher go on. nng's pub0
+/// instead keeps 16 messages per subscriber and drops the oldest, without
+/// telling anyone. Connections that fail are counted and their reasons kept
+/// in ``failures``.
 public final class Publisher: Sendable {
   public let listener: ProtocolListener<PubSocket>
+  /// Connections that ended in failure, and why.
+  public let failures: FailureLog
   /// One connected subscriber and its counters.
   private final class Subscriber: Sendable {
     let socket: PubSocket
@@ -64,21 +69,49 @@ public final class Publisher: Sendable {
     /// disconnect only.
     let subscribers = Mutex<[Subscriber]>([])
     let totals = Mutex<(published: Int, delivered: Int, dropped: Int)>((0, 0, 0))
-  }
-  private let shared = Shared()
+    /// Every open connection, subscribed or still in its handshake.
+    let connections = Mutex<[ObjectIdentifier: PubSocket]>([:])
+    let failures: FailureLog
+    init(_ failures: FailureLog) { self.failures = failures }
 
-  public init(on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions()) throws {
-    let shared = self.shared
+    /// The connection ended: forget it (first time only) and count why.
+    func ended(_ socket: PubSocket, _ state: ConnectionState) {
+      guard connections.withLock({ $0.removeValue(forKey: ObjectIdentifier(socket)) }) != nil else { return }
+      subscribers.withLock { $0.removeAll { $0.socket === socket } }
+      if case .failed(let error) = state { failures.record(error) }
+      socket.abort()
+    }
+  }
+  private let shared: Shared
+
+  /// Listens on `address`, with SP/IPC framing on a Unix-domain address. A
+  /// peer has `headerTimeout` to send its SP header.
+  public init(
+    on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(),
+    headerTimeout: Duration = SPSocket.headerTimeout
+  ) throws {
+    let failures = FailureLog()
+    self.failures = failures
+    let shared = Shared(failures)
+    self.shared = shared
+    let framing = SPSocket.Framing(for: address)
     listener = try ProtocolListener<PubSocket>(
       on: address, loop: loop, options: options, queuesConnections: false
     ) { socket in
-      shared.subscribers.withLock { $0.append(Subscriber(socket)) }
-      socket.observeStateChanges { state in
+      socket.framing = framing
+      socket.peerHeaderTimeout = headerTimeout
+      shared.connections.withLock { $0[ObjectIdentifier(socket)] = socket }
+      // A subscriber only once its header says it is one.
+      socket.whenHandshakeCompletes { socket in
+        guard let socket = socket as? PubSocket else { return }
+        shared.subscribers.withLock { $0.append(Subscriber(socket)) }
+      }
+      // The socket keeps this closure: capture it weakly, or neither is freed.
+      socket.observeStateChanges { [weak socket] state in
+        guard let socket else { return }
         switch state {
         // SP has no half-close: a peer that finished sending has gone.
-        case .closed, .failed, .peerFinishedSending:
-          shared.subscribers.withLock { $0.removeAll { $0.socket === socket } }
-          socket.abort()
+        case .closed, .failed, .peerFinishedSending: shared.ended(socket, state)
         default: break
         }
       }
@@ -124,15 +157,24 @@ public final class Publisher: Sendable {
       $0.map { ($0.delivered.load(ordering: .relaxed), $0.dropped.load(ordering: .relaxed)) }
     }
   }
+  /// Subscribers whose header was accepted and whose connection is open.
   public var subscriberCount: Int { shared.subscribers.withLock { $0.count } }
+  /// Open connections, including peers that have not sent their header yet.
+  public var connectionCount: Int { shared.connections.withLock { $0.count } }
+  /// The open connections' sockets (for inspection; the publisher owns them).
+  public var connections: [PubSocket] { shared.connections.withLock { Array($0.values) } }
   public var localAddress: SocketAddress { listener.localAddress }
 
+  /// Stops listening (removing an `ipc://` socket file) and closes every
+  /// connection.
   public func close() {
     try? listener.close()
-    let all = shared.subscribers.withLock { s -> [Subscriber] in
-      defer { s = [] }
-      return s
+    SPAddress.removeSocketFile(of: listener.localAddress)
+    shared.subscribers.withLock { $0 = [] }
+    let all = shared.connections.withLock { c -> [PubSocket] in
+      defer { c = [:] }
+      return Array(c.values)
     }
-    for subscriber in all { subscriber.socket.abort() }
+    for socket in all { socket.abort() }
   }
 }

@@ -8,7 +8,8 @@ public import UserProto
 /// delivered only if it carries the id of the request in flight; others are
 /// dropped and counted. Sending a new request abandons the previous one, as
 /// nng's req0 does. If no reply arrives within ``resendInterval`` the request
-/// is sent again (same id).
+/// is sent again (same id). When the connection fails or closes, the request
+/// is abandoned and its timer stops.
 public final class ReqSocket: SPSocket, @unchecked Sendable {
   public override var protocolID: ProtocolID { .req }
   public override var peerProtocolID: ProtocolID { .rep }
@@ -22,7 +23,7 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
   private var resendTimer: ProtocolTimer?
 
   /// How long to wait for a reply before sending the request again (default
-  /// 60 s, as nng and nanomsg).
+  /// 60 s, as nng and nanomsg); zero or less never resends.
   public var resendInterval: Duration {
     get { settings.withLock { $0.resend } }
     set { settings.withLock { $0.resend = newValue } }
@@ -43,7 +44,21 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
 
   private func armResend() {
     resendTimer?.cancel()
-    resendTimer = try? startTimer(after: resendInterval)
+    resendTimer = nil
+    let interval = resendInterval
+    if interval > .zero { resendTimer = try? startTimer(after: interval) }
+  }
+
+  public override func connectionStateChanged(_ state: ConnectionState) {
+    super.connectionStateChanged(state)
+    switch state {
+    case .failed, .closed, .peerFinishedSending:
+      // No reply can come any more: stop resending.
+      resendTimer?.cancel()
+      resendTimer = nil
+      inFlight = nil
+    default: break
+    }
   }
 
   public override func timerFired(_ timer: ProtocolTimer) {
@@ -74,99 +89,213 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
 
 /// SP REP (rep0): receives requests and sends replies.
 ///
-/// A request's backtrace (hop words, then the request id with its top bit
-/// set; at most 8 words) is kept and prepended to the reply, so replies go
-/// back the way requests came. Replies pair with requests in order. Requests
-/// without a valid backtrace are dropped and counted (the connection stays
-/// up, as nanomsg does).
+/// A request starts with its backtrace: hop words (added by devices on the
+/// way), then the request id with its top bit set; at most 8 words. The
+/// reply must carry the same backtrace back, so each ``Request`` keeps its
+/// own and ``reply(to:with:)`` prepends it: replies may be sent in any
+/// order, any number of requests may be outstanding (as with a device in
+/// front), and a request that is never answered leaves nothing behind.
+///
+/// Messages through the plain socket API are raw, like an nng raw socket:
+/// ``tryReceive()`` returns backtrace and body, and ``trySend(_:)`` takes
+/// them back the same way. Requests without a valid backtrace are dropped and
+/// counted (the connection stays up, as nanomsg does); a raw reply without
+/// one is dropped and counted too.
 public final class RepSocket: SPSocket, @unchecked Sendable {
   public override var protocolID: ProtocolID { .rep }
   public override var peerProtocolID: ProtocolID { .req }
-  /// A direct peer's backtrace is the 4-byte request id.
-  public override var messageOverhead: Int { 4 }
 
   /// The most backtrace words accepted (nng and nanomsg: 8).
   public static let maximumHops = 8
-  private let counters = Mutex<(dropped: Int, unmatched: Int)>((0, 0))
-  /// Loop-confined: backtraces of requests not yet answered, oldest first.
-  private var backtraces: [[UInt8]] = []
-  private var head = 0
+
+  /// One request: the backtrace to answer with, and the body.
+  public struct Request: Sendable, Hashable {
+    /// Hop words, then the request id (top bit set), as received.
+    public let backtrace: [UInt8]
+    /// The request's body.
+    public let body: [UInt8]
+
+    /// Splits a raw message into backtrace and body; nil when it has no
+    /// valid backtrace (no word with the top bit within 8 words).
+    public init?(raw message: [UInt8]) {
+      guard let length = RepSocket.backtraceLength(message) else { return nil }
+      backtrace = Array(message[0..<length])
+      body = Array(message[length...])
+    }
+
+    /// The request id: the backtrace's last word.
+    public var id: UInt32 { readBigEndian(backtrace, at: backtrace.count - 4) }
+    /// Hop words before the request id.
+    public var hops: Int { backtrace.count / 4 - 1 }
+  }
+
+  /// The length in bytes of the backtrace `message` starts with: words up
+  /// to and including the first with its top bit set, at most
+  /// ``maximumHops``; nil when there is no such word.
+  public static func backtraceLength(_ message: [UInt8]) -> Int? {
+    var offset = 0
+    while true {
+      guard message.count >= offset + 4, offset / 4 < maximumHops else { return nil }
+      let word = readBigEndian(message, at: offset)
+      offset += 4
+      if word & 0x8000_0000 != 0 { return offset }
+    }
+  }
+
+  private let counters = Mutex<(dropped: Int, malformedReplies: Int)>((0, 0))
 
   /// Requests dropped for a malformed backtrace or too many hops.
   public var droppedRequests: Int { counters.withLock { $0.dropped } }
-  /// Replies sent with no request to answer (dropped).
-  public var unmatchedReplies: Int { counters.withLock { $0.unmatched } }
+  /// Raw replies dropped because they did not start with a backtrace.
+  public var malformedReplies: Int { counters.withLock { $0.malformedReplies } }
 
   public override func receivedMessage(_ message: [UInt8]) throws {
-    var offset = 0
-    while true {
-      guard message.count >= offset + 4, offset / 4 < RepSocket.maximumHops else {
-        counters.withLock { $0.dropped += 1 }
-        return
-      }
-      let word = readBigEndian(message, at: offset)
-      offset += 4
-      if word & 0x8000_0000 != 0 { break }
+    guard RepSocket.backtraceLength(message) != nil else {
+      counters.withLock { $0.dropped += 1 }
+      return
     }
-    backtraces.append(Array(message[0..<offset]))
-    try deliver(Array(message[offset...]))
+    try deliver(message)
   }
 
   public override func encode(_ message: [UInt8]) throws -> [UInt8] {
-    guard head < backtraces.count else {
-      counters.withLock { $0.unmatched += 1 }
+    guard RepSocket.backtraceLength(message) != nil else {
+      counters.withLock { $0.malformedReplies += 1 }
       return []
     }
-    let backtrace = backtraces[head]
-    head += 1
-    if head > 32 && head * 2 > backtraces.count {
-      backtraces.removeFirst(head)
-      head = 0
+    return frame(message)
+  }
+
+  /// Queues `body` as the reply to `request`; false when the send would
+  /// block (the reply is then not sent; the peer's REQ will resend).
+  @discardableResult
+  public func reply(to request: Request, with body: [UInt8]) throws(SocketError) -> Bool {
+    try trySend(request.backtrace + body)
+  }
+
+  /// The result of ``tryReceiveRequest()``.
+  public enum RequestResult: Sendable, Hashable {
+    /// The next request.
+    case request(Request)
+    /// Nothing queued yet.
+    case wouldBlock
+    /// The peer is gone (after its error, if any, was received).
+    case endOfStream
+  }
+
+  /// Takes the next request without blocking.
+  public func tryReceiveRequest() throws(SocketError) -> RequestResult {
+    switch try tryReceive() {
+    case .message(let m):
+      // Checked on arrival.
+      guard let request = Request(raw: m) else { return .wouldBlock }
+      return .request(request)
+    case .wouldBlock: return .wouldBlock
+    case .endOfStream: return .endOfStream
     }
-    return frame(backtrace + message)
+  }
+
+  /// Hands each request to `handler` on the loop (see
+  /// ``ProtocolSocket/handleMessagesOnLoop(_:)``).
+  public func handleRequestsOnLoop(_ handler: @escaping (RepSocket, Request) -> Void) {
+    handleMessagesOnLoop { socket, message in
+      guard let socket = socket as? RepSocket, let request = Request(raw: message) else { return }
+      handler(socket, request)
+    }
   }
 }
 
 /// An SP echo server: a REP listener that replies to every request with the
 /// request's body, on the event loop.
+///
+/// A reply that cannot be queued (the connection's send queue is full, or it
+/// failed) is dropped and counted; the peer's REQ resends. Connections that
+/// fail (a bad header, an oversize frame, a reset) are counted and their
+/// reasons kept in ``failures``.
 public final class EchoServer: Sendable {
   public let listener: ProtocolListener<RepSocket>
+  /// Connections that ended in failure, and why.
+  public let failures: FailureLog
+
+  /// What the server has done so far.
+  public struct Statistics: Sendable, Hashable {
+    /// Requests answered.
+    public var requestsServed = 0
+    /// Requests whose reply could not be queued (send queue full).
+    public var repliesDropped = 0
+    /// Requests without a valid backtrace, on connections that have ended.
+    public var malformedRequests = 0
+    /// Connections whose SP header was accepted.
+    public var connectionsAccepted = 0
+  }
+
   private final class Shared: Sendable {
     let connections = Mutex<[ObjectIdentifier: RepSocket]>([:])
-    let served = Atomic<Int>(0)
-  }
-  private let shared = Shared()
+    let statistics = Mutex(Statistics())
+    let failures: FailureLog
+    init(_ failures: FailureLog) { self.failures = failures }
 
-  /// Listens on `address` (e.g. `try SPAddress.parse("tcp://127.0.0.1:5555")`).
-  public init(on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions()) throws {
-    let shared = self.shared
+    /// The connection ended: forget it (first time only) and count why.
+    func ended(_ socket: RepSocket, _ state: ConnectionState) {
+      guard connections.withLock({ $0.removeValue(forKey: ObjectIdentifier(socket)) }) != nil else { return }
+      statistics.withLock { $0.malformedRequests += socket.droppedRequests }
+      if case .failed(let error) = state { failures.record(error) }
+      socket.abort()
+    }
+  }
+  private let shared: Shared
+
+  /// Listens on `address` (e.g. `try SPAddress.parse("tcp://127.0.0.1:5555")`),
+  /// with SP/IPC framing on a Unix-domain address. A peer has
+  /// `headerTimeout` to send its SP header.
+  public init(
+    on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(),
+    headerTimeout: Duration = SPSocket.headerTimeout
+  ) throws {
+    let failures = FailureLog()
+    self.failures = failures
+    let shared = Shared(failures)
+    self.shared = shared
+    let framing = SPSocket.Framing(for: address)
     listener = try ProtocolListener<RepSocket>(
       on: address, loop: loop, options: options, queuesConnections: false
     ) { socket in
+      socket.framing = framing
+      socket.peerHeaderTimeout = headerTimeout
       shared.connections.withLock { $0[ObjectIdentifier(socket)] = socket }
-      socket.handleMessagesOnLoop { socket, body in
-        if (try? socket.trySend(body)) == true { shared.served.add(1, ordering: .relaxed) }
+      socket.whenHandshakeCompletes { _ in shared.statistics.withLock { $0.connectionsAccepted += 1 } }
+      socket.handleRequestsOnLoop { socket, request in
+        let sent = (try? socket.reply(to: request, with: request.body)) ?? false
+        shared.statistics.withLock { s in
+          if sent { s.requestsServed += 1 } else { s.repliesDropped += 1 }
+        }
       }
-      socket.observeStateChanges { state in
+      // The socket keeps this closure: capture it weakly, or neither is freed.
+      socket.observeStateChanges { [weak socket] state in
+        guard let socket else { return }
         switch state {
         // SP has no half-close: a peer that finished sending has gone.
-        case .closed, .failed, .peerFinishedSending:
-          shared.connections.withLock { $0[ObjectIdentifier(socket)] = nil }
-          socket.abort()
+        case .closed, .failed, .peerFinishedSending: shared.ended(socket, state)
         default: break
         }
       }
     }
   }
 
+  /// What the server has done so far.
+  public var statistics: Statistics { shared.statistics.withLock { $0 } }
   /// Requests answered so far.
-  public var requestsServed: Int { shared.served.load(ordering: .relaxed) }
+  public var requestsServed: Int { statistics.requestsServed }
   /// Connections currently open.
   public var connectionCount: Int { shared.connections.withLock { $0.count } }
+  /// The open connections' sockets (for inspection; the server owns them).
+  public var connections: [RepSocket] { shared.connections.withLock { Array($0.values) } }
   public var localAddress: SocketAddress { listener.localAddress }
 
+  /// Stops listening (removing an `ipc://` socket file) and closes every
+  /// connection.
   public func close() {
     try? listener.close()
+    SPAddress.removeSocketFile(of: listener.localAddress)
     let all = shared.connections.withLock { c -> [RepSocket] in
       defer { c = [:] }
       return Array(c.values)

@@ -89,7 +89,9 @@ enum ProcessExit: Hashable, Sendable, CustomStringConvertible {
 /// and error going to files. It never outlives its owner: ``terminate()``
 /// (or deinit) kills it with SIGKILL and reaps it.
 final class PeerProcess: CustomStringConvertible {
-  let tool: PeerTool
+  /// The program's name, for messages.
+  let name: String
+  let path: String
   let arguments: [String]
   let pid: pid_t
   private let outputPath: String
@@ -100,11 +102,17 @@ final class PeerProcess: CustomStringConvertible {
 
   private static let serial = Atomic<Int>(0)
 
-  init(_ tool: PeerTool, _ arguments: [String]) throws {
-    self.tool = tool
+  convenience init(_ tool: PeerTool, _ arguments: [String]) throws {
+    try self.init(executable: tool.path, arguments)
+  }
+
+  /// Runs the program at `path` (our own CLI, say).
+  init(executable path: String, _ arguments: [String]) throws {
+    self.path = path
+    self.name = String(path.split(separator: "/").last ?? "?")
     self.arguments = arguments
     let n = PeerProcess.serial.add(1, ordering: .relaxed).newValue
-    let base = "/tmp/userproto-interop-\(getpid())-\(n)-\(tool)"
+    let base = "/tmp/userproto-interop-\(getpid())-\(n)-\(name)"
     outputPath = base + ".out"
     errorPath = base + ".err"
     let out = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -134,14 +142,14 @@ final class PeerProcess: CustomStringConvertible {
     posix_spawnattr_setsigdefault(&attributes, &defaults)
     posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
-    let argv = ([tool.path] + arguments).map { strdup($0) } + [nil]
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
     defer { for p in argv { free(p) } }
     var child = pid_t()
-    let rc = posix_spawn(&child, tool.path, &actions, &attributes, argv, environ)
+    let rc = posix_spawn(&child, path, &actions, &attributes, argv, environ)
     guard rc == 0 else {
       unlink(outputPath)
       unlink(errorPath)
-      throw InteropFailure("posix_spawn \(tool.path): errno \(rc)")
+      throw InteropFailure("posix_spawn \(path): errno \(rc)")
     }
     pid = child
   }
@@ -201,7 +209,7 @@ final class PeerProcess: CustomStringConvertible {
   }
 
   var description: String {
-    "\(tool) \(arguments.joined(separator: " ")) [pid \(pid), \(exit.map { "\($0)" } ?? "running")"
+    "\(name) \(arguments.joined(separator: " ")) [pid \(pid), \(exit.map { "\($0)" } ?? "running")"
       + "\(killed ? ", killed" : "")] stdout: \(standardOutput.debugDescription) stderr: \(standardError.debugDescription)"
   }
 }

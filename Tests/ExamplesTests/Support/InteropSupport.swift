@@ -99,9 +99,14 @@ final class RawClient {
     }
   }
 
-  init(connectingTo address: SocketAddress) throws {
-    fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+  /// Connects to `address`; a non-nil `receiveBuffer` sets SO_RCVBUF first
+  /// (a small one makes a peer that never reads stall its sender soon).
+  init(connectingTo address: SocketAddress, receiveBuffer: Int32? = nil) throws {
+    fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw InteropFailure("socket: errno \(errno)") }
+    if var size = receiveBuffer {
+      _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
     let rc = address.withSockaddr { connect(fd, $0, $1) }
     guard rc == 0 else {
       let e = errno
@@ -110,7 +115,19 @@ final class RawClient {
     }
   }
 
+  /// Adopts an accepted connection.
+  init(adopting fd: Int32) { self.fd = fd }
+
   deinit { close(fd) }
+
+  /// Reads one SP/TCP frame's payload (nil if it did not come in time).
+  func readFrame(within timeout: Duration) async -> [UInt8]? {
+    let prefix = await read(8, within: timeout)
+    guard prefix.bytes.count == 8 else { return nil }
+    let length = prefix.bytes.reduce(0) { $0 << 8 | Int($1) }
+    let payload = await read(length, within: timeout)
+    return payload.bytes.count == length ? payload.bytes : nil
+  }
 
   func send(_ bytes: [UInt8]) throws {
     var offset = 0
@@ -150,4 +167,67 @@ final class RawClient {
   func waitForClose(within timeout: Duration) async -> (bytes: [UInt8], closure: Closure?) {
     await read(Int.max, within: timeout)
   }
+}
+
+/// A plain TCP listener on 127.0.0.1 playing an SP peer by hand.
+final class RawListener {
+  let fd: Int32
+  let address: SocketAddress
+
+  init() throws {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw InteropFailure("socket: errno \(errno)") }
+    self.fd = fd
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+        bind(fd, sa, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, sa, &length) == 0
+      }
+    }
+    guard ok else {
+      let e = errno
+      close(fd)
+      throw InteropFailure("bind/listen: errno \(e)")
+    }
+    self.address = try loopback(UInt16(bigEndian: address.sin_port))
+  }
+
+  deinit { close(fd) }
+
+  /// The next connection, or nil if none came within `timeout`.
+  func accept(within timeout: Duration) async -> RawClient? {
+    var client: RawClient?
+    _ = await waitUntil(timeout) {
+      guard pollEvents(fd) & Int16(POLLIN) != 0 else { return false }
+      let c = acceptCloseOnExec(fd)
+      if c >= 0 { client = RawClient(adopting: c) }
+      return client != nil
+    }
+    return client
+  }
+}
+
+/// A REQ frame's payload split into its request id and body.
+func splitRequest(_ payload: [UInt8]) -> (id: UInt32, body: [UInt8])? {
+  guard payload.count >= 4 else { return nil }
+  let id = payload[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+  return (id, Array(payload[4...]))
+}
+
+/// A 32-bit big-endian word.
+func spWord(_ value: UInt32) -> [UInt8] {
+  [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+}
+
+/// accept4(2) with SOCK_CLOEXEC (Glibc does not import it without
+/// _GNU_SOURCE), so no accepted fd leaks into the peers the tests spawn.
+func acceptCloseOnExec(_ listener: Int32) -> Int32 {
+  typealias Accept4 =
+    @convention(c) (Int32, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<socklen_t>?, Int32)
+    -> Int32
+  guard let symbol = dlsym(nil, "accept4") else { return -1 }
+  return unsafeBitCast(symbol, to: Accept4.self)(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
 }

@@ -1,0 +1,132 @@
+import ExampleProtocols
+import Glibc
+import Testing
+import UserProto
+
+/// The built `userproto` binary, run as a child process: bad option values
+/// are refused with a message (exit 64) instead of crashing, and servers
+/// print why connections failed.
+@Suite("userproto command line", .timeLimit(.minutes(1)))
+struct CLITests {
+  /// `userproto`, built next to the test bundle.
+  static var binary: String {
+    var link = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &link, link.count - 1)
+    guard n > 0 else { return "userproto" }
+    var path = String(decoding: link[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    while let last = path.last, last != "/" { path.removeLast() }
+    return path + "userproto"
+  }
+
+  static func run(_ arguments: [String]) async throws -> PeerProcess {
+    try #require(access(binary, X_OK) == 0, "\(binary) is not built")
+    let process = try PeerProcess(executable: binary, arguments)
+    _ = await process.finish(within: .seconds(20))
+    return process
+  }
+
+  @Test(
+    "an out-of-range option value is refused with a message",
+    arguments: [
+      (["echo-server", "--seconds=-1"], "--seconds must be between 0 and 1000000000, not -1"),
+      (["echo-client", "--count=-1"], "--count must be between 1 and 2147483647, not -1"),
+      (["echo-client", "--resend-ms=-5"], "--resend-ms must be between 0 and 1000000000000, not -5"),
+      (["echo-client", "--timeout=0"], "--timeout must be between 1 and 1000000000, not 0"),
+      (["pub", "--interval-ms=-1"], "--interval-ms must be between 0 and 1000000000000, not -1"),
+      (["pub", "--count=-3"], "--count must be between 0 and 2147483647, not -3"),
+      (["sub", "--count=0"], "--count must be between 1 and 2147483647, not 0"),
+      (["demo", "--seconds=-1"], "--seconds must be more than 0 and at most 3600, not -1.0"),
+      (["demo", "--seconds=nan"], "--seconds must be more than 0 and at most 3600, not nan"),
+      (
+        ["echo-server", "--listen", "tcp://[::1]:5555"],
+        "--listen: bad address tcp://[::1]:5555: IPv6 addresses are not supported"
+      ),
+      (
+        ["echo-client", "--dial", "tcp://127.0.0.1:99999"],
+        "--dial: bad address tcp://127.0.0.1:99999: the port must be a number from 0 to 65535"
+      ),
+      (["sub", "--dial", "udp://x:1"], "--dial: bad address udp://x:1: expected tcp://HOST:PORT or ipc://PATH"),
+    ])
+  func refusesBadValues(arguments: [String], message: String) async throws {
+    let process = try await Self.run(arguments)
+    #expect(process.exit == .code(64), "\(process)")
+    #expect(process.standardError.contains("Error: " + message), "\(process)")
+  }
+
+  @Test("echo-server prints each failed connection's reason and a summary")
+  func echoServerPrintsFailures() async throws {
+    let server = try PeerProcess(
+      executable: Self.binary, ["echo-server", "--listen", "tcp://127.0.0.1:0", "--seconds", "3"])
+    defer { server.terminate() }
+    var port: UInt16?
+    _ = await waitUntil(.seconds(10)) {
+      // "echo server on tcp://127.0.0.1:PORT (loop: ...)"
+      guard let line = server.standardOutput.split(separator: "\n").first,
+        let address = line.split(separator: " ").dropFirst(3).first,
+        let text = address.split(separator: ":").last
+      else { return false }
+      port = UInt16(text)
+      return port != nil
+    }
+    let raw = try RawClient(connectingTo: try loopback(try #require(port, "\(server)")))
+    try raw.send(spHeader(0x20))
+    #expect(await raw.waitForClose(within: .seconds(5)).closure != nil)
+    #expect(await server.finish(within: .seconds(10)) == .code(0), "\(server)")
+    let lines = server.standardOutput.split(separator: "\n")
+    #expect(
+      lines.contains(
+        "connection failed: protocol violation: incompatible SP peer: protocol 0x20 (PUB), rep needs 0x30 (REQ)"),
+      "\(server)")
+    #expect(
+      lines.last
+        == "served 0 requests, dropped 0 replies (send queue full), 0 malformed requests, 1 failed connections",
+      "\(server)")
+  }
+
+  @Test("echo-server on ipc:// prints its address as ipc:// and removes the socket file when done")
+  func echoServerIPCAddress() async throws {
+    let path = "/tmp/userproto-cli-\(getpid()).sock"
+    unlink(path)
+    let process = try await Self.run(["echo-server", "--listen", "ipc://" + path, "--seconds", "1"])
+    #expect(process.exit == .code(0), "\(process)")
+    #expect(process.standardOutput.hasPrefix("echo server on ipc://\(path) (loop: "), "\(process)")
+    #expect(access(path, F_OK) != 0, "\(path) is left behind")
+  }
+}
+
+@Suite("SP addresses")
+struct SPAddressTests {
+  @Test("IPv4, any and host names resolve; the URL of an address round-trips")
+  func parses() throws {
+    #expect(try SPAddress.parse("tcp://127.0.0.1:5555") == SocketAddress(ipv4: "127.0.0.1", port: 5555))
+    #expect(try SPAddress.parse("tcp://*:80") == SocketAddress(ipv4: "0.0.0.0", port: 80))
+    #expect(try SPAddress.parse("tcp://:80") == SocketAddress(ipv4: "0.0.0.0", port: 80))
+    // From /etc/hosts through getaddrinfo.
+    #expect(try SPAddress.parse("tcp://localhost:7") == SocketAddress(ipv4: "127.0.0.1", port: 7))
+    #expect(SPAddress.url(for: try SPAddress.parse("tcp://127.0.0.1:5555")) == "tcp://127.0.0.1:5555")
+    #expect(SPAddress.url(for: try SPAddress.parse("ipc:///tmp/x.sock")) == "ipc:///tmp/x.sock")
+  }
+
+  @Test(
+    "bad addresses are address errors that say what is wrong",
+    arguments: [
+      ("tcp://[::1]:5555", "IPv6 addresses are not supported; use an IPv4 address or a host name with one"),
+      ("tcp://::1:5555", "IPv6 addresses are not supported; use an IPv4 address or a host name with one"),
+      ("tcp://127.0.0.1", "expected tcp://HOST:PORT"),
+      ("tcp://127.0.0.1:x", "the port must be a number from 0 to 65535, not \"x\""),
+      ("tcp://no-such-host.invalid:1", "cannot resolve no-such-host.invalid: "),
+      ("ipc://", "expected ipc://PATH"),
+      ("ipc:///" + String(repeating: "p", count: 200), "the path is longer than a Unix-domain socket path can be"),
+      ("inproc://x", "expected tcp://HOST:PORT or ipc://PATH"),
+    ])
+  func refuses(url: String, reason: String) {
+    do {
+      let address = try SPAddress.parse(url)
+      Issue.record("\(url) parsed as \(address)")
+    } catch {
+      #expect(error.url == url)
+      #expect(error.reason.hasPrefix(reason), "\(error)")
+      #expect(error.description.hasPrefix("bad address \(url): "))
+    }
+  }
+}
