@@ -56,7 +56,7 @@ struct CLITests {
   @Test("echo-server prints each failed connection's reason and a summary")
   func echoServerPrintsFailures() async throws {
     let server = try PeerProcess(
-      executable: Self.binary, ["echo-server", "--listen", "tcp://127.0.0.1:0", "--seconds", "3"])
+      executable: Self.binary, ["echo-server", "--listen", "tcp://127.0.0.1:0", "--seconds", "8"])
     defer { server.terminate() }
     var port: UInt16?
     _ = await waitUntil(.seconds(10)) {
@@ -71,7 +71,7 @@ struct CLITests {
     let raw = try RawClient(connectingTo: try loopback(try #require(port, "\(server)")))
     try raw.send(spHeader(0x20))
     #expect(await raw.waitForClose(within: .seconds(5)).closure != nil)
-    #expect(await server.finish(within: .seconds(10)) == .code(0), "\(server)")
+    #expect(await server.finish(within: .seconds(30)) == .code(0), "\(server)")
     let lines = server.standardOutput.split(separator: "\n")
     #expect(
       lines.contains(

@@ -244,7 +244,7 @@ enum Interop {
         tool, tool.subscriber(dial: try url(publisher.localAddress), topic: "news", count: wanted))
       defer { peer.terminate() }
       // Rounds of matching and non-matching messages until the peer exits:
-      // nngcat after `wanted` matches; nanocat 5 s after its last match, so
+      // nngcat after `wanted` matches; nanocat 10 s after its last match, so
       // matches stop once it has printed enough.
       var round = 0
       let exited = await waitUntil(.seconds(20)) {

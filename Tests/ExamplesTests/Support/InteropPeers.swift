@@ -38,8 +38,8 @@ enum PeerTool: String, Sendable, CustomStringConvertible {
   /// nngcat exits after `count` of them; nanocat exits after 2 s without one.
   func subscriber(dial url: String, topic: String, count: Int) -> [String] {
     switch self {
-    case .nngcat: ["--sub", "--dial", url, "--subscribe", topic, "-Q", "--count", "\(count)", "--recv-timeout", "5"]
-    case .nanocat: ["--sub", "--connect", url, "--subscribe", topic, "-Q", "--recv-timeout", "5"]
+    case .nngcat: ["--sub", "--dial", url, "--subscribe", topic, "-Q", "--count", "\(count)", "--recv-timeout", "15"]
+    case .nanocat: ["--sub", "--connect", url, "--subscribe", topic, "-Q", "--recv-timeout", "10"]
     }
   }
 
