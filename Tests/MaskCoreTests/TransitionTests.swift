@@ -12,9 +12,20 @@ struct TransitionTests {
   ) throws {
     try mask.set(from)
     try observers.drain()
+    let newlySet = to.subtracting(from)
+    // One-shot consumers that armed before the change must be woken by it.
+    // Only checkable while the old state shows nothing they listen for
+    // (POLLERR and POLLHUP are always listened for).
+    let armed = !newlySet.isEmpty && from.isDisjoint(with: [.error, .hangup])
+    if armed { try observers.armBefore(interest: newlySet) }
     try mask.set(to, data: data)
     let label = "\(comment): \(from) -> \(to)"
-    let newlySet = to.subtracting(from)
+    if armed {
+      let (oneShot, single) = try observers.collectArmed()
+      let reportable = to.intersection(newlySet.union([.error, .hangup]))
+      #expect(oneShot == [reportable], "epoll ONESHOT armed before, \(label)")
+      #expect(single.map { !$0.isDisjoint(with: newlySet) } == true, "io_uring single-shot armed before, \(label)")
+    }
 
     #expect(observers.poll() == to, "poll, \(label)")
     #expect(observers.select() == Observers.SelectView(expecting: to), "select, \(label)")

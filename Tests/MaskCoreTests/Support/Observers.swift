@@ -11,10 +11,14 @@ final class Observers {
   private let levelTriggered: Int32
   private let edgeTriggered: Int32
   private let oneShot: Int32
+  /// A one-shot registration armed before a transition (see ``armBefore``).
+  private let preArmed: Int32
+  private var preArmedRegistered = false
   private let ring: OpaquePointer
   private static let multishotTag: UInt64 = 0x4d53
   private static let singleTag: UInt64 = 0x5353
   private static let removeTag: UInt64 = 0x524d
+  private static let preArmedTag: UInt64 = 0x5041
   private static let allEvents = MaskEvents.all.rawValue
 
   init(fd: Int32) throws {
@@ -22,7 +26,8 @@ final class Observers {
     levelTriggered = epoll_create1(Int32(EPOLL_CLOEXEC))
     edgeTriggered = epoll_create1(Int32(EPOLL_CLOEXEC))
     oneShot = epoll_create1(Int32(EPOLL_CLOEXEC))
-    try #require(levelTriggered >= 0 && edgeTriggered >= 0 && oneShot >= 0)
+    preArmed = epoll_create1(Int32(EPOLL_CLOEXEC))
+    try #require(levelTriggered >= 0 && edgeTriggered >= 0 && oneShot >= 0 && preArmed >= 0)
     try Observers.add(levelTriggered, fd, Observers.allEvents)
     try Observers.add(edgeTriggered, fd, Observers.allEvents | EPOLLET.rawValue)
     try Observers.add(oneShot, fd, Observers.allEvents | EPOLLONESHOT.rawValue)
@@ -39,6 +44,7 @@ final class Observers {
     close(levelTriggered)
     close(edgeTriggered)
     close(oneShot)
+    close(preArmed)
     up_ring_destroy(ring)
   }
 
@@ -123,6 +129,57 @@ final class Observers {
       for cqe in cqes[0..<Int(m)] { absorb(cqe, single: &result) }
     }
     return result
+  }
+
+  /// Arms an EPOLLONESHOT registration and an io_uring single-shot POLL_ADD
+  /// for `interest` while the fd shows none of it (nor POLLERR or POLLHUP,
+  /// which both always report), so that they are waiting when the
+  /// transition happens. ``collectArmed()`` returns what they delivered.
+  func armBefore(interest: MaskEvents) throws {
+    var event = epoll_event()
+    event.events = interest.rawValue | EPOLLONESHOT.rawValue
+    event.data.u64 = UInt64(fd)
+    let op = preArmedRegistered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD
+    try #require(epoll_ctl(preArmed, op, fd, &event) == 0, "epoll_ctl errno \(errno)")
+    preArmedRegistered = true
+    try #require(up_ring_prep_poll_add(ring, fd, interest.rawValue, Observers.preArmedTag, 0) == 0)
+    try #require(up_ring_submit(ring) >= 0)
+  }
+
+  /// What the registrations armed by ``armBefore(interest:)`` delivered:
+  /// the one-shot's report and the single-shot's result (waiting up to a
+  /// second for it); an undelivered single-shot is cancelled.
+  func collectArmed() throws -> (oneShot: [MaskEvents], single: MaskEvents?) {
+    let reported = wait(preArmed)
+    var single: MaskEvents?
+    var cqes = [up_cqe](repeating: up_cqe(), count: 16)
+    var n = up_ring_reap(ring, &cqes, 16)
+    var sawArmed = cqes[0..<Int(n)].contains { $0.user_data == Observers.preArmedTag }
+    absorbAll(cqes[0..<Int(n)], armed: &single)
+    if !sawArmed {
+      _ = up_ring_submit_and_wait(ring, 1, 1_000_000)
+      n = up_ring_reap(ring, &cqes, 16)
+      sawArmed = cqes[0..<Int(n)].contains { $0.user_data == Observers.preArmedTag }
+      absorbAll(cqes[0..<Int(n)], armed: &single)
+    }
+    if !sawArmed {
+      try #require(up_ring_prep_poll_remove(ring, Observers.preArmedTag, Observers.removeTag) == 0)
+      _ = up_ring_submit_and_wait(ring, 2, 1_000_000)
+      n = up_ring_reap(ring, &cqes, 16)
+      absorbAll(cqes[0..<Int(n)], armed: &single)
+    }
+    return (reported, single)
+  }
+
+  private func absorbAll(_ cqes: ArraySlice<up_cqe>, armed: inout MaskEvents?) {
+    var unused: MaskEvents?
+    for cqe in cqes {
+      if cqe.user_data == Observers.preArmedTag {
+        if cqe.res > 0 { armed = MaskEvents(rawValue: UInt32(cqe.res) & Observers.allEvents) }
+      } else {
+        absorb(cqe, single: &unused)
+      }
+    }
   }
 
   private var pendingMultishot: [UInt32] = []
