@@ -3,7 +3,8 @@
 # docs/benchmarks.png from the raw result files it writes to docs/results/.
 #
 # usage: scripts/benchmarks.sh [--quick] [--report-only] [--no-guest] [--no-echobench]
-#   (default)         full run, about 40 minutes warm (longer cold: see below); every
+#   (default)         full run, about 20-30 minutes warm (longer cold: see below; at worst
+#                     about an hour, as the two guest boots are capped at 15 and 30 minutes); every
 #                     result file of the run is docs/results/bench-*-TAG.txt, where TAG is
 #                     the run id, the UTC date and time of its start (e.g. 2026-11-29T0952)
 #   --quick           a few minutes, fewer rounds and shorter windows; TAG ends in -quick,
