@@ -261,7 +261,7 @@ if [ "$GUEST" = 1 ]; then
 			'USERPROTO_TIMEOUT=1500 /opt/b/ScaleBench --backends pair,full --counts 1000,10000,100000 --sockets --trials 300' ||
 			INCOMPLETE+=("guest, emulation (kernel/test.sh failed; what ran is in bench-guest-emulation-$TAG.txt)")
 	fi
-	DURATIONS+=("guest, emulation $(since "$T") s")
+	DURATIONS+=("guest (emulation) $(since "$T") s")
 else
 	NOT_RUN+=("guest (--no-guest)")
 fi
