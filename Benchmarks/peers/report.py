@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Builds docs/benchmarks.md and docs/benchmarks.png from the raw result files.
+"""Builds docs/benchmarks.md and docs/benchmarks.png from the raw result files of ONE run.
 
-  report.py --results docs/results --page docs/benchmarks.md --chart docs/benchmarks.png [--tag DATE]
+  report.py --results docs/results --page docs/benchmarks.md --chart docs/benchmarks.png --tag TAG
+  report.py --results docs/results --page docs/benchmarks.md --chart docs/benchmarks.png --report-only
 
-Reads the newest (or --tag) files written by scripts/benchmarks.sh:
-  bench-run-TAG.txt          machine, date, commands, durations
-  bench-maskfd-host-TAG.txt  MaskFDBench on this machine
-  bench-guest-TAG.txt        MaskFDBench and ScaleBench in the EFD_MASK QEMU guest
-  bench-guest100k-*.txt      (optional) the emulation at 100,000 in the guest
-  bench-peers-TAG.txt        PeerBench: request/reply and pub/sub
-  bench-scale-host-TAG.txt   ScaleBench on this machine
-  bench-profile-*.txt        (optional) profiles of where we lose
-  echobench-*.txt / bench-echobench-*.txt   EchoBench (the newest of either)
+TAG is the run id scripts/benchmarks.sh gave the run (UTC date and time, e.g. 2026-11-29T0952,
+or 2026-11-29T0952-quick). --report-only takes the tag of the newest bench-run-TAG.txt. Only files
+with exactly that tag are read; a required one missing is an error, never replaced by another run's:
+  bench-run-TAG.txt              machine, tag, limits, commands, durations, sections not run
+  bench-maskfd-host-TAG.txt      MaskFDBench on this machine
+  bench-peers-TAG.txt            PeerBench: request/reply and pub/sub
+  bench-scale-host-TAG.txt       ScaleBench on this machine
+  bench-autobind-TAG.txt         the C autobind measurement
+  bench-echobench-TAG.txt        EchoBench (optional only when the run file says --no-echobench)
+  bench-guest-TAG.txt            MaskFDBench and ScaleBench (eventfd, kernel) in the EFD_MASK guest
+  bench-guest-emulation-TAG.txt  ScaleBench for the emulation in the guest
+                                 (both optional only when the run file says --no-guest)
+  bench-profile-TAG.txt          profiles (optional only when the run file says it was not run)
 Everything on the page is computed from those files; the prose around the
-numbers is in this script, and the verdicts (met / missed) follow the numbers.
+numbers is in this script, and the verdicts (met / missed) follow the numbers:
+each is decided on the exact ratio, not on the two decimals printed.
 """
 import argparse
 import glob
@@ -25,15 +31,68 @@ import sys
 
 # ---------------------------------------------------------------- helpers
 
-def newest(results, pattern, tag=None):
-    """The file for run `tag` (e.g. 2026-11-29 or 2026-11-29-quick), else the newest full-run file."""
-    files = sorted(glob.glob(os.path.join(results, pattern)))
-    if tag:
-        tagged = [f for f in files if f.endswith(f"-{tag}.txt")]
-        if tagged:
-            return tagged[-1]
-    files = [f for f in files if not f.endswith("-quick.txt")]
-    return files[-1] if files else None
+# (key, file prefix, section of the run file's "not run:" lines that makes it optional, or None)
+RUN_FILES = [
+    ("run", "bench-run", None),
+    ("mask_host", "bench-maskfd-host", None),
+    ("peers", "bench-peers", None),
+    ("scale_host", "bench-scale-host", None),
+    ("autobind", "bench-autobind", None),
+    ("echo", "bench-echobench", "echobench"),
+    ("guest", "bench-guest", "guest"),
+    ("guest_emu", "bench-guest-emulation", "guest"),
+    ("profile", "bench-profile", "profile"),
+]
+
+
+def newest_tag(results):
+    """The tag of the newest run in `results`: tags sort by their UTC date and time."""
+    tags = sorted(os.path.basename(f)[len("bench-run-"):-len(".txt")]
+                  for f in glob.glob(os.path.join(results, "bench-run-*.txt")))
+    if not tags:
+        sys.exit(f"report.py: no bench-run-TAG.txt in {results}: nothing to report (run scripts/benchmarks.sh)")
+    return tags[-1]
+
+
+def parse_run(text):
+    run, not_run, incomplete = {}, [], []
+    for line in text.splitlines():
+        if ": " not in line or line.startswith(" "):
+            continue
+        a, b = line.split(": ", 1)
+        a, b = a.strip(), b.strip()
+        if a == "not run":
+            not_run.append(b)
+        elif a == "incomplete":
+            incomplete.append(b)
+        else:
+            run.setdefault(a, b)
+    return run, not_run, incomplete
+
+
+def run_files(results, tag):
+    """{key: path or None} for run `tag`, and the run file's facts; exits when a required file is missing."""
+    files = {key: os.path.join(results, f"{prefix}-{tag}.txt") for key, prefix, _ in RUN_FILES}
+    if not os.path.isfile(files["run"]):
+        sys.exit(f"report.py: run {tag}: {os.path.basename(files['run'])} is missing in {results}")
+    run, not_run, incomplete = parse_run(read(files["run"]))
+    if run.get("tag", tag) != tag:
+        sys.exit(f"report.py: {files['run']} says tag {run['tag']}, not {tag}")
+    skipped = {n.split()[0] for n in not_run}
+    missing = []
+    for key, prefix, optional_when in RUN_FILES:
+        if os.path.isfile(files[key]):
+            if optional_when in skipped:
+                files[key] = None  # the run says it was not run: a stray file is not this run's
+            continue
+        files[key] = None
+        if optional_when not in skipped:
+            missing.append(f"{prefix}-{tag}.txt")
+    if missing:
+        sys.exit(f"report.py: run {tag} is incomplete, missing in {results}: {', '.join(missing)} "
+                 "(the page is built from one run only; rerun scripts/benchmarks.sh, or for a section skipped "
+                 "on purpose its flag must be recorded in the run file)")
+    return files, run, not_run, incomplete
 
 
 def read(path):
@@ -114,11 +173,25 @@ def parse_peers(path):
 
 
 def parse_scale(text):
-    return [kv(l) for l in text.splitlines() if l.startswith("scale kind=")]
+    """ScaleBench's `scale kind=...` lines; a count capped by RLIMIT_NOFILE gets `asked` (ScaleBench prints
+    `scale: KIND BACKEND WANTED needs F fds, above RLIMIT_NOFILE L: measuring N` before the child's line)."""
+    out, asked = [], {}
+    for l in text.splitlines():
+        m = re.match(r"scale: (\w+) (\w+) (\d+) needs (\d+) fds, above RLIMIT_NOFILE (\d+): measuring (\d+)", l)
+        if m:
+            asked[(m.group(1), m.group(2), m.group(6))] = (m.group(3), m.group(5))
+        elif l.startswith("scale kind="):
+            d = kv(l)
+            a = asked.get((d.get("kind"), d.get("backend"), d.get("count")))
+            if a:
+                d["asked"], d["rlimit"] = a
+            out.append(d)
+    return out
 
 
 def parse_maskfd(text):
-    """{(backend, transition): ratio}, eventfd ns, {subject: (median ns, ratio)} from MaskFDBench's tables."""
+    """{(backend, transition): (ns, ratio)}, {subject: (median ns, fastest ns, ratio)}, eventfd ns.
+    Ratios are recomputed from the nanoseconds (exact), not taken from MaskFDBench's two-decimal column."""
     trans, wake, efd = {}, {}, float("nan")
     m = re.search(r"vs eventfd write\+read \((\d+) ns\)", text)
     if m:
@@ -126,14 +199,16 @@ def parse_maskfd(text):
     for cells in md_rows(text):
         if len(cells) == 4 and cells[1] and cells[3].endswith("x") and "ns" not in cells[2]:
             try:
-                trans[(cells[0], cells[1])] = (float(cells[2]), float(cells[3][:-1]))
+                trans[(cells[0], cells[1])] = (float(cells[2]), float(cells[2]) / efd)
             except ValueError:
                 pass
         elif len(cells) == 4 and cells[1].endswith(" ns") and cells[3].endswith("x"):
             try:
-                wake[cells[0]] = (float(cells[1][:-3]), float(cells[2][:-3]), float(cells[3][:-1]))
+                wake[cells[0]] = [float(cells[1][:-3]), float(cells[2][:-3]), float("nan")]
             except ValueError:
                 pass
+    base = wake.get("eventfd", [float("nan")])[0]
+    wake = {name: (v[0], v[1], v[0] / base) for name, v in wake.items()}
     return trans, wake, efd
 
 
@@ -274,7 +349,7 @@ def echobench_section(path):
              "ProtocolSocket, io_uring", "ProtocolSocket, epoll"]
     servers = [s for s in order if s in servers] + [s for s in servers if s not in order]
     nio = next((s for s in servers if s.startswith("SwiftNIO")), None)
-    out, headline = [], {}
+    out, headline, medians = [], {}, {}
     for w in workloads:
         def m(s, f):
             return med([num(d, f) for d in groups.get((w, s), [])])
@@ -287,10 +362,11 @@ def echobench_section(path):
             t.append([s, x(r), x(c), x(m(s, "p50_us") / m(nio, "p50_us")), k(m(s, "rate")),
                       us(m(s, "cpu_us_per_trip"), 2), f"{us(m(s, 'p50_us'))} / {us(m(s, 'p99_us'))}"])
             headline[(w, s)] = (r, c)
+            medians[(w, s)] = dict(rate=m(s, "rate"), cpu=m(s, "cpu_us_per_trip"), p50=m(s, "p50_us"))
         out.append(f"#### {w}\n")
         out.append(table(["server", "round trips/s vs NIO", "server CPU/rt vs NIO", "p50 vs NIO", "round trips/s",
                           "server CPU us/rt", "p50 / p99 us"], t))
-    return "\n".join(out), headline
+    return "\n".join(out), headline, medians
 
 
 def scale_tables(lines, guest):
@@ -306,8 +382,10 @@ def scale_tables(lines, guest):
         c = l.get("created", "-")
         asked = l.get("count")
         shown = f"{int(c):,}" if c.isdigit() else c
-        if asked and c.isdigit() and int(asked) != int(c):
-            shown += f" (asked {int(asked):,}: RLIMIT_NOFILE)"
+        if l.get("asked"):
+            shown += f" ({int(l['asked']):,} asked; capped by RLIMIT_NOFILE {int(l['rlimit']):,})"
+        elif asked and c.isdigit() and int(asked) != int(c):
+            shown += f" ({int(asked):,} asked)"
         name = f"{l.get('kind')} / {l.get('backend')}"
         first, last = num(l, "create_first10pct_ns_per"), num(l, "create_last10pct_ns_per")
         row = [name, shown, l.get("fds_per", "-"), f"{num(l, 'slab_per_bytes'):,.0f}",
@@ -406,48 +484,152 @@ def chart(path, rr_head, ps_head, mask_host, mask_guest, scale_guest):
     ax.set_xlabel("objects in the epoll set (guest, EFD_MASK kernel)")
     ax.set_ylabel("p50 / p50 at the smallest count")
     ax.set_title("Finding one readable object among N")
-    ax.legend(fontsize=7)
+    if series:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no guest results in this run", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+# ---------------------------------------------------------------- verdicts
+
+def dfmt(d):
+    s = f"{d:.2f}"
+    return s if float(s) != 0 else f"{d:.4f}"
+
+
+def rfmt(v, target):
+    """Two decimals, or four when two would print the target itself for a value that differs from it."""
+    s = f"{v:.2f}"
+    if v == v and v != target and float(s) == float(target):
+        s = f"{v:.4f}"
+    return s
+
+
+class Verdicts:
+    """Every target check of the page: decided on the exact value, printed with two decimals."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, group, area, cell, value, op, target, unit="x", why_absent=None):
+        ok = value == value and (value <= target if op == "<=" else value >= target)
+        self.rows.append(dict(group=group, area=area, cell=cell, value=value, op=op, target=target, unit=unit,
+                              ok=ok, why_absent=why_absent))
+        return ok
+
+    @staticmethod
+    def measured(r):
+        if r["value"] != r["value"]:
+            return "-"
+        if r["unit"] == "x":
+            return f"{rfmt(r['value'], r['target'])}x"
+        return f"{rfmt(r['value'], r['target'])} {r['unit']}"
+
+    @staticmethod
+    def text(r):
+        v, t = r["value"], r["target"]
+        if v != v:
+            return "**not measured**" + (f": {r['why_absent']}" if r["why_absent"] else "")
+        if r["ok"]:
+            return "met"
+        unit = "x" if r["unit"] == "x" else f" {r['unit']}"
+        if r["op"] == "<=":
+            return f"**missed** by {dfmt(v - t)}{unit} ({(v / t - 1):.0%} over)".replace("(0% over)", f"({(v / t - 1):.2%} over)")
+        return f"**missed** by {dfmt(t - v)}{unit} ({(1 - v / t):.0%} short)".replace("(0% short)", f"({(1 - v / t):.2%} short)")
+
+    def by_area(self):
+        areas = []
+        for r in self.rows:
+            if r["area"] not in areas:
+                areas.append(r["area"])
+        return [(a, [r for r in self.rows if r["area"] == a]) for a in areas]
+
+    def missed(self, group=None):
+        return [r for r in self.rows if not r["ok"] and (group is None or r["group"] == group)]
+
+
+# ---------------------------------------------------------------- the guest's scale cells
+
+def guest_commands(text):
+    """[(command, exit result or None)] in the order the guest ran them."""
+    out = []
+    for part in text.split("USERPROTO-GUEST-RUN: ")[1:]:
+        cmd = part.splitlines()[0].strip()
+        res = None
+        for line in part.splitlines():
+            if line.startswith("USERPROTO-GUEST-EXIT: ") and line.endswith(cmd):
+                res = line[len("USERPROTO-GUEST-EXIT: "):-len(cmd)].strip()
+        out.append((cmd, res))
+    return out
+
+
+def scale_cells_of(cmd):
+    """The (kind, backend, count) cells a ScaleBench command line asks for."""
+    if "ScaleBench" not in cmd:
+        return set()
+    m = re.search(r"--backends (\S+)", cmd)
+    backends = m.group(1).split(",") if m else ["eventfd", "pair", "full", "kernel"]
+    m = re.search(r"--counts (\S+)", cmd)
+    counts = [int(c) for c in m.group(1).split(",")] if m else ([1000, 10000] if "--quick" in cmd else [1000, 10000, 100000])
+    cells = {("masks", b, c) for b in backends for c in counts}
+    if "--sockets" in cmd:
+        cells |= {("sockets", b, c) for b in backends if b != "eventfd" for c in counts}
+    return cells
+
+
+FULL_RUN_GUEST_CELLS = ({("masks", b, c) for b in ("eventfd", "kernel", "pair", "full") for c in (1000, 10000, 100000)}
+                        | {("sockets", b, c) for b in ("kernel", "pair", "full") for c in (1000, 10000, 100000)})
+
+
+def missing_guest_cells(texts, scale_lines, failures, full_run):
+    """{(kind, backend, count): why} for every guest cell asked for (or required of a full run) with no result."""
+    cmds, status = [], []
+    for t in texts:
+        cmds += guest_commands(t)
+        status += re.findall(r"^USERPROTO-BENCH-GUEST-STATUS: (.*)$", t, re.M)
+    present = {(l.get("kind"), l.get("backend"), int(l.get("count", "0"))) for l in scale_lines
+               if not l.get("asked")}
+    expected = set().union(*[scale_cells_of(c) for c, _ in cmds]) if cmds else set()
+    if full_run:
+        expected |= FULL_RUN_GUEST_CELLS
+    why = {}
+    for cell in sorted(expected - present, key=lambda c: (c[2], c[0], c[1])):
+        kind, backend, count = cell
+        fail = next((f for f in failures if (f.get("kind"), f.get("backend"), f.get("count")) == (kind, backend, str(count))), None)
+        cmd = next(((c, r) for c, r in cmds if cell in scale_cells_of(c)), None)
+        if fail:
+            why[cell] = f"ScaleBench's child process failed ({fail.get('failure')})"
+        elif cmd is None:
+            why[cell] = ("no guest command of this run asked for it" if not status or "status 0" in status[-1]
+                         else f"the guest boot ended before the command for it started ({'; '.join(status)})")
+        elif cmd[1] == "timeout":
+            m = re.search(r"USERPROTO_TIMEOUT=(\d+)", cmd[0])
+            why[cell] = f"its guest command hit USERPROTO_TIMEOUT={m.group(1) if m else '?'} s before reaching it"
+        elif cmd[1] is None:
+            why[cell] = ("the guest boot ended before its command finished (kernel/test.sh's --timeout or a guest crash"
+                         + (f"; {'; '.join(status)}" if status else "") + ")")
+        else:
+            why[cell] = f"its guest command exited ({cmd[1]}) without a result for it"
+    return why
 
 
 # ---------------------------------------------------------------- page
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="Builds the benchmark page from the result files of one run.")
     ap.add_argument("--results", required=True)
     ap.add_argument("--page", required=True)
     ap.add_argument("--chart", required=True)
-    ap.add_argument("--tag")
-    ap.add_argument("--echo-results", help="where to look for EchoBench files too (default: --results)")
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tag", help="the run id: read only the files of this run")
+    g.add_argument("--report-only", action="store_true", help="the run of the newest bench-run-TAG.txt")
     args = ap.parse_args()
     R, page = args.results, args.page
-    files = {
-        "run": newest(R, "bench-run-*.txt", args.tag),
-        "mask_host": newest(R, "bench-maskfd-host-*.txt", args.tag),
-        "guest": newest(R, "bench-guest-*.txt", args.tag),
-        "guest100k": newest(R, "bench-guest100k-*.txt"),
-        "peers": newest(R, "bench-peers-*.txt", args.tag),
-        "scale_host": newest(R, "bench-scale-host-*.txt", args.tag),
-        "profile": newest(R, "bench-profile-*.txt"),
-        "autobind": newest(R, "bench-autobind-*.txt", args.tag),
-    }
-    echo_dirs = {R, args.echo_results or R}
-    echo = sorted([f for d in echo_dirs for pat in ("echobench-*.txt", "bench-echobench-*.txt")
-                   for f in glob.glob(os.path.join(d, pat))],
-                  key=lambda p: (re.search(r"(\d{4}-\d{2}-\d{2})", p).group(1), os.path.getmtime(p)))
-    echo = [e for e in echo if "quick" not in e]
-    files["echo"] = echo[-1] if echo else None
-    missing = [n for n in ("run", "mask_host", "peers", "scale_host") if not files[n]]
-    if missing:
-        sys.exit(f"report.py: missing result files: {missing} in {R}")
-
-    run_text = read(files["run"])
-    run = {}
-    for line in run_text.splitlines():
-        if ": " in line and not line.startswith(" "):
-            a, b = line.split(": ", 1)
-            run.setdefault(a.strip(), b.strip())
+    tag = args.tag or newest_tag(R)
+    files, run, not_run, incomplete = run_files(R, tag)
+    full_run = not tag.endswith("-quick") and "--quick" not in run.get("command", "")
 
     rr, ps, peers_header = parse_peers(files["peers"])
     rr_md, rr_head = rr_section(rr, files["peers"], page, [])
@@ -455,6 +637,7 @@ def main():
     mask_host_text = read(files["mask_host"])
     mh_trans, mh_wake, mh_efd = parse_maskfd(mask_host_text)
     guest_text = read(files["guest"]) if files["guest"] else ""
+    emu_text = read(files["guest_emu"]) if files["guest_emu"] else ""
     g_runs = [parse_maskfd(sec) for sec in guest_text.split("USERPROTO-GUEST-RUN:") if "on+off pairs" in sec]
     g_trans, g_wake = {}, {}
     for key in (g_runs[0][0] if g_runs else {}):
@@ -463,16 +646,149 @@ def main():
     for key in (g_runs[0][1] if g_runs else {}):
         vals = [r[1][key][2] for r in g_runs if key in r[1]]
         g_wake[key] = (float("nan"), float("nan"), sum(vals) / len(vals), vals)
-    scale_host = parse_scale(read(files["scale_host"]))
-    scale_guest = parse_scale(guest_text)
-    if files["guest100k"]:
-        scale_guest += parse_scale(read(files["guest100k"]))
-    scale_guest.sort(key=lambda l: (l.get("kind") != "masks", ["eventfd", "kernel", "pair", "full"].index(l.get("backend")) if l.get("backend") in ["eventfd", "kernel", "pair", "full"] else 9, int(l.get("created", "0") or 0)))
-    echo_md, echo_head = echobench_section(files["echo"]) if files["echo"] else ("(no EchoBench result file)", {})
+    scale_host_text = read(files["scale_host"])
+    scale_host = [l for l in parse_scale(scale_host_text) if "failure" not in l]
+    host_failures = [l for l in parse_scale(scale_host_text) if "failure" in l]
+    guest_scale_all = parse_scale(guest_text) + parse_scale(emu_text)
+    scale_guest = [l for l in guest_scale_all if "failure" not in l]
+    guest_failures = [l for l in guest_scale_all if "failure" in l]
+    order = ["eventfd", "kernel", "pair", "full"]
+    scale_guest.sort(key=lambda l: (l.get("kind") != "masks", order.index(l.get("backend")) if l.get("backend") in order else 9,
+                                    int(l.get("created", "0") or 0)))
+    guest_ran = "guest" not in {n.split()[0] for n in not_run}
+    missing_cells = missing_guest_cells([guest_text, emu_text], scale_guest, guest_failures, full_run) if guest_ran else {}
+    if files["echo"]:
+        echo_md, echo_head, echo_med = echobench_section(files["echo"])
+    else:
+        echo_md, echo_head, echo_med = "", {}, {}
     profile_text = read(files["profile"]) if files["profile"] else ""
+    limits = run.get("limits", "")
 
-    # ---- headline numbers
-    H = []
+    def lim(pattern):
+        m = re.search(pattern, limits)
+        return m.group(1) if m else None
+
+    # ---- every target, decided once; the summary and "Where we lose" both read these
+    V = Verdicts()
+    A_TRANS = "Mask fd transitions, on+off vs eventfd write+read (target: at most 2x on the emulation, at most 1.1x on the kernel backend)"
+    A_WAKE = "Mask fd wake latency through epoll_wait vs eventfd (target: at most 1.1x)"
+    A_ECHO = "TCP echo, 16 connections, ProtocolSocket vs SwiftNIO (target: at least 1.2x its round trips/s, at most 0.8x its server CPU per round trip)"
+    A_URING = "io_uring loop vs the epoll fallback, echo round trips/s (target: at least 1.2x)"
+    A_RR = "Request/reply p50 vs the raw C ping-pong (target: at most 1.3x)"
+    A_PS = "Pub/sub, 1 publisher to 8 subscribers, delivered per subscriber vs NNG pub0 (target: at least 3x)"
+    A_FDS = "Scale: fds per mask or socket (target: 1 on the kernel backend, at most 2 on the emulation)"
+    A_DET = ("Scale: finding one readable among 100,000 vs among 1,000, raise + epoll_wait p50, in the guest "
+             "(target: \"about what it costs\", read here as at most 1.2x)")
+    TRANSITIONS = ["POLLIN on+off", "POLLOUT on+off", "POLLIN+POLLOUT on+off", "POLLERR on+off"]
+    for (b, t), (_, r) in mh_trans.items():
+        if t in TRANSITIONS:
+            V.add("trans-emu", A_TRANS, f"host, {b}, {t}", r, "<=", 2.0)
+    for (b, t), (_, r, vals) in g_trans.items():
+        if t in TRANSITIONS:
+            kern = b == "kernel"
+            V.add("trans-kernel" if kern else "trans-emu", A_TRANS,
+                  f"guest (mean of {len(vals)} runs), {b}, {t}", r, "<=", 1.1 if kern else 2.0)
+    if guest_ran and not g_trans:
+        why = f"no MaskFDBench output in {os.path.basename(files['guest'])}" + (f" ({'; '.join(incomplete)})" if incomplete else "")
+        V.add("trans-kernel", A_TRANS, "guest, kernel backend", float("nan"), "<=", 1.1, why_absent=why)
+        V.add("wake-kernel", A_WAKE, "guest, mask fd, kernel", float("nan"), "<=", 1.1, why_absent=why)
+    for name, (_, _, r) in mh_wake.items():
+        if name != "eventfd":
+            V.add("wake-emu", A_WAKE, f"host, {name}", r, "<=", 1.1)
+    for name, (_, _, r, vals) in g_wake.items():
+        if name != "eventfd":
+            V.add("wake-kernel" if "kernel" in name else "wake-emu", A_WAKE,
+                  f"guest (mean of {len(vals)} runs), {name}", r, "<=", 1.1)
+    for (w, s), (r, c) in sorted(echo_head.items()):
+        if w.startswith("16") and s.startswith("ProtocolSocket"):
+            V.add("echo-nio", A_ECHO, f"{w}, {s}: round trips/s", r, ">=", 1.2)
+            V.add("echo-nio", A_ECHO, f"{w}, {s}: server CPU per round trip", c, "<=", 0.8)
+    for w in sorted({w for (w, _) in echo_med}, key=lambda w: (int(w.split()[0]), w)):
+        for kind in ("loop raw ops", "ProtocolSocket"):
+            u, e = echo_med.get((w, f"{kind}, io_uring")), echo_med.get((w, f"{kind}, epoll"))
+            if u and e:
+                V.add("uring-1" if w.startswith("1 ") else "uring-16", A_URING, f"{w}, {kind}", u["rate"] / e["rate"], ">=", 1.2)
+    subjects = [("ours/rr-client-sp", "our EchoServer (io_uring), C SP client"),
+                ("ours-epoll/rr-client-sp", "our EchoServer (epoll), C SP client"),
+                ("ours/req-socket", "ours end to end (ReqSocket clients)")]
+    for (c, sz, p) in sorted({(c, sz, p) for (c, sz, p, _) in rr_head}, key=lambda t: (t[0], t[2] != "apart", t[1])):
+        for subj, label in subjects:
+            h = rr_head.get((c, sz, p, subj))
+            if h:
+                V.add("rr-e2e" if subj == "ours/req-socket" else "rr-server", A_RR,
+                      f"{c} conn, {sz if sz < 1024 else sz // 1024} {'B' if sz < 1024 else 'KiB'}, "
+                      f"{'across CPUs' if p == 'apart' else 'one CPU'}: {label}", h["p50"], "<=", 1.3)
+    for sz in (64, 4096):
+        for subj, label in (("ours/sp-sub", "our Publisher, C SP subscribers"), ("ours/sub-socket", "ours end to end (SubSocket subscribers)")):
+            h = ps_head.get((8, sz, subj))
+            if h:
+                V.add("pubsub", A_PS, f"{sz if sz < 1024 else sz // 1024} {'B' if sz < 1024 else 'KiB'}: {label}", h["ratio"], ">=", 3.0)
+    for where, lines_ in (("host", scale_host), ("guest", scale_guest)):
+        groups = {}
+        for l in lines_:
+            groups.setdefault((l.get("kind"), l.get("backend")), []).append(l)
+        for (kind, backend), ls in groups.items():
+            if backend == "eventfd":
+                continue
+            fds = max(num(l, "fds_per") for l in ls)
+            V.add("fds-full" if backend == "full" else "fds", A_FDS,
+                  f"{where}, {kind} / {backend} (largest of {len(ls)} counts)", fds, "<=", 1.0 if backend == "kernel" else 2.0, unit="fds")
+    if guest_ran:
+        for kind, backend in [("masks", "kernel"), ("masks", "pair"), ("masks", "full"),
+                              ("sockets", "kernel"), ("sockets", "pair"), ("sockets", "full")]:
+            def cell(n):
+                return next((l for l in scale_guest if (l.get("kind"), l.get("backend")) == (kind, backend)
+                             and l.get("created") == str(n)), None)
+            a, b = cell(1000), cell(100000)
+            asked = any(kb[:2] == (kind, backend) for kb in missing_cells) or a or b
+            if not asked:
+                continue
+            r = num(b, "detect_p50_ns") / num(a, "detect_p50_ns") if a and b else float("nan")
+            why = "; ".join(f"{n:,}: {missing_cells[(kind, backend, n)]}" for n in (1000, 100000) if (kind, backend, n) in missing_cells)
+            V.add("detect", A_DET, f"{kind} / {backend}", r, "<=", 1.2, why_absent=why or ("not in this run's guest commands" if full_run
+                                                                     else "a quick run stops at 10,000"))
+
+    lines = []
+    P = lines.append
+    P("# Benchmarks against the peers\n")
+    P("UserProto's mask fd, SP request/reply, SP pub/sub, TCP echo and scale, each measured in one run side by "
+      "side with its peer: eventfd, raw C, NNG 1.5.2, SwiftNIO 2.101.3. **Read the ratios.** Absolute times are "
+      "context only: this 2-vCPU VM is noisy, and its cross-CPU wake-up (about 50 us when the other vCPU idles) "
+      "dominates every round trip.\n")
+    P(f"Generated by `scripts/benchmarks.sh` from the raw files of run `{tag}` in [results/]({rel(R, page)}) "
+      f"(listed at the end; every one carries the run id `{tag}`); the chart is [benchmarks.png](benchmarks.png).\n")
+    P("![ratios](benchmarks.png)\n")
+    P("## Machine and run\n")
+    P(f"- run id: `{tag}`")
+    for key in ("date", "machine", "cpu", "toolchain", "peers", "commit", "load before", "limits", "command", "builds", "durations"):
+        if key in run:
+            P(f"- {key}: {run[key]}")
+    for n in not_run:
+        P(f"- **not run**: {n}")
+    for n in incomplete:
+        P(f"- **incomplete**: {n}")
+    P("")
+    P("The durations are this run's"
+      + (", a warm one: a cold run also builds SwiftNIO and every benchmark product from scratch and the EFD_MASK "
+         "guest kernel (kernel/test.sh), and takes correspondingly longer." if not run.get("builds", "").startswith("cold")
+         else ", a cold one (SwiftNIO, the products and possibly the guest kernel built from scratch); a warm run is shorter.")
+      + "\n")
+
+    # ---- summary
+    P("## Summary: where we are ahead, where we are behind\n")
+    n_ok = sum(r["ok"] for r in V.rows)
+    P(f"**{n_ok} of {len(V.rows)} target checks met, {len(V.rows) - n_ok} missed or not measured.** Each check is "
+      "decided on the exact ratio; two decimals are printed (four where two would print the target itself). "
+      "Every miss is explained in [Where we lose](#where-we-lose-and-why).\n")
+    if not files["echo"]:
+        P("**Section 4 (TCP echo against SwiftNIO) and the io_uring / epoll comparison are missing from this run** "
+          "(EchoBench was skipped with --no-echobench): their targets are not judged here.\n")
+    if not guest_ran:
+        P("**The QEMU guest was not run** (--no-guest): no kernel-backend numbers, no 100,000 masks or sockets; "
+          "those targets are not judged here.\n")
+    for area, rows in V.by_area():
+        P(f"**{area}**\n")
+        P(table(["cell", "measured", "verdict"], [[r["cell"], Verdicts.measured(r), Verdicts.text(r)] for r in rows]))
 
     def hv(d, key, field):
         return d.get(key, {}).get(field, float("nan"))
@@ -485,103 +801,53 @@ def main():
     e2e1s = hv(rr_head, (1, 64, "same", "ours/req-socket"), "p50")
     e2e16 = hv(rr_head, (16, 64, "apart", "ours/req-socket"), "rate_vs_nng")
     ours16 = hv(rr_head, (16, 64, "apart", "ours/rr-client-sp"), "rate_vs_nng")
-    ps8 = hv(ps_head, (8, 64, "ours/sp-sub"), "ratio")
-    ps8k = hv(ps_head, (8, 4096, "ours/sp-sub"), "ratio")
     ps64k = hv(ps_head, (64, 4096, "ours/sp-sub"), "ratio")
     ps64kE = hv(ps_head, (64, 4096, "ours/sub-socket"), "ratio")
-
-    def verdict(ok):
-        return "met" if ok else "**missed**"
-
-    lines = []
-    P = lines.append
-    P("# Benchmarks against the peers\n")
-    P("UserProto's mask fd, SP request/reply, SP pub/sub, TCP echo and scale, each measured in one run side by "
-      "side with its peer: eventfd, raw C, NNG 1.5.2, SwiftNIO 2.101.3. **Read the ratios.** Absolute times are "
-      "context only: this 2-vCPU VM is noisy, and its cross-CPU wake-up (about 50 us when the other vCPU idles) "
-      "dominates every round trip.\n")
-    P(f"Generated by `scripts/benchmarks.sh` from the raw files in [results/]({rel(R, page)}) "
-      f"(listed at the end); the chart is [benchmarks.png](benchmarks.png).\n")
-    P("![ratios](benchmarks.png)\n")
-    P("## Machine and run\n")
-    for key in ("date", "machine", "cpu", "toolchain", "peers", "commit", "load before", "command", "durations"):
-        if key in run:
-            P(f"- {key}: {run[key]}")
-    P("")
-
-    # ---- summary
-    P("## Summary: where we are ahead, where we are behind\n")
+    P("Context for the verdicts above:\n")
     summary = []
     summary.append(
-        f"- **Request/reply p50, 1 connection, 64 B** (our EchoServer driven by the C SP client): "
-        f"**{x(ours1)}** the raw C ping-pong with server and client on different CPUs, **{x(ours1s)}** on one CPU "
-        f"(target at most 1.3x: {verdict(max(ours1, ours1s) <= 1.3)}). NNG end to end (req0 -> rep0): {x(nng1)} / {x(nng1s)}.")
-    behind = [(label, r) for label, r in (("1 connection across CPUs", hv(rr_head, (1, 64, "apart", "ours/req-socket"), "vs_nng")),
-                                           ("1 connection on one CPU", hv(rr_head, (1, 64, "same", "ours/req-socket"), "vs_nng")))]
+        f"- **Request/reply, 1 connection, 64 B**: our EchoServer driven by the C SP client is {x(ours1)} the raw C "
+        f"ping-pong's p50 across CPUs and {x(ours1s)} on one CPU; NNG end to end (req0 -> rep0) is {x(nng1)} / {x(nng1s)}.")
+    vs1 = hv(rr_head, (1, 64, "apart", "ours/req-socket"), "vs_nng")
+    vs1s = hv(rr_head, (1, 64, "same", "ours/req-socket"), "vs_nng")
     summary.append(
-        f"- **Ours end to end** (ReqSocket clients polled by fd, against NNG's req0 -> rep0): p50 "
-        + ", ".join(f"{x(r)} NNG's with {label}" for label, r in behind)
-        + f"; with 16 connections {x(e2e16)} NNG's round trips/s. "
+        f"- **Ours end to end** (ReqSocket clients polled by fd, against NNG's req0 -> rep0): p50 {x(vs1)} NNG's with "
+        f"1 connection across CPUs, {x(vs1s)} on one CPU; with 16 connections {x(e2e16)} NNG's round trips/s. "
         + ("**We are behind NNG with one connection across CPUs**: the server answers the C client at raw-C speed, "
-           "so the gap is in our client (see [Where we lose](#where-we-lose-and-why)). "
-           if behind[0][1] > 1 else "")
+           "so the gap is in our client (see [Where we lose](#where-we-lose-and-why)). " if vs1 > 1 else "")
         + f"Against raw C the end-to-end p50 is {x(e2e1)} across CPUs and {x(e2e1s)} on one CPU (NNG: {x(nng1)} / {x(nng1s)}).")
+    summary.append(f"- **16 connections, 64 B**: our server reaches {x(ours16)} NNG rep0's round trips/s with the same C client.")
     summary.append(
-        f"- **16 connections, 64 B**: our server reaches {x(ours16)} NNG rep0's round trips/s with the same C client.")
-    summary.append(
-        f"- **Pub/sub, 8 subscribers, 64 B**: **{x(ps8)}** NNG's delivered messages per subscriber "
-        f"(target at least 3x: {verdict(ps8 >= 3)}); at 4 KiB **{x(ps8k)}** ({verdict(ps8k >= 3)}); "
-        f"64 subscribers at 4 KiB **{x(ps64k)}** (SubSocket clients: {x(ps64kE)}): "
-        + ("we are behind NNG there." if min(ps64k, ps64kE) < 1 else "ahead of NNG.")
+        f"- **Pub/sub, 64 subscribers, 4 KiB** (no target): {x(ps64k)} NNG's delivered messages per subscriber "
+        f"(SubSocket clients: {x(ps64kE)})"
+        + (": behind NNG." if min(ps64k, ps64kE) < 1 else ": ahead of NNG.")
         + (" Every drop was counted: for each run and each subscriber, the publisher's drop counter equals "
            "published minus received." if accounting and all(accounting) else
            " **Drop accounting mismatch in some runs.**" if accounting else ""))
-    if mh_trans:
-        pin = [r for (b, t), (_, r) in mh_trans.items() if t == "POLLIN on+off"]
-        pout = [r for (b, t), (_, r) in mh_trans.items() if t == "POLLOUT on+off"]
-        summary.append(
-            f"- **Mask fd transitions (host, emulation)**: POLLOUT on+off {min(pout):.2f}-{max(pout):.2f}x eventfd "
-            f"write+read (target 2x: {verdict(max(pout) <= 2)}), POLLIN on+off {min(pin):.2f}-{max(pin):.2f}x "
-            f"({verdict(max(pin) <= 2)}).")
-    if mh_wake:
-        ws = [r for name, (_, _, r) in mh_wake.items() if name != "eventfd"]
-        summary.append(f"- **Wake latency (host, emulation)**: {min(ws):.2f}-{max(ws):.2f}x eventfd (target 1.1x: "
-                       f"{verdict(max(ws) <= 1.1)}).")
-    if g_trans:
-        kin = [v[1] for (b, t), v in g_trans.items() if b == "kernel" and t in ("POLLIN on+off", "POLLOUT on+off")]
-        kw = [v[2] for name, v in g_wake.items() if "kernel" in name]
-        if kin:
-            summary.append(
-                f"- **Kernel backend (EFD_MASK guest, TCG; mean of {len(g_runs)} runs)**: POLLIN/POLLOUT on+off {min(kin):.2f}-{max(kin):.2f}x "
-                f"eventfd (target 1.1x: {verdict(max(kin) <= 1.1)})"
-                + (f"; wake latency {kw[0]:.2f}x eventfd ({verdict(kw[0] <= 1.1)})." if kw else "."))
-    # scale
     k100 = [l for l in scale_guest if l.get("backend") == "kernel" and l.get("kind") == "masks" and l.get("created") == "100000"]
-    k1 = [l for l in scale_guest if l.get("backend") == "kernel" and l.get("kind") == "masks" and l.get("created") == "1000"]
-    if k100 and k1:
+    if k100:
         summary.append(
             f"- **Scale, kernel backend, 100,000 mask fds in one process** (guest): {k100[0].get('fds_per')} fd each, "
-            f"{num(k100[0], 'slab_per_bytes'):,.0f} B of slab each; finding the one readable fd among 100,000 costs "
-            f"{x(num(k100[0], 'detect_p50_ns') / num(k1[0], 'detect_p50_ns'))} what it costs among 1,000 "
-            f"(epoll_wait alone {x(num(k100[0], 'wait_p50_ns') / num(k1[0], 'wait_p50_ns'))}).")
+            f"{num(k100[0], 'slab_per_bytes'):,.0f} B of slab each.")
     pairs = [l for l in scale_guest if l.get("backend") == "pair" and l.get("kind") == "masks"]
     if pairs:
         big = max(pairs, key=lambda l: int(l.get("created", "0")))
         summary.append(
-            f"- **Scale, emulation**: {big.get('fds_per')} fds per mask (pair), {num(big, 'slab_per_bytes'):,.0f} B "
-            f"of slab each in the guest; **creation slows down as masks accumulate** (the last 10% of "
-            f"{int(big.get('created')):,} took {x(num(big, 'create_last10pct_ns_per') / num(big, 'create_first10pct_ns_per'))} "
-            "as long each as the first 10%): every mask binds two abstract AF_UNIX names, and the kernel "
-            "finds names by walking hash chains of a fixed-size table. On this host no process can hold more "
-            "than 20,000 fds (below), so 100,000 sockets were measured only in the guest.")
-    for s in summary:
-        P(s)
+            f"- **Scale, emulation** (guest, pair layout, {int(big.get('created')):,} masks): {big.get('fds_per')} fds "
+            f"per mask, {num(big, 'slab_per_bytes'):,.0f} B of slab each; creating the last 10% took "
+            f"{x(num(big, 'create_last10pct_ns_per') / num(big, 'create_first10pct_ns_per'))} as long each as the first "
+            "10% (before creation stopped binding names, this was 3.6x at 10,000: docs/maskcore.md).")
+    if missing_cells:
+        summary.append("- **Cells missing from the guest's scale results**: "
+                       + "; ".join(f"{kd} / {b} at {n:,} ({w})" for (kd, b, n), w in missing_cells.items()) + ".")
+    for s_ in summary:
+        P(s_)
     P("")
 
     # ---- sections
     P("## 1. Mask fd: transition cost and wake latency against eventfd\n")
     P(f"`MaskFDBench` (unchanged), on this machine: [{os.path.basename(files['mask_host'])}]({rel(files['mask_host'], page)}). "
-      "Its output as printed:\n")
+      "Its output as printed (the verdicts above recompute each ratio from the nanoseconds):\n")
     P(mask_host_text.strip() + "\n")
     if g_trans:
         P("The same binary inside the QEMU guest booted with the EFD_MASK kernel (`kernel/test.sh --guest-elf ... "
@@ -595,8 +861,11 @@ def main():
         rows = [[name, f"{r:.2f}x"] + [f"{v:.2f}x" for v in vals] for name, (_, _, r, vals) in g_wake.items()]
         P(table(["fd (guest)", f"wake latency through epoll_wait vs eventfd, mean of {n} runs"]
                 + [f"run {i + 1}" for i in range(n)], rows))
+    elif not guest_ran:
+        P("**The guest section was not run** (--no-guest): the kernel backend was not measured in this run.\n")
     else:
-        P("(No guest result: the kernel backend was not measured in this run.)\n")
+        P("**No MaskFDBench result in the guest's output** ([" + os.path.basename(files['guest']) + "]("
+          + rel(files['guest'], page) + ")): the kernel backend was not measured in this run.\n")
 
     P("## 2. Request/reply round trips: our SP echo against NNG and raw C\n")
     P("One request in flight per connection; p50 and p99 of every round trip in the measured window, medians over "
@@ -607,6 +876,7 @@ def main():
       "by one application thread with epoll on their fds. Server CPU is the server process's schedstat time per "
       "round trip. Servers run on CPU 1 and clients on CPU 0 (as EchoBench); with one connection the same cells "
       "are also run with both on CPU 1, where the floor is about 12 us instead of 55 us and software costs show.\n")
+    P(f"Raw results: [{os.path.basename(files['peers'])}]({rel(files['peers'], page)}).\n")
     P(rr_md)
 
     P("## 3. Pub/sub throughput: our Publisher against NNG pub0\n")
@@ -622,10 +892,14 @@ def main():
 
     P("## 4. TCP echo: a UserProto socket against SwiftNIO\n")
     if files["echo"]:
-        P(f"From EchoBench (the loop benchmarks' page, [benchmarks-loop.md](benchmarks-loop.md), explains the method), "
-          f"its latest result file [{os.path.basename(files['echo'])}]({rel(files['echo'], page)}); medians over its rounds. "
-          "Target: at least 1.2x SwiftNIO's round trips/s with 16 connections, at most 0.8x its server CPU per round trip.\n")
+        P(f"EchoBench, run as part of this run ([benchmarks-loop.md](benchmarks-loop.md) explains the method): "
+          f"[{os.path.basename(files['echo'])}]({rel(files['echo'], page)}); medians over its rounds. "
+          "Target: at least 1.2x SwiftNIO's round trips/s with 16 connections, at most 0.8x its server CPU per round "
+          "trip; and the io_uring loop at least 1.2x the epoll fallback.\n")
         P(echo_md)
+    else:
+        P("**Missing from this run**: EchoBench was skipped (--no-echobench, a development option). No older result "
+          "is used in its place; the TCP echo and io_uring / epoll targets are not judged on this page.\n")
 
     P("## 5. Scale: 10,000 and 100,000 sockets in one process\n")
     P("`ScaleBench` creates N objects in a fresh child process and counts `/proc/self/fd` (fds each), the delta of "
@@ -634,25 +908,47 @@ def main():
       "guest) makes one object chosen at random readable and times the transition plus `epoll_wait` returning it, "
       "and `epoll_wait` alone after the transition. *masks* are `MaskFD`s; *sockets* are `ProtocolSocket`s in "
       "in-memory pairs (`makeSocketPair`) on one event loop, where \"readable\" means the peer sent a message "
-      "(a hop through the loop thread). eventfd is the baseline.\n")
-    limit_note = [l for l in read(files["scale_host"]).splitlines() if "RLIMIT" in l]
-    P("**Limit found on this host:** the hard RLIMIT_NOFILE is 20,000 and cannot be raised: the process is root "
-      "but lacks CAP_SYS_RESOURCE (CapEff `000001fffeffffff`, bit 24 clear), so `setrlimit` fails with EPERM "
-      "although `fs.nr_open` is 1,048,576. On the host each count is therefore capped below 20,000 fds (the "
-      "count column says what was asked). The QEMU guest's root has every capability, so 100,000 was measured there "
-      "(TCG: compare ratios only).\n")
+      "(a hop through the loop thread). eventfd is the baseline. The count column is the number of objects "
+      "created and measured; where RLIMIT_NOFILE capped it, the count asked for follows in parentheses.\n")
+    capped = [l for l in scale_host if l.get("asked")]
+    nofile = max((int(num(l, "nofile_limit", 0)) for l in scale_host), default=0)
+    hn, capeff, capres, nr_open = lim(r"ulimit -Hn ([^,\s]+)"), lim(r"CapEff ([0-9a-fA-F]+)"), lim(r"CAP_SYS_RESOURCE (\w+)"), lim(r"fs\.nr_open (\d+)")
+    if capped:
+        text = (f"**Limit found on this host:** RLIMIT_NOFILE in ScaleBench's children was {nofile:,}, so "
+                f"{len(capped)} of {len(scale_host)} cells were capped below the count asked (100,000 needs up to "
+                "300,000 fds). ")
+        if hn:
+            text += (f"The run file records a hard limit (`ulimit -Hn`) of {hn}, fs.nr_open {nr_open}, and effective "
+                     f"capabilities CapEff `{capeff}`: CAP_SYS_RESOURCE (bit 24) {'present' if capres == 'yes' else 'absent'}"
+                     + (", so `setrlimit` above the hard limit fails with EPERM even for root. " if capres != "yes" else ". "))
+        else:
+            text += "(This run's file does not record `ulimit -Hn` or CapEff.) "
+        text += ("The QEMU guest's root has every capability, so 100,000 is measured there (TCG: compare ratios only).\n"
+                 if guest_ran else "The guest, where 100,000 fits, was not run.\n")
+        P(text)
+    else:
+        P(f"No count was capped on this host (RLIMIT_NOFILE {nofile:,}).\n")
+    if host_failures:
+        P("**Host cells that failed**: " + "; ".join(f"{f.get('kind')} / {f.get('backend')} at {f.get('count')}: {f.get('failure')}"
+                                                  for f in host_failures) + "\n")
     h_per, h_det = scale_tables(scale_host, guest=False)
     P(f"### On this machine ([{os.path.basename(files['scale_host'])}]({rel(files['scale_host'], page)}))\n")
     P(h_per)
     P(h_det)
-    if scale_guest:
-        g_per, g_det = scale_tables(scale_guest, guest=True)
-        src = f"[{os.path.basename(files['guest'])}]({rel(files['guest'], page)})"
-        if files["guest100k"]:
-            src += f", [{os.path.basename(files['guest100k'])}]({rel(files['guest100k'], page)})"
+    if guest_ran:
+        src = ", ".join(f"[{os.path.basename(files[kk])}]({rel(files[kk], page)})" for kk in ("guest", "guest_emu") if files[kk])
         P(f"### In the EFD_MASK guest (Linux 6.1, TCG; {src})\n")
-        P(g_per)
-        P(g_det)
+        if scale_guest:
+            g_per, g_det = scale_tables(scale_guest, guest=True)
+            P(g_per)
+            P(g_det)
+        if missing_cells:
+            P("**Missing cells** (asked for, no result):\n")
+            for (kd, b, n), w in missing_cells.items():
+                P(f"- {kd} / {b} at {n:,}: {w}")
+            P("")
+    else:
+        P("### In the EFD_MASK guest\n\n**Not run** (--no-guest): no kernel backend, and nothing at 100,000.\n")
     P(SCALE_NOTES)
     if files["autobind"]:
         P(f"The abstract names, isolated in C (`Benchmarks/c/peers/autobind_scale.c`, "
@@ -662,39 +958,36 @@ def main():
         P("```\n" + read(files["autobind"]).strip() + "\n```\n")
 
     P("## Where we lose, and why\n")
-    P(losses(rr_head, ps_head, mh_trans, mh_wake, echo_head, profile_text,
+    P("Every target missed above, and whether the loss is **ours, fixed** (in the library since; the numbers here "
+      "still show it only if the run predates the fix), **ours, not fixed** (with the reason), or **not ours** "
+      "(with the reason). The cells listed in each item are this run's; figures quoted with a commit or from docs/ "
+      "are from earlier runs, and the analysis is to be re-checked against each new run.\n")
+    P(losses(V, rr_head, ps_head, profile_text,
              f"[{os.path.basename(files['profile'])}]({rel(files['profile'], page)})" if files["profile"] else None,
-             g_trans, g_wake))
+             missing_cells, capped, nofile, capres, guest_ran, not_run))
 
     P("## Raw results this page was built from\n")
     for name, f in files.items():
         if f:
             P(f"- [{os.path.basename(f)}]({rel(f, page)})")
     P("")
-    P("Regenerate everything with `scripts/benchmarks.sh` (about 15 minutes); `scripts/benchmarks.sh --quick` checks "
-      "the whole pipeline in a few minutes and writes to a scratch directory; `scripts/benchmarks.sh --report-only` "
-      "rebuilds this page from the files above.\n")
+    total = re.search(r"total (\d+) s", run.get("durations", ""))
+    P(f"Regenerate everything with `scripts/benchmarks.sh` (a new run id; this run took "
+      f"{total.group(1) + ' s' if total else 'the durations above'}"
+      f"{', warm' if not run.get('builds', '').startswith('cold') else ', cold'}); "
+      "`scripts/benchmarks.sh --quick` checks the whole pipeline in a few minutes and writes to a scratch directory; `scripts/benchmarks.sh --report-only` rebuilds this page from the newest run's files.\n")
 
     with open(page, "w") as f:
         f.write("\n".join(lines))
     chart(args.chart, rr_head, ps_head, mh_trans, g_trans, [l for l in scale_guest if l.get("kind") == "masks"])
-    print(f"report.py: wrote {page} and {args.chart}")
-
-
-def kernel_verdict(g_trans, g_wake):
-    kin = [v[1] for (b, t), v in g_trans.items() if b == "kernel" and t in ("POLLIN on+off", "POLLOUT on+off")]
-    kw = [v[2] for name, v in (g_wake or {}).items() if "kernel" in name]
-    if not kin:
-        return ""
-    ok = max(kin) <= 1.1 and all(w <= 1.1 for w in kw)
-    return (f" The kernel backend, where it exists, {'meets' if ok else '**misses**'} its 1.1x target: transitions "
-            f"{max(kin):.2f}x and wake latency {', '.join(f'{w:.2f}x' for w in kw)} eventfd in the guest (section 1).")
+    print(f"report.py: run {tag}: wrote {page} and {args.chart}")
 
 
 def profile_numbers(text):
     """Figures from profile.sh's output (0 when absent)."""
     out = {"lock": 0.0, "refcount": 0.0, "faults": 0.0, "memmove": 0.0, "cs": {}, "cpu": {}}
     section = ""
+    current = None
     for line in text.splitlines():
         if line.startswith("callers of"):
             section = "callers"
@@ -720,87 +1013,170 @@ def profile_numbers(text):
         if m:
             current = m.group(1)
         m = re.search(r"([0-9.]+) context switches and ([0-9.]+) us of client CPU", line)
-        if m:
+        if m and current:
             out["cs"][current] = float(m.group(1))
             out["cpu"][current] = float(m.group(2))
     return out
 
 
-def losses(rr_head, ps_head, mh_trans, mh_wake, echo_head, profile_text, profile_link, g_trans=None, g_wake=None):
+def cells(rows):
+    return "; ".join(f"{r['cell']} {Verdicts.measured(r)}" for r in rows)
+
+
+def losses(V, rr_head, ps_head, profile_text, profile_link, missing_cells, capped, nofile, capres, guest_ran, not_run):
+    """One bullet per kind of loss, each classified: ours and fixed, ours and not fixed (why), not ours (why)."""
     P = profile_numbers(profile_text) if profile_text else None
+    reason = next((n for n in not_run if n.startswith("profile")), "profile (missing)")
+    no_profile = ("(No profile in this run: " + reason[len("profile "):].strip("()")
+                  + "; the analysis below comes from earlier runs' profiles.)")
     out = []
-    e1 = rr_head.get((1, 64, "apart", "ours/req-socket"), {})
-    e16 = rr_head.get((16, 64, "apart", "ours/req-socket"), {})
-    if e1:
-        es = rr_head.get((1, 64, "same", "ours/req-socket"), {})
-        text = (f"- **Our REQ client end to end, 1 connection across CPUs**: p50 {x(e1['vs_nng'])} NNG's req0 -> rep0 "
-                f"(64 B). Elsewhere our end-to-end stack is ahead of NNG's (p50 {x(es.get('vs_nng', float('nan')))} NNG's "
-                f"with both ends on one CPU; {x(e16.get('rate_vs_nng', float('nan')))} its round trips/s with 16 "
-                "connections), but against raw C it stays at "
-                f"{x(e1['p50'])} / {x(es.get('p50', float('nan')))} (p50, across CPUs / one CPU), with a p99 of "
-                f"{x(es.get('p99', float('nan')))} raw C on one CPU. Our server is not the cause: driven by the C client "
-                "it is within a few percent of raw C. The client is. ")
+
+    m = V.missed("trans-emu")
+    if m:
+        out.append(
+            f"- **Mask fd transitions on the emulation** ({len(m)} cells above 2x eventfd write+read: {cells(m)}). "
+            "**Ours, not fixed.** The cost is the AF_UNIX datagram path (skb allocation and free, two socket locks, a "
+            "wake-up) against eventfd's counter: docs/maskcore.md measures a raw C `send`+`recv` of an empty datagram "
+            "at 3.4-4.1x eventfd write+read, so POLLIN (one datagram each way) cannot reach 2x on this mechanism; "
+            "POLLIN+POLLOUT is two transitions, and POLLERR is a disconnect, a re-prime and a reconnect (3 syscalls to "
+            "raise, 1 to clear). Not fixed because the floor is the kernel's datagram path, not our code; the TCP "
+            "SO_RCVLOWAT alternative measured 552-665 ns but was not adopted (ports and memory per mask fd). The fix "
+            "is the kernel backend (EFD_MASK), where the kernel has it. Why the guest's ratios are higher than this "
+            "host's for the same binary (POLLOUT included) has not been investigated.")
+    m = V.missed("wake-emu")
+    if m:
+        out.append(
+            f"- **Wake latency through an emulated mask** ({cells(m)}; target 1.1x). **Ours, not fixed.** A wake "
+            "through the emulation is a datagram arriving on a socket, whose wake-up goes through the socket's wait "
+            "queue to epoll; the extra per hop is the POLLIN transition cost above (docs/maskcore.md). This VM's wake "
+            "latency is bimodal (about 3 us when the other vCPU is busy, 20-25 us when it idles), and separate full "
+            "runs have measured 1.07-1.10x and 1.33-1.36x on this host. Not fixed for the same reason as the "
+            "transitions: the floor is the datagram path; the kernel backend is the fix.")
+    m = [r for r in V.missed("trans-kernel") + V.missed("wake-kernel") if r["value"] != r["value"]]
+    if m:
+        out.append(f"- **Kernel backend not measured**: {m[0]['why_absent']}. Its targets count as missed above; see "
+                   "the guest file for what ran.")
+    m = [r for r in V.missed("trans-kernel") + V.missed("wake-kernel") if r["value"] == r["value"]]
+    if m:
+        out.append(
+            f"- **Kernel backend** ({cells(m)}; target 1.1x). **Ours (the EFD_MASK patch in kernel/), not fixed.** A "
+            "transition is one 12-byte write against eventfd's 8-byte write and read (docs/maskcore.md); under TCG "
+            "these ratios move by about 0.1 from run to run, which is why MaskFDBench runs twice in the guest and the "
+            "mean is judged. No change to the patch is planned for a margin inside that noise.")
+    m = V.missed("rr-e2e")
+    if m:
+        text = (f"- **Request/reply end to end** ({cells(m)}; target 1.3x raw C). **Ours, not fixed.** Our server is "
+                "not the cause: driven by the C client it is within a few percent of raw C (the server rows above). "
+                "The client is. ")
         if P and P["cs"]:
-            cs = P["cs"]
-            cpu = P["cpu"]
-            ours = next((k for k in cs if k.startswith("ours")), None)
-            nng = next((k for k in cs if k.startswith("NNG")), None)
-            cc = next((k for k in cs if k.startswith("C SP")), None)
-            text += (f"Profile ({profile_link}): **{P['lock']:.0f}% of the client's CPU is in Swift's "
-                     "`Mutex` slow path** (`_MutexHandle._lockSlow`): the application thread's `tryReceive` waits "
-                     "for the mask-fd write that the loop thread is making, the very write that woke it (the socket "
-                     "writes the mask after releasing its state lock, in state order). "
+            cs, cpu = P["cs"], P["cpu"]
+            ours = next((kk for kk in cs if kk.startswith("ours")), None)
+            nng = next((kk for kk in cs if kk.startswith("NNG")), None)
+            cc = next((kk for kk in cs if kk.startswith("C SP")), None)
+            text += (f"Profile ({profile_link}): **{P['lock']:.0f}% of the client's CPU is in Swift's `Mutex` slow path** "
+                     "(`_MutexHandle._lockSlow`): the application thread's `tryReceive` waits for the mask-fd write that "
+                     "the loop thread is making, the very write that woke it (the socket writes the mask after "
+                     "releasing its state lock, in state order). "
                      f"The client burns {cpu.get(ours, 0):.0f} us of CPU per round trip with {cs.get(ours, 0):.1f} "
                      f"context switches (NNG's req0: {cpu.get(nng, 0):.0f} us, {cs.get(nng, 0):.1f}; the C client: "
-                     f"{cpu.get(cc, 0):.0f} us, {cs.get(cc, 0):.1f}). The wait is deliberate: `tryReceive` must not "
-                     "return before the fd shows its change, or the application would be woken again by a stale "
-                     "POLLIN (deferring the write to the loop thread was tried: the mixed-poll test then saw 20-25x "
-                     "more wake-ups than messages). What remains is structural: a request crosses from the "
-                     "application's thread to the loop's and the reply back, two cross-thread wake-ups that raw "
-                     "clients and NNG's req0 (which runs its own threads) pay differently.")
+                     f"{cpu.get(cc, 0):.0f} us, {cs.get(cc, 0):.1f}). ")
+        else:
+            text += f"{no_profile} "
+        text += ("Not fixed, because the wait is deliberate: `tryReceive` must not return before the fd shows its "
+                 "change, or the application would be woken again by a stale POLLIN (deferring the write to the loop "
+                 "thread was tried: the mixed-poll test then saw 20-25x more wake-ups than messages). What remains is "
+                 "structural: a request crosses from the application's thread to the loop's and the reply back, two "
+                 "cross-thread wake-ups that raw clients and NNG's req0 (which runs its own threads) pay differently.")
         out.append(text)
-    p64 = ps_head.get((64, 4096, "ours/sp-sub"), {})
-    p64e = ps_head.get((64, 4096, "ours/sub-socket"), {})
-    p8k = ps_head.get((8, 4096, "ours/sp-sub"), {})
-    if p64:
-        text = (f"- **Pub/sub with 4 KiB messages**: {x(p8k.get('ratio', float('nan')))} NNG's delivered messages per "
-                f"subscriber with 8 subscribers (target 3x) and {x(p64['ratio'])} with 64 ({x(p64e.get('ratio', float('nan')))} "
-                "with SubSocket subscribers). ")
+    m = V.missed("rr-server")
+    if m:
+        out.append(
+            f"- **Request/reply, our server with the C client** ({cells(m)}; target 1.3x raw C). **Ours, not fixed: "
+            "not analysed yet.** Earlier runs had every one of these cells within 1.3x; profile these before "
+            "concluding anything.")
+    m = V.missed("pubsub")
+    if m:
+        text = (f"- **Pub/sub, 8 subscribers** ({cells(m)}; target 3x NNG). **Ours; partly fixed, the rest not fixed.** ")
         if P:
             text += (f"Profile of the publisher at 64 x 4 KiB ({profile_link}): **{P['refcount']:.0f}% of its CPU is in "
-                     "Swift's slow reference-counting paths** (`RefCounts::incrementSlow`, `doDecrementSlow`): "
-                     "every `ProtocolSocket` is referenced weakly (`StreamTransport.delegate`, the timers' "
-                     "`[weak self]`), which moves its reference count to a side table where each retain and release "
-                     "of a socket (one per send: `trySend`, the flush task) takes the slow atomic path. (An earlier "
-                     "run had 25% here, when `publish` also copied the subscriber list per message; it now shares "
-                     "one array.) Another "
-                     f"{P['faults']:.0f}% is page faults and {P['memmove']:.0f}% copying on the loop thread: each message is "
-                     "framed into a new buffer per subscriber (`SPSocket.frame`) and then coalesced into the "
-                     "transport's send buffer, and fresh buffers fault their pages in (benchmarks-loop.md describes "
-                     "the heap-trimming side of this). NNG's pub0 shares "
-                     "one reference-counted message among all subscribers. With 64 B messages the per-call costs "
-                     "dominate instead and we deliver many times more than NNG.")
+                     "Swift's slow reference-counting paths** (`RefCounts::incrementSlow`, `doDecrementSlow`), "
+                     f"{P['faults']:.0f}% page faults and {P['memmove']:.0f}% copying on the loop thread. ")
+        else:
+            text += f"{no_profile} "
+        text += ("Every `ProtocolSocket` is referenced weakly (`StreamTransport.delegate`, the timers' `[weak self]`), "
+                 "which moves its reference count to a side table where each retain and release of a socket (one per "
+                 "send: `trySend`, the flush task) takes the slow atomic path. Each message is framed into a new "
+                 "buffer per subscriber (`SPSocket.frame`) and then coalesced into the transport's send buffer, and "
+                 "fresh buffers fault their pages in (benchmarks-loop.md describes the heap-trimming side of this). "
+                 "Fixed: `publish` no longer copies the subscriber list per message (it shares one array; an earlier "
+                 "run had 25% of the CPU in reference counting). Not fixed: sharing one reference-counted frame among "
+                 "all subscribers, as NNG's pub0 does, needs the transport's send buffer to hold shared frames instead "
+                 "of coalescing copies, and dropping the weak references needs another way to break the socket / "
+                 "transport / timer cycles; neither change has been made. With 64 B messages the per-call costs "
+                 "dominate instead and we deliver many times more than NNG.")
         out.append(text)
-    if mh_trans:
-        pin = max(r for (b, t), (_, r) in mh_trans.items() if t == "POLLIN on+off")
-        ws = max((r for n, (_, _, r) in mh_wake.items() if n != "eventfd"), default=float("nan"))
-        out.append(f"- **Mask fd on the emulation**: POLLIN on+off up to {x(pin)} eventfd's write+read (target 2x), "
-                   f"wake latency up to {x(ws)} eventfd (target 1.1x). The cost is the AF_UNIX datagram path (skb "
-                   "allocation and free, two socket locks, a wake-up) against eventfd's counter: docs/maskcore.md "
-                   "measures a raw C send+recv of an empty datagram at 3.4-4.1x eventfd."
-                   + (kernel_verdict(g_trans, g_wake) if g_trans else ""))
-    nio = [(w, s, r, c) for (w, s), (r, c) in echo_head.items() if w.startswith("16") and s.startswith("ProtocolSocket")]
-    if nio:
-        worst = min(nio, key=lambda t: t[2])
-        out.append(f"- **TCP echo against SwiftNIO** (EchoBench): ProtocolSocket reaches "
-                   + ", ".join(f"{x(r)} NIO's round trips/s at {x(c)} its CPU ({s}, {w})" for (w, s, r, c) in sorted(nio))
-                   + ". The target is 1.2x the throughput at 0.8x the CPU"
-                   + (": met." if all(r >= 1.2 and c <= 0.8 for (_, _, r, c) in nio) else
-                      (": met by " + ", ".join(f"{s} ({w})" for (w, s, r, c) in sorted(nio) if r >= 1.2 and c <= 0.8)
-                       + ", missed by the others. " if any(r >= 1.2 and c <= 0.8 for (_, _, r, c) in nio) else ": missed. ")
-                      + "The analysis is in benchmarks-loop.md (same result file)."))
-    out.append("- **100,000 sockets on this host**: not measurable here: RLIMIT_NOFILE's hard limit is 20,000 and "
-               "root lacks CAP_SYS_RESOURCE to raise it (section 5). Measured in the guest instead.")
+    m = V.missed("echo-nio")
+    if m:
+        out.append(
+            f"- **TCP echo against SwiftNIO, 16 connections** ({cells(m)}; target 1.2x the round trips/s at 0.8x the "
+            "server CPU). **Ours; partly fixed, the rest not fixed.** Fixed: the io_uring ring was created with setup "
+            "flags 0, so each completion interrupted the task; the library now sets `SINGLE_ISSUER | DEFER_TASKRUN` "
+            "(72868d3), which took ProtocolSocket on io_uring from 0.82x / 1.22x NIO (round trips / CPU) to about "
+            "1.05-1.10x / 0.91-0.95x. Not fixed: the epoll backend still makes two `recvfrom` per round trip where "
+            "NIO makes one `read` (finding 3 in benchmarks-loop.md), and ProtocolSocket adds its framing and "
+            "`trySend` flush per message on top of the raw loop. The analysis is in "
+            "[benchmarks-loop.md](benchmarks-loop.md).")
+    m16 = V.missed("uring-16")
+    if m16:
+        out.append(
+            f"- **io_uring vs epoll, 16 connections** ({cells(m16)}; target 1.2x). **Ours; partly fixed, the rest not "
+            "fixed.** Fixed by the same `SINGLE_ISSUER | DEFER_TASKRUN` change (from 0.86-0.95x epoll before it). Not "
+            "fixed: what remains is completion delivery across threads (benchmarks-loop.md: with both ends inside one "
+            "loop io_uring reaches 1.24x, with the ends on different threads or processes it does not), and part of "
+            "the epoll side's disadvantage is being removed separately (its double `recvfrom`), which lowers this "
+            "ratio rather than raising it.")
+    m1 = V.missed("uring-1")
+    if m1:
+        out.append(
+            f"- **io_uring vs epoll, 1 connection** ({cells(m1)}; target 1.2x). **Not ours.** With one request in "
+            "flight a round trip is two cross-CPU wake-ups, 44-56 us on this VM against 12 us with both ends on one "
+            "CPU, and they cost every server the same (C, SwiftNIO and both of our loops are within 10% of each "
+            "other in section 4): no event loop can overlap work when there is none to overlap.")
+    m = V.missed("fds-full")
+    if m:
+        out.append(
+            f"- **fds per mask, `full` layout** ({cells(m)}; target at most 2). **Ours, not fixed, by design.** `full` "
+            "is the opt-in layout whose third socket `c` holds the parked POLLOUT datagram, so that raising POLLERR "
+            "(which purges `b`'s queue) does not also raise POLLOUT; the default `pair` layout meets the target "
+            "(docs/maskcore.md).")
+    m = V.missed("fds")
+    if m:
+        out.append(f"- **fds per object** ({cells(m)}). **Ours, not fixed: not analysed yet** (earlier runs met this).")
+    m = [r for r in V.missed("detect") if r["value"] == r["value"]]
+    if m:
+        out.append(
+            f"- **Finding one readable among 100,000** ({cells(m)}; read as at most 1.2x the cost among 1,000). "
+            "**Ours or the guest's, not understood.** `epoll_wait` alone is O(1) in the number of registered fds; "
+            "what grows is the transition, on colder memory for a random object among many, and in the guest the "
+            "emulation's raise has grown 12-18x between 1,000 and 10,000 in some runs and stayed flat in others "
+            "(the note in section 5). Not fixed until it is understood; sockets in the guest also include waking "
+            "the loop thread, milliseconds under TCG.")
+    if missing_cells:
+        out.append(
+            "- **Not measured: guest scale cells with no result** ("
+            + "; ".join(f"{kd} / {b} at {n:,}: {w}" for (kd, b, n), w in missing_cells.items())
+            + "). Their targets count as missed above. Whether the cause is ours depends on the reason given: a "
+            "timeout or a failed child at 100,000 on the emulation is ours (creation cost or memory per mask); a "
+            "guest boot that ended early is the harness's.")
+    if capped:
+        out.append(
+            f"- **100,000 on this host**: not measurable here. **Not ours**: RLIMIT_NOFILE is {nofile:,} in this "
+            "environment"
+            + (" and root lacks CAP_SYS_RESOURCE to raise it (section 5)" if capres == "no" else
+               " (section 5)")
+            + (". Measured in the guest instead." if guest_ran else "; the guest, where it fits, was not run."))
+    if not out:
+        out.append("- Nothing: every target checked on this page was met in this run.")
     return "\n".join(out) + "\n"
 
 
@@ -808,15 +1184,13 @@ SCALE_NOTES = """Notes on scale:
 - **fds per socket**: 1 on the kernel backend (target 1), 2 for the emulation's default `pair` layout (target at
   most 2), 3 for `full`. A `ProtocolSocket` adds no fd of its own over the in-memory transport (a TCP one adds its
   kernel socket).
-- **Abstract socket names**: every emulated mask autobinds its AF_UNIX sockets (2 names for `pair`, 3 for
-  `full`) in the abstract namespace, which is per network namespace and shared by every process in it. Linux
-  autobind names are 5 hex digits, so a network namespace holds at most 1,048,576 of them: about 524,000 `pair`
-  masks or 349,000 `full` masks machine-wide, after which autobind fails with ENOSPC. Each creation also looks
-  names up (autobind probes, `sendto` the control socket's own name, `connect`), and the kernel walks a hash
-  chain for each lookup, so creation cost grows with the number of names alive (the "last 10% / first 10%"
-  column; in total, creating N masks grows faster than N). The 1,048,576-name ceiling was not reached here
-  (it needs more than 20,000 fds per process on this host, and about 8 GB of kernel memory in the guest).
-  Raising POLLERR reconnects and looks a name up again. The kernel backend has none of this.
+- **Abstract socket names**: an emulated mask binds abstract AF_UNIX names (2 for `pair`, 3 for `full`) only the
+  first time it raises POLLERR, not at creation (docs/maskcore.md). Bound names live in one namespace per network
+  namespace, shared by every process in it: Linux autobind names are 5 hex digits, so a network namespace holds
+  at most 1,048,576 of them (about 524,000 `pair` masks or 349,000 `full` masks that have raised POLLERR), after
+  which autobind fails with ENOSPC; and every bind walks one of the kernel's 256 hash chains, so binding at
+  creation made creation slow down as masks accumulated (3.6x per mask at 10,000 against 1,000 on `pair`). The
+  "last 10% / first 10%" column shows what creation costs now. The C measurement below isolates the names' cost.
 - **Unexplained, guest only**: in some guest runs the emulation's raise (one datagram send) at 10,000 masks
   cost 12-18x what it costs at 1,000 (pair or full; `epoll_wait` alone stayed flat), in other runs it was
   flat. A C replica of the pair layout's sockets in the same guest stayed flat (about 21 us per send at 1,000
@@ -832,8 +1206,6 @@ SCALE_NOTES = """Notes on scale:
   `epoll_wait` alone costs the same among 1,000 and 100,000 fds. What grows a little with N is the transition
   (touching colder memory for a random object among many).
 """
-
-
 
 
 if __name__ == "__main__":
