@@ -218,6 +218,7 @@ func runChild(kind: String, backend: String, count: Int, trials: Int) throws {
   }
 
   // One epoll set holding every object.
+  var raiseErrors: [String] = []
   let subject: Subject
   switch (kind, backend) {
   case ("masks", "eventfd"):
@@ -233,8 +234,13 @@ func runChild(kind: String, backend: String, count: Int, trials: Int) throws {
       })
   case ("masks", _):
     subject = Subject(
-      fds: masks.map(\.fileDescriptor), raise: { i in try? masks[i].set([.readable]) },
-      clear: { i in try? masks[i].set([]) })
+      fds: masks.map(\.fileDescriptor),
+      raise: { i in
+        do { try masks[i].set([.readable]) } catch { raiseErrors.append("\(error)") }
+      },
+      clear: { i in
+        do { try masks[i].set([]) } catch { raiseErrors.append("\(error)") }
+      })
   default:
     // A socket is writable at rest; the set watches POLLIN only. Even
     // sockets send to their odd peers and back.
@@ -270,13 +276,25 @@ func runChild(kind: String, backend: String, count: Int, trials: Int) throws {
   var waitOnly = Samples(reserving: trials)
   var rng = SystemRandomNumberGenerator()
   var wrong = 0
+  var lost = 0
   for _ in 0..<trials {
     let i = Int.random(in: 0..<subject.fds.count, using: &rng)
     let a = nowNanoseconds()
     subject.raise(i)
     let b = nowNanoseconds()
     var k: Int32 = 0
-    repeat { k = epoll_wait(ep, &events, 64, 1000) } while k == 0
+    var waited = 0
+    repeat {
+      k = epoll_wait(ep, &events, 64, 1000)
+      waited += 1
+    } while k == 0 && waited < 10
+    if k == 0 {
+      // Nothing in 10 s: a lost wake-up (or a raise that failed). Count it
+      // and go on rather than hang.
+      lost += 1
+      subject.clear(i)
+      continue
+    }
     let c = nowNanoseconds()
     if k != 1 || events[0].data.u64 != UInt64(i) { wrong += 1 }
     detect.add(c - a)
@@ -288,6 +306,11 @@ func runChild(kind: String, backend: String, count: Int, trials: Int) throws {
   let (ip50, _) = idle.p50p99
   m.add("trials", String(trials))
   m.add("wrong_wakeups", String(wrong))
+  m.add("lost_wakeups", String(lost))
+  if let first = raiseErrors.first {
+    m.add("raise_errors", String(raiseErrors.count))
+    m.add("first_raise_error", "\"\(first)\"")
+  }
   m.add("idle_wait_p50_ns", ip50, 0)
   m.add("detect_p50_ns", dp50, 0)
   m.add("detect_p99_ns", dp99, 0)
