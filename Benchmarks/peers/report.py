@@ -397,7 +397,9 @@ def scale_tables(lines, guest):
         per.append(row)
         base = smallest[(l.get("kind"), l.get("backend"))][1]
         d = [name, shown, x(num(l, "detect_p50_ns") / num(base, "detect_p50_ns")),
-             x(num(l, "wait_p50_ns") / num(base, "wait_p50_ns")), l.get("wrong_wakeups", "-")]
+             x(num(l, "wait_p50_ns") / num(base, "wait_p50_ns")),
+             l.get("wrong_wakeups", "-") + (f" ({l['lost_wakeups']} lost)" if l.get("lost_wakeups", "0") != "0" else "")
+             + (f" ({l['raise_errors']} raises failed: {l.get('first_raise_error', '')})" if l.get("raise_errors") else "")]
         if not guest:
             d[2:2] = [us(num(l, "detect_p50_ns") / 1000, 2), us(num(l, "wait_p50_ns") / 1000, 2)]
         det.append(d)
