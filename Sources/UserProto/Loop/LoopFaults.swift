@@ -30,12 +30,14 @@ final class LoopFaults: Sendable {
   private struct Fault {
     var code: Int32
     var remaining: Int
+    var skip: Int
   }
   private let faults = Mutex<[Call: Fault]>([:])
 
-  /// Makes the next `times` calls (`Int.max`: every call) fail with `code`.
-  func inject(_ call: Call, _ code: Int32, times: Int = 1) {
-    faults.withLock { $0[call] = Fault(code: code, remaining: times) }
+  /// Makes `times` calls (`Int.max`: every call) fail with `code`, after
+  /// letting `after` calls through.
+  func inject(_ call: Call, _ code: Int32, times: Int = 1, after: Int = 0) {
+    faults.withLock { $0[call] = Fault(code: code, remaining: times, skip: after) }
   }
 
   func clear(_ call: Call) { faults.withLock { $0[call] = nil } }
@@ -44,6 +46,11 @@ final class LoopFaults: Sendable {
   func take(_ call: Call) -> Int32? {
     faults.withLock { table -> Int32? in
       guard var fault = table[call] else { return nil }
+      if fault.skip > 0 {
+        fault.skip -= 1
+        table[call] = fault
+        return nil
+      }
       fault.remaining -= 1
       table[call] = fault.remaining > 0 ? fault : nil
       return fault.code
