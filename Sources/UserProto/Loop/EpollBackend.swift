@@ -344,6 +344,9 @@ final class EpollBackend: LoopBackend {
     retireIfIdle(entry)
   }
 
+  /// The wake-up eventfd's number (tests).
+  var wakeNumber: Int32 { wake.loopFD }
+
   func wakeup() { wake.signal() }
 
   func pause(milliseconds: Int32) { wake.waitReadable(milliseconds: milliseconds) }

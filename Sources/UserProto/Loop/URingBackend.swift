@@ -504,6 +504,9 @@ final class URingBackend: LoopBackend {
     }
   }
 
+  /// The wake-up eventfd's number (tests).
+  var wakeNumber: Int32 { wake.loopFD }
+
   func wakeup() { wake.signal() }
 
   func pause(milliseconds: Int32) { wake.waitReadable(milliseconds: milliseconds) }
