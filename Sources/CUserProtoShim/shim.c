@@ -375,6 +375,8 @@ int up_seccomp_deny_io_uring(int err) {
   return 0;
 }
 
+unsigned up_ring_sq_ready(const up_ring *r) { return io_uring_sq_ready(&r->ring); }
+
 int up_ring_submit(up_ring *r) {
   int rc;
   do {

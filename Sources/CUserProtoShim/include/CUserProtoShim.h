@@ -126,6 +126,8 @@ void *up_bufring_buffer(up_bufring *br, uint16_t bid);
 /// Hands buffer `bid` back to the kernel.
 void up_bufring_recycle(up_bufring *br, uint16_t bid);
 
+/// SQEs queued and not yet submitted.
+unsigned up_ring_sq_ready(const up_ring *ring);
 /// Submits queued SQEs. Returns the number submitted or -errno.
 int up_ring_submit(up_ring *ring);
 /// Submits and waits for at least `wait_nr` CQEs, up to timeout_us

@@ -195,6 +195,14 @@ final class EpollBackend: LoopBackend {
       }
       if found {
         queued.append(cancelled)
+        // Sends queued before the cancel are tried now, not in the next
+        // wait: the caller may close the fd as soon as this returns.
+        if !entry.sends.isEmpty && entry.connect == nil && entries[entry.fd] === entry {
+          attempt(entry, readable: false, writable: true, drain: false) { completion in
+            if completion.isFinal { owners[completion.token] = nil }
+            queued.append(completion)
+          }
+        }
         retireIfIdle(entry)
       }
     }

@@ -504,6 +504,9 @@ final class URingBackend: LoopBackend {
     }
   }
 
+  /// SQEs queued and not yet submitted (tests).
+  var queuedSubmissions: Int { Int(up_ring_sq_ready(ring)) }
+
   /// The wake-up eventfd's number (tests).
   var wakeNumber: Int32 { wake.loopFD }
 
