@@ -23,6 +23,8 @@ final class URingBackend: LoopBackend {
   private var multishotAccept = true
   private var multishotReceive: Bool
   private var cqes = [up_cqe](repeating: up_cqe(), count: 256)
+  /// Completions made up by fault injection, delivered by the next reap.
+  private var refusals: [up_cqe] = []
   private let faults: LoopFaults?
 
   /// What each in-flight operation owns, by token.
@@ -45,6 +47,11 @@ final class URingBackend: LoopBackend {
   private var records: [UInt64: Record] = [:]
   /// Tokens whose cancellation was requested; completions for them end them.
   private var cancelling: Set<UInt64> = []
+  /// Operations to arm again at the start of the next wait (a multishot
+  /// the kernel ended, or a single-shot that completed). Not re-armed while
+  /// reaping: a readable fd whose watch keeps ending on an overflowing CQ
+  /// would otherwise keep the loop reaping forever.
+  private var rearms: [UInt64] = []
   /// Cancellations that found the submission queue full: retried in wait.
   private var cancelBacklog: [UInt64] = []
 
@@ -253,15 +260,27 @@ final class URingBackend: LoopBackend {
 
   // MARK: Arming
 
+  /// Test hook: a multishot request refused as a kernel without it would
+  /// (no SQE; a completion with `-errno` and no data).
+  private func refusedByInjection(_ multishot: Bool, _ token: UInt64) -> Bool {
+    guard multishot, let code = faults.take(.uringMultishot) else { return false }
+    refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
+    return true
+  }
+
   private func armPoll(fd: Int32, events: UInt32, token: UInt64) throws(IOError) {
     let multishot = multishotPoll
-    try prep { up_ring_prep_poll_add(ring, fd, events, token, multishot ? 1 : 0) }
+    if !refusedByInjection(multishot, token) {
+      try prep { up_ring_prep_poll_add(ring, fd, events, token, multishot ? 1 : 0) }
+    }
     records[token] = .poll(fd: fd, events: events, multishot: multishot)
   }
 
   private func armAccept(fd: Int32, token: UInt64) throws(IOError) {
     let multishot = multishotAccept
-    try prep { up_ring_prep_accept(ring, fd, multishot ? 1 : 0, token) }
+    if !refusedByInjection(multishot, token) {
+      try prep { up_ring_prep_accept(ring, fd, multishot ? 1 : 0, token) }
+    }
     records[token] = .accept(fd: fd, multishot: multishot)
   }
 
@@ -270,7 +289,9 @@ final class URingBackend: LoopBackend {
   /// 16 KiB) and older kernels use single receives into a 64 KiB buffer.
   private func armReceive(fd: Int32, token: UInt64, datagram: Bool) throws(IOError) {
     if multishotReceive && !datagram {
-      try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
+      if !refusedByInjection(true, token) {
+        try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
+      }
       records[token] = .receive(fd: fd, buffer: nil, datagram: false)
     } else {
       let buffer: UnsafeMutableRawBufferPointer
@@ -280,7 +301,13 @@ final class URingBackend: LoopBackend {
         buffer = .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8)
       }
       records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
-      try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
+      do {
+        try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
+      } catch {
+        records[token] = nil
+        buffer.deallocate()
+        throw error
+      }
     }
   }
 
@@ -317,6 +344,8 @@ final class URingBackend: LoopBackend {
         }
       }
     }
+    rearmPending(deliver)
+    if !refusals.isEmpty { timeout = 0 }
     let micros = timeout.map { Int(max(0, ($0 + 999) / 1000)) } ?? -1
     var rc: Int32
     if let injected = faults.take(.uringEnter) {
@@ -337,7 +366,45 @@ final class URingBackend: LoopBackend {
     reap(deliver)
   }
 
+  /// Arms the operations queued by `handle` again; one that cannot be armed
+  /// ends with the error, and one cancelled meanwhile (nothing left in the
+  /// kernel to cancel) ends here.
+  private func rearmPending(_ deliver: (LoopCompletion) -> Void) {
+    let pending = rearms
+    rearms = []
+    for token in pending {
+      guard let record = records[token] else { continue }
+      func finish(_ error: IOError) {
+        release(token)
+        deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
+      }
+      if staleTokens.contains(token) {
+        finish(IOError("fd closed while registered", EBADF))
+        continue
+      }
+      if cancelling.contains(token) {
+        finish(IOError("cancelled", ECANCELED))
+        continue
+      }
+      do throws(IOError) {
+        switch record {
+        case .poll(let fd, let events, _): try armPoll(fd: fd, events: events, token: token)
+        case .accept(let fd, _): try armAccept(fd: fd, token: token)
+        case .receive(let fd, _, let datagram): try armReceive(fd: fd, token: token, datagram: datagram)
+        case .connect, .send: break
+        }
+      } catch {
+        finish(error)
+      }
+    }
+  }
+
   private func reap(_ deliver: (LoopCompletion) -> Void) {
+    while !refusals.isEmpty {
+      let made = refusals
+      refusals = []
+      for cqe in made { handle(cqe, deliver) }
+    }
     while true {
       let n = Int(up_ring_reap(ring, &cqes, UInt32(cqes.count)))
       if n == 0 { return }
@@ -355,20 +422,12 @@ final class URingBackend: LoopBackend {
     if token == URingBackend.cancelToken { return }
     guard let record = records[token] else { return }
     let more = cqe.flags & up_IORING_CQE_F_MORE != 0
-    var res = cqe.res
+    let res = cqe.res
     let cancelled = cancelling.contains(token)
 
     func finish(_ value: CompletionValue) {
       release(token)
       deliver(LoopCompletion(token: token, value: value, isFinal: true))
-    }
-    /// Arms the operation again; if that fails, it ends with the error.
-    func rearm(_ body: () throws(IOError) -> Void) {
-      do {
-        try body()
-      } catch {
-        finish(.failed(error))
-      }
     }
 
     if staleTokens.contains(token) {
@@ -380,24 +439,21 @@ final class URingBackend: LoopBackend {
       if !more { finish(.failed(IOError("fd closed while registered", EBADF))) }
       return
     }
-    if record.multishot, let injected = faults.take(.uringMultishot) { res = -injected }
     if res == -EINVAL && record.multishot && !cancelled {
       // A kernel without this multishot variant: single-shot from now on.
       switch record {
-      case .poll(let fd, let events, _):
+      case .poll:
         if multishotPoll { giveUp("poll") }
         multishotPoll = false
-        rearm { () throws(IOError) in try armPoll(fd: fd, events: events, token: token) }
-      case .accept(let fd, _):
+      case .accept:
         if multishotAccept { giveUp("accept") }
         multishotAccept = false
-        rearm { () throws(IOError) in try armAccept(fd: fd, token: token) }
-      case .receive(let fd, _, let datagram):
+      case .receive:
         if multishotReceive { giveUp("recv") }
         multishotReceive = false
-        rearm { () throws(IOError) in try armReceive(fd: fd, token: token, datagram: datagram) }
       case .connect, .send: break
       }
+      rearms.append(token)
       return
     }
     if res == -ECANCELED || (cancelled && res < 0) {
@@ -405,7 +461,7 @@ final class URingBackend: LoopBackend {
       return
     }
     switch record {
-    case .poll(let fd, let events, _):
+    case .poll:
       if res < 0 {
         finish(.failed(IOError("poll", -res)))
         return
@@ -413,18 +469,18 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: .events(UInt32(res)), isFinal: false))
       if !more && !cancelled {
         // Single-shot, or the kernel ended the multishot (CQ overflow).
-        rearm { () throws(IOError) in try armPoll(fd: fd, events: events, token: token) }
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
-    case .accept(let fd, _):
+    case .accept:
       if res < 0 {
         finish(.failed(IOError("accept", -res)))
         return
       }
       deliver(LoopCompletion(token: token, value: .accepted(res), isFinal: false))
       if !more && !cancelled {
-        rearm { () throws(IOError) in try armAccept(fd: fd, token: token) }
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
@@ -432,11 +488,11 @@ final class URingBackend: LoopBackend {
       finish(res < 0 ? .failed(IOError("connect", -res)) : .connected)
     case .send:
       finish(res < 0 ? .failed(IOError("send", -res)) : .sent(Int(res)))
-    case .receive(let fd, let buffer, let datagram):
+    case .receive(_, let buffer, let datagram):
       if res == -ENOBUFS && !cancelled {
         // Every provided buffer was in use: arm again (they are recycled
         // as soon as each completion is copied out).
-        rearm { () throws(IOError) in try armReceive(fd: fd, token: token, datagram: datagram) }
+        rearms.append(token)
         return
       }
       if res < 0 {
@@ -459,7 +515,7 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
       bytes = []
       if !more && !cancelled {
-        rearm { () throws(IOError) in try armReceive(fd: fd, token: token, datagram: datagram) }
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
@@ -503,6 +559,9 @@ final class URingBackend: LoopBackend {
     case .poll, .accept: break
     }
   }
+
+  /// True while the wake-up read is armed (tests).
+  var wakeIsArmed: Bool { wakeArmed }
 
   /// SQEs queued and not yet submitted (tests).
   var queuedSubmissions: Int { Int(up_ring_sq_ready(ring)) }
