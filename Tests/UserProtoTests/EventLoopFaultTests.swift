@@ -15,17 +15,30 @@ struct EventLoopFaultTests {
       close(a)
       close(b)
     }
-    let thrown = try onLoop(loop) { () -> Int32? in
-      faults.inject(.epollCtl, code)
-      do {
-        _ = try loop.watch(fd: a, events: [.readable]) { _ in }
-        return nil
-      } catch let error as IOError {
-        return error.code
+    let watchEvents = Collector<Int>()
+    let thrown = try onLoop(loop) { () -> [Int32?] in
+      var codes: [Int32?] = []
+      for existing in [false, true] {
+        if existing {
+          // A live registration must survive a failed check for a second one.
+          _ = try loop.watch(fd: a, events: [.readable]) { _ in watchEvents.append(1) }
+        }
+        faults.inject(.epollCtl, code)
+        do {
+          _ = try loop.send(socket: a, [1]) { _ in }
+          codes.append(nil)
+        } catch let error as IOError {
+          codes.append(error.code)
+        }
       }
+      return codes
     }
-    #expect(thrown == code, "the watch failed with the injected errno")
-    #expect(try onLoop(loop) { loop.operationsInFlight } == 0, "nothing was left registered")
+    #expect(thrown == [code, code], "each send failed with the injected errno")
+    #expect(try onLoop(loop) { loop.operationsInFlight } == 1, "only the watch is registered")
+    #expect(write(b, "w", 1) == 1)
+    #expect(eventually { watchEvents.count > 0 }, "the watch survived the failed registration")
+    var byte: UInt8 = 0
+    #expect(read(a, &byte, 1) == 1)
     // The next registration works.
     let received = Collector<[UInt8]>()
     _ = try onLoop(loop) {

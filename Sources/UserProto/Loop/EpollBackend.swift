@@ -94,6 +94,8 @@ final class EpollBackend: LoopBackend {
     var code = control(EPOLL_CTL_ADD, fd, &event)
     if let existing = entries[fd] {
       if code == EEXIST { return existing }
+      // Only a successful ADD proves the entry's file is gone.
+      guard code == 0 else { throw IOError("epoll_ctl(ADD)", code) }
       retireStale(existing)
     } else if code == EEXIST {
       // Registered by an entry whose removal failed: take it over.
