@@ -103,14 +103,14 @@ public final class EventLoop: @unchecked Sendable {
   /// - Throws: ``IOError`` when neither io_uring (if requested) nor epoll can
   ///   be set up.
   public init(configuration: Configuration = Configuration()) throws(IOError) {
-    var (engine, reason, choice) = try EventLoop.makeEngine(configuration)
+    var (engine, reason, choice, note) = try EventLoop.makeEngine(configuration)
     var starter: LoopStarter
     do {
       starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
     } catch {
       guard choice == .automatic, engine.kind == .ioUring else { throw error }
       engine = try EpollBackend(faults: configuration.faults)
-      reason = "io_uring ring refused after set-up (\(error)); using epoll"
+      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
       starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
     }
     self.engine = engine
@@ -122,8 +122,10 @@ public final class EventLoop: @unchecked Sendable {
     starter.proceed(with: self)
   }
 
+  /// The engine, why it was chosen, the choice after the environment, and
+  /// the note about an unknown environment value (empty if none).
   private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (
-    any LoopBackend, String, BackendChoice
+    any LoopBackend, String, BackendChoice, String
   ) {
     var choice = configuration.backend
     var note = ""
@@ -136,12 +138,12 @@ public final class EventLoop: @unchecked Sendable {
     }
     switch choice {
     case .epoll:
-      return (try EpollBackend(faults: configuration.faults), "epoll was requested", choice)
+      return (try EpollBackend(faults: configuration.faults), "epoll was requested", choice, note)
     case .ioUring:
-      return (try URingBackend(configuration), "io_uring was requested", choice)
+      return (try URingBackend(configuration), "io_uring was requested", choice, note)
     case .automatic:
       do {
-        return (try URingBackend(configuration), note + "io_uring is available", choice)
+        return (try URingBackend(configuration), note + "io_uring is available", choice, note)
       } catch {
         let why =
           switch error.code {
@@ -151,7 +153,7 @@ public final class EventLoop: @unchecked Sendable {
           case EOPNOTSUPP: "io_uring lacks an operation the loop needs (\(error.operation))"
           default: "io_uring set-up failed: \(error)"
           }
-        return (try EpollBackend(faults: configuration.faults), "\(note)\(why); using epoll", choice)
+        return (try EpollBackend(faults: configuration.faults), "\(note)\(why); using epoll", choice, note)
       }
     }
   }
