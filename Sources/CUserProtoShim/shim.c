@@ -355,6 +355,13 @@ void up_bufring_destroy(up_ring *r, up_bufring *br) {
   free(br);
 }
 
+void up_bufring_free(up_bufring *br) {
+  if (!br) return;
+  munmap(br->ring, br->ring_bytes);
+  free(br->buffers);
+  free(br);
+}
+
 void *up_bufring_buffer(up_bufring *br, uint16_t bid) {
   return br->buffers + (size_t)bid * br->size;
 }
@@ -379,6 +386,8 @@ int up_seccomp_deny_io_uring(int err) {
   if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0) return neg_errno();
   return 0;
 }
+
+unsigned up_ring_sq_ready(const up_ring *r) { return io_uring_sq_ready(&r->ring); }
 
 int up_ring_submit(up_ring *r) {
   int rc;
@@ -423,4 +432,11 @@ const uint32_t up_IORING_SETUP_COOP_TASKRUN = IORING_SETUP_COOP_TASKRUN;
 const uint32_t up_IORING_SETUP_SINGLE_ISSUER = IORING_SETUP_SINGLE_ISSUER;
 const uint32_t up_IORING_SETUP_DEFER_TASKRUN = IORING_SETUP_DEFER_TASKRUN;
 const uint32_t up_IORING_SETUP_R_DISABLED = IORING_SETUP_R_DISABLED;
+const uint32_t up_IORING_CQE_F_BUFFER = IORING_CQE_F_BUFFER;
 const int up_IORING_OP_ACCEPT = IORING_OP_ACCEPT;
+const int up_IORING_OP_POLL_ADD = IORING_OP_POLL_ADD;
+const int up_IORING_OP_ASYNC_CANCEL = IORING_OP_ASYNC_CANCEL;
+const int up_IORING_OP_CONNECT = IORING_OP_CONNECT;
+const int up_IORING_OP_RECV = IORING_OP_RECV;
+const int up_IORING_OP_SEND = IORING_OP_SEND;
+const int up_IORING_OP_READ = IORING_OP_READ;

@@ -123,11 +123,16 @@ up_bufring *up_bufring_create(up_ring *ring, unsigned entries,
                               unsigned buffer_size, uint16_t group,
                               int *error);
 void up_bufring_destroy(up_ring *ring, up_bufring *br);
+/// Frees a buffer ring's memory without unregistering it: for after the
+/// ring itself was destroyed (the kernel no longer uses the buffers).
+void up_bufring_free(up_bufring *br);
 /// The memory of buffer `bid`.
 void *up_bufring_buffer(up_bufring *br, uint16_t bid);
 /// Hands buffer `bid` back to the kernel.
 void up_bufring_recycle(up_bufring *br, uint16_t bid);
 
+/// SQEs queued and not yet submitted.
+unsigned up_ring_sq_ready(const up_ring *ring);
 /// Submits queued SQEs. Returns the number submitted or -errno.
 int up_ring_submit(up_ring *ring);
 /// Submits and waits for at least `wait_nr` CQEs, up to timeout_us
@@ -142,7 +147,14 @@ extern const uint32_t up_IORING_SETUP_COOP_TASKRUN;
 extern const uint32_t up_IORING_SETUP_SINGLE_ISSUER;
 extern const uint32_t up_IORING_SETUP_DEFER_TASKRUN;
 extern const uint32_t up_IORING_SETUP_R_DISABLED;
+extern const uint32_t up_IORING_CQE_F_BUFFER;
 extern const int up_IORING_OP_ACCEPT;
+extern const int up_IORING_OP_POLL_ADD;
+extern const int up_IORING_OP_ASYNC_CANCEL;
+extern const int up_IORING_OP_CONNECT;
+extern const int up_IORING_OP_RECV;
+extern const int up_IORING_OP_SEND;
+extern const int up_IORING_OP_READ;
 
 // MARK: - Process restrictions (for tests of the fallback)
 

@@ -9,7 +9,8 @@ final class EpollBackend: LoopBackend {
   let capabilities: [String]
 
   private let epfd: Int32
-  private let wakeFD: Int32
+  private let wake: WakeEvent
+  private let faults: LoopFaults?
   private static let wakeKey: UInt64 = .max
 
   /// Everything pending on one fd. The epoll key is the entry's serial, so
@@ -45,47 +46,93 @@ final class EpollBackend: LoopBackend {
   private var events = [epoll_event](repeating: epoll_event(), count: 256)
   private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
-  init() throws(IOError) {
+  init(faults: LoopFaults? = nil) throws(IOError) {
+    self.faults = faults
     let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
     guard ep >= 0 else { throw IOError("epoll_create1", errno) }
-    let wake = up_eventfd2(0, up_EFD_CLOEXEC | up_EFD_NONBLOCK)
-    guard wake >= 0 else {
+    let wake: WakeEvent
+    do {
+      wake = try WakeEvent(blocking: false)
+    } catch {
       Glibc.close(ep)
-      throw IOError("eventfd", -wake)
+      throw error
     }
     var event = epoll_event()
     event.events = EPOLLIN.rawValue
     event.data.u64 = EpollBackend.wakeKey
-    guard epoll_ctl(ep, EPOLL_CTL_ADD, wake, &event) == 0 else {
+    guard epoll_ctl(ep, EPOLL_CTL_ADD, wake.loopFD, &event) == 0 else {
       let code = errno
       Glibc.close(ep)
-      Glibc.close(wake)
+      wake.close()
       throw IOError("epoll_ctl", code)
     }
     epfd = ep
-    wakeFD = wake
+    self.wake = wake
     capabilities = ["epoll: edge-triggered, operations emulated with non-blocking syscalls"]
+  }
+
+  /// epoll_ctl(2), or the fault injected for it. Returns 0 or an errno.
+  private func control(_ op: Int32, _ fd: Int32, _ event: inout epoll_event) -> Int32 {
+    if let injected = faults.take(.epollCtl) { return injected }
+    return epoll_ctl(epfd, op, fd, &event) == 0 ? 0 : errno
   }
 
   func start() throws(IOError) {}
 
+  /// The entry of `fd`, registering it when new.
+  ///
+  /// An existing entry is verified first: epoll keys a registration by the
+  /// file and the number, so if the fd was closed while registered and its
+  /// number reused by another file, ADD succeeds (the new file was not in
+  /// the set) where the same file gives EEXIST. The stale entry's operations
+  /// then end with EBADF, and the new file gets a fresh entry.
   private func entry(for fd: Int32) throws(IOError) -> Entry {
-    if let existing = entries[fd] { return existing }
     let entry = Entry(fd: fd, serial: nextSerial)
-    nextSerial += 1
     var event = epoll_event()
     event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLPRI.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
     event.data.u64 = entry.serial
-    guard epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0 else { throw IOError("epoll_ctl(ADD)", errno) }
+    var code = control(EPOLL_CTL_ADD, fd, &event)
+    if let existing = entries[fd] {
+      if code == EEXIST { return existing }
+      // Only a successful ADD proves the entry's file is gone.
+      guard code == 0 else { throw IOError("epoll_ctl(ADD)", code) }
+      retireStale(existing)
+    } else if code == EEXIST {
+      // Registered by an entry whose removal failed: take it over.
+      code = control(EPOLL_CTL_MOD, fd, &event)
+    }
+    guard code == 0 else { throw IOError("epoll_ctl(ADD)", code) }
+    nextSerial += 1
     entries[fd] = entry
     bySerial[entry.serial] = entry
     return entry
   }
 
+  /// Ends every operation of an entry whose fd was closed while registered.
+  private func retireStale(_ entry: Entry) {
+    let error = IOError("fd closed while registered", EBADF)
+    var tokens = entry.pollTokens.map(\.0)
+    tokens += [entry.acceptToken, entry.receiveToken, entry.connect?.token].compactMap { $0 }
+    tokens += entry.sends.map(\.token)
+    for token in tokens {
+      owners[token] = nil
+      queued.append(LoopCompletion(token: token, value: .failed(error), isFinal: true))
+    }
+    entry.pollTokens = []
+    entry.acceptToken = nil
+    entry.receiveToken = nil
+    entry.connect = nil
+    entry.sends = []
+    // Its registration went with the old file (or, if the file lives on in
+    // another process or fd, its events carry a serial nobody looks up).
+    if entries[entry.fd] === entry { entries[entry.fd] = nil }
+    bySerial[entry.serial] = nil
+  }
+
   private func retireIfIdle(_ entry: Entry) {
     guard entry.isIdle, entries[entry.fd] === entry else { return }
     var unused = epoll_event()
-    _ = epoll_ctl(epfd, EPOLL_CTL_DEL, entry.fd, &unused)
+    _ = control(EPOLL_CTL_DEL, entry.fd, &unused)
     entries[entry.fd] = nil
     bySerial[entry.serial] = nil
   }
@@ -150,6 +197,14 @@ final class EpollBackend: LoopBackend {
       }
       if found {
         queued.append(cancelled)
+        // Sends queued before the cancel are tried now, not in the next
+        // wait: the caller may close the fd as soon as this returns.
+        if !entry.sends.isEmpty && entry.connect == nil && entries[entry.fd] === entry {
+          attempt(entry, readable: false, writable: true, drain: false) { completion in
+            if completion.isFinal { owners[completion.token] = nil }
+            queued.append(completion)
+          }
+        }
         retireIfIdle(entry)
       }
     }
@@ -179,6 +234,10 @@ final class EpollBackend: LoopBackend {
       spec = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
     }
     let n = withUnsafePointer(to: &spec) { p -> Int32 in
+      if let injected = faults.take(.epollWait) {
+        errno = injected
+        return -1
+      }
       let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
       return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
     }
@@ -192,7 +251,7 @@ final class EpollBackend: LoopBackend {
       let flags = events[i].events
       if key == EpollBackend.wakeKey {
         var value: UInt64 = 0
-        _ = Glibc.read(wakeFD, &value, 8)
+        _ = Glibc.read(wake.loopFD, &value, 8)
         continue
       }
       guard let entry = bySerial[key] else { continue }  // stale: its fd was retired
@@ -295,13 +354,15 @@ final class EpollBackend: LoopBackend {
     retireIfIdle(entry)
   }
 
-  func wakeup() {
-    var one: UInt64 = 1
-    _ = Glibc.write(wakeFD, &one, 8)
-  }
+  /// The wake-up eventfd's number (tests).
+  var wakeNumber: Int32 { wake.loopFD }
+
+  func wakeup() { wake.signal() }
+
+  func pause(milliseconds: Int32) { wake.waitReadable(milliseconds: milliseconds) }
 
   func close() {
     Glibc.close(epfd)
-    Glibc.close(wakeFD)
+    wake.close()
   }
 }

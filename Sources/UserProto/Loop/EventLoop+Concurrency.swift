@@ -1,3 +1,5 @@
+import Dispatch
+import Glibc
 import Synchronization
 
 /// Swift concurrency on top of the loop: async entry points, and the loop
@@ -7,10 +9,11 @@ extension EventLoop: SerialExecutor, TaskExecutor {
     let unowned = UnownedJob(job)
     let executor = asUnownedSerialExecutor()
     do {
-      try enqueue { unowned.runSynchronously(on: executor) }
+      try enqueue({ unowned.runSynchronously(on: executor) }, whileShuttingDown: true)
     } catch {
-      // A job must run: after shutdown it runs on the caller's thread.
-      unowned.runSynchronously(on: executor)
+      // A job must run: after shutdown, jobs run one at a time on a serial
+      // queue that starts only once the loop ran its last task.
+      runAfterShutdown { unowned.runSynchronously(on: executor) }
     }
   }
 
@@ -21,7 +24,11 @@ extension EventLoop: SerialExecutor, TaskExecutor {
   public func isSameExclusiveExecutionContext(other: EventLoop) -> Bool { other === self }
 
   public func checkIsolated() {
-    precondition(inEventLoop, "not on the event loop's thread")
+    precondition(isIsolatingCurrentContext() == true, "not on the event loop's thread (nor its after-shutdown queue)")
+  }
+
+  public func isIsolatingCurrentContext() -> Bool? {
+    inEventLoop || runsAfterShutdownJob
   }
 
   /// Runs `body` on the loop and returns its result.
@@ -37,19 +44,68 @@ extension EventLoop: SerialExecutor, TaskExecutor {
   }
 
   /// Suspends for `duration` using a loop timer.
-  /// - Throws: ``LoopError/shutDown`` when the loop stops first.
+  /// - Throws: ``LoopError/shutDown`` when the loop stops first;
+  ///   `CancellationError` when the task is cancelled (the timer is
+  ///   cancelled with it).
   public func sleep(for duration: Duration) async throws {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-      let once = ResumeOnce(continuation)
-      do {
-        try schedule(
-          atNanoseconds: EventLoop.now() &+ EventLoop.nanoseconds(duration),
-          { once.resume(with: .success(())) },
-          onShutdown: { once.resume(with: .failure(LoopError.shutDown)) })
-      } catch {
-        once.resume(with: .failure(error))
+    let sleep = SleepState()
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        let once = ResumeOnce(continuation)
+        guard sleep.begin(once) else {
+          once.resume(with: .failure(CancellationError()))
+          return
+        }
+        do {
+          let timer = try schedule(
+            atNanoseconds: EventLoop.now() &+ EventLoop.nanoseconds(duration),
+            { once.resume(with: .success(())) },
+            onShutdown: { once.resume(with: .failure(LoopError.shutDown)) })
+          sleep.scheduled(timer)
+        } catch {
+          once.resume(with: .failure(error))
+        }
       }
+    } onCancel: {
+      sleep.cancel()
     }
+  }
+}
+
+/// The state of one ``EventLoop/sleep(for:)``, shared with its cancellation
+/// handler, which may run before, during or after the timer is scheduled.
+private final class SleepState: Sendable {
+  private struct State {
+    var once: ResumeOnce<Void>?
+    var timer: EventLoop.Scheduled?
+    var cancelled = false
+  }
+  private let state = Mutex(State())
+
+  /// False when the task was already cancelled.
+  func begin(_ once: ResumeOnce<Void>) -> Bool {
+    state.withLock { s in
+      if s.cancelled { return false }
+      s.once = once
+      return true
+    }
+  }
+
+  func scheduled(_ timer: EventLoop.Scheduled) {
+    let cancelled = state.withLock { s in
+      s.timer = timer
+      return s.cancelled
+    }
+    if cancelled { timer.cancel() }
+  }
+
+  func cancel() {
+    let (once, timer) = state.withLock { s in
+      s.cancelled = true
+      return (s.once, s.timer)
+    }
+    timer?.cancel()
+    once?.resume(with: .failure(CancellationError()))
   }
 }
 

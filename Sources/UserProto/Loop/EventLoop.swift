@@ -33,8 +33,8 @@ public final class EventLoop: @unchecked Sendable {
     /// Submission queue entries of the io_uring ring.
     public var ringEntries: UInt32
     public var name: String
-    /// Test hook: makes io_uring set-up fail with this errno.
-    var injectedSetupError: Int32?
+    /// Test hook: system calls of the loop's engine made to fail.
+    var faults: LoopFaults?
     /// Test hook: ignore `USERPROTO_LOOP_BACKEND`.
     var honorsEnvironment = true
     public init(backend: BackendChoice = .automatic, ringEntries: UInt32 = 256, name: String = "userproto-loop") {
@@ -50,8 +50,9 @@ public final class EventLoop: @unchecked Sendable {
   public let backend: Backend
   /// Why this engine is in use (for example, why io_uring was refused).
   public let backendReason: String
-  /// What the engine found at start-up (multishot support, buffers).
-  public let capabilities: [String]
+  /// What the engine found at start-up (multishot support, buffers), and
+  /// any feature it later had to give up (a multishot the kernel refused).
+  public var capabilities: [String] { engine.capabilities }
 
   // Cross-thread state.
   private struct Shared {
@@ -63,6 +64,11 @@ public final class EventLoop: @unchecked Sendable {
   /// True while the loop thread is (about to be) blocked in the backend.
   private let sleeping = Atomic<Bool>(false)
   private let threadID = Atomic<UInt>(0)
+  /// Runs executor jobs one at a time once the loop has stopped; activated
+  /// only after the loop thread ran its last task, so the two never overlap.
+  private let afterShutdown: DispatchQueue
+  /// The thread running a job on `afterShutdown`, if any.
+  private let fallbackThread = Atomic<UInt>(0)
   private struct Exit {
     var done = false
     var continuations: [CheckedContinuation<Void, Never>] = []
@@ -76,70 +82,90 @@ public final class EventLoop: @unchecked Sendable {
   private struct TimerAction {
     var run: () -> Void
     var onShutdown: (() -> Void)?
+    var state: TimerState
   }
+  /// Set once shutdown cleared the timers: a timer added later ends at once.
+  private var timersClosed = false
   private var timerActions: [UInt64: TimerAction] = [:]
   private var timerSequence: UInt64 = 0
   var operations = OperationTable()
   /// Completions that arrived for a token no longer live (counted, dropped).
   private(set) var staleCompletions = 0
+  /// Consecutive failures of the engine's wait, and the current back-off.
+  private(set) var engineFailures = 0
+  private(set) var engineBackoffMilliseconds: Int32 = 0
 
   /// Starts a loop with its own thread.
+  ///
+  /// The engine is started on the new thread before this returns: an
+  /// io_uring ring that cannot be enabled there makes an automatic choice
+  /// fall back to epoll (the reason is in ``backendReason``).
   /// - Throws: ``IOError`` when neither io_uring (if requested) nor epoll can
   ///   be set up.
   public init(configuration: Configuration = Configuration()) throws(IOError) {
-    let (engine, reason) = try EventLoop.makeEngine(configuration)
+    var (engine, reason, choice, note) = try EventLoop.makeEngine(configuration)
+    var starter: LoopStarter
+    do {
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
+    } catch {
+      guard choice == .automatic, engine.kind == .ioUring else { throw error }
+      engine = try EpollBackend(faults: configuration.faults)
+      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
+    }
     self.engine = engine
     name = configuration.name
     backend = engine.kind
     backendReason = reason
-    capabilities = engine.capabilities
-    let box = Unmanaged.passRetained(self).toOpaque()
-    var attributes = pthread_attr_t()
-    pthread_attr_init(&attributes)
-    pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
-    defer { pthread_attr_destroy(&attributes) }
-    var thread = pthread_t()
-    let rc = pthread_create(
-      &thread, &attributes,
-      { raw in
-        let loop = Unmanaged<EventLoop>.fromOpaque(raw!).takeRetainedValue()
-        loop.run()
-        return nil
-      }, box)
-    if rc != 0 {
-      Unmanaged<EventLoop>.fromOpaque(box).release()
-      engine.close()
-      throw IOError("pthread_create", rc)
-    }
+    afterShutdown = DispatchQueue(label: "\(configuration.name).after-shutdown", attributes: .initiallyInactive)
+    threadID.store(starter.threadID, ordering: .releasing)
+    starter.proceed(with: self)
   }
 
-  private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (any LoopBackend, String) {
+  /// The engine, why it was chosen, the choice after the environment, and
+  /// the note about an unknown environment value (empty if none).
+  private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (
+    any LoopBackend, String, BackendChoice, String
+  ) {
     var choice = configuration.backend
+    var note = ""
     if choice == .automatic, configuration.honorsEnvironment, let forced = getenv("USERPROTO_LOOP_BACKEND") {
-      switch String(cString: forced) {
-      case "io_uring", "iouring", "uring": choice = .ioUring
-      case "epoll": choice = .epoll
-      default: break
+      (choice, note) = resolve(environment: String(cString: forced))
+      if !note.isEmpty {
+        let line = "userproto: \(note)choosing the engine automatically\n"
+        _ = line.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
       }
     }
     switch choice {
     case .epoll:
-      return (try EpollBackend(), "epoll was requested")
+      return (try EpollBackend(faults: configuration.faults), "epoll was requested", choice, note)
     case .ioUring:
-      return (try URingBackend(configuration), "io_uring was requested")
+      return (try URingBackend(configuration), "io_uring was requested", choice, note)
     case .automatic:
       do {
-        return (try URingBackend(configuration), "io_uring is available")
+        return (try URingBackend(configuration), note + "io_uring is available", choice, note)
       } catch {
         let why =
           switch error.code {
           case EPERM: "io_uring refused with EPERM (kernel.io_uring_disabled or a seccomp filter)"
           case ENOSYS: "io_uring unavailable (ENOSYS: kernel without io_uring, or a seccomp filter)"
           case ENOMEM: "io_uring ring set-up failed with ENOMEM (locked-memory or memory limit)"
+          case EOPNOTSUPP: "io_uring lacks an operation the loop needs (\(error.operation))"
           default: "io_uring set-up failed: \(error)"
           }
-        return (try EpollBackend(), "\(why); using epoll")
+        return (try EpollBackend(faults: configuration.faults), "\(note)\(why); using epoll", choice, note)
       }
+    }
+  }
+
+  /// The engine `USERPROTO_LOOP_BACKEND` asks for, and a note (logged and
+  /// put in ``backendReason``) when its value is not one the loop knows.
+  static func resolve(environment value: String) -> (BackendChoice, note: String) {
+    switch value {
+    case "io_uring", "iouring", "uring": (.ioUring, "")
+    case "epoll": (.epoll, "")
+    case "", "automatic", "auto": (.automatic, "")
+    default: (.automatic, "USERPROTO_LOOP_BACKEND=\"\(value)\" is not io_uring, epoll or automatic: ignored; ")
     }
   }
 
@@ -155,8 +181,14 @@ public final class EventLoop: @unchecked Sendable {
   }
 
   func enqueue(_ task: @escaping () -> Void) throws(LoopError) {
+    try enqueue(task, whileShuttingDown: false)
+  }
+
+  /// With `whileShuttingDown` (executor jobs), a task is still taken until
+  /// the loop ran its last task; it then runs before the loop stops.
+  func enqueue(_ task: @escaping () -> Void, whileShuttingDown: Bool) throws(LoopError) {
     try shared.withLock { (s: inout Shared) throws(LoopError) in
-      guard s.state == .running else { throw LoopError.shutDown }
+      guard s.state == .running || (whileShuttingDown && s.state == .shuttingDown) else { throw LoopError.shutDown }
       s.tasks.append(task)
     }
     // Only a sleeping loop needs the (syscall) wake-up.
@@ -171,13 +203,20 @@ public final class EventLoop: @unchecked Sendable {
   public struct Scheduled: Sendable, Hashable {
     let id: UInt64
     let loop: EventLoop
+    let state: TimerState
 
     public static func == (a: Scheduled, b: Scheduled) -> Bool { a.id == b.id && a.loop === b.loop }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
-    /// Cancels the timer; a cancelled timer never runs. Cancelling a timer
-    /// that already ran, or on a loop that shut down, does nothing.
-    public func cancel() {
+    /// Cancels the timer, from any thread. Returns true when it was
+    /// cancelled in time: it has not run and never will. False when it
+    /// already ran (or is running), was cancelled before, or the loop shut
+    /// down first.
+    @discardableResult
+    public func cancel() -> Bool {
+      guard state.cancel() else { return false }
+      // The entry itself goes lazily (the heap compacts when half of it is
+      // cancelled); the action is dropped on the loop.
       if loop.inEventLoop {
         loop.cancelTimer(id)
       } else {
@@ -185,6 +224,7 @@ public final class EventLoop: @unchecked Sendable {
         let id = self.id
         try? loop.enqueue { loop.cancelTimer(id) }
       }
+      return true
     }
   }
 
@@ -205,30 +245,46 @@ public final class EventLoop: @unchecked Sendable {
   }
 
   /// Like ``schedule(atNanoseconds:_:)``, plus `onShutdown`, which runs
-  /// instead of `task` if the loop shuts down first.
+  /// instead of `task` if the loop shuts down first. Exactly one of them
+  /// runs unless the timer is cancelled.
   @discardableResult
   func schedule(
     atNanoseconds deadline: UInt64, _ task: @escaping @Sendable () -> Void,
     onShutdown: (@Sendable () -> Void)?
   ) throws(LoopError) -> Scheduled {
     let id = EventLoop.nextTimerID.wrappingAdd(1, ordering: .relaxed).oldValue
-    let action = TimerAction(run: task, onShutdown: onShutdown)
+    let state = TimerState()
+    let action = TimerAction(run: task, onShutdown: onShutdown, state: state)
     if inEventLoop {
       guard shared.withLock({ $0.state == .running }) else { throw LoopError.shutDown }
       addTimer(id: id, deadline: deadline, action)
     } else {
       try enqueue { [self] in addTimer(id: id, deadline: deadline, action) }
     }
-    return Scheduled(id: id, loop: self)
+    return Scheduled(id: id, loop: self, state: state)
   }
 
   private func addTimer(id: UInt64, deadline: UInt64, _ action: TimerAction) {
+    if timersClosed {
+      // Queued before shutdown began, run after the timers were cleared.
+      if action.state.fire() { action.onShutdown?() }
+      return
+    }
     timerSequence += 1
     timers.insert(.init(deadline: deadline, sequence: timerSequence, id: id))
     timerActions[id] = action
   }
 
-  private func cancelTimer(_ id: UInt64) { timerActions[id] = nil }
+  private func cancelTimer(_ id: UInt64) {
+    guard timerActions.removeValue(forKey: id) != nil else { return }
+    // Cancel-and-reschedule patterns would otherwise grow the heap forever.
+    if timers.count > 64 && timers.count > 2 * timerActions.count {
+      timers.removeAll { timerActions[$0.id] == nil }
+    }
+  }
+
+  /// Entries in the timer heap, cancelled ones not yet dropped included.
+  var timerHeapCount: Int { timers.count }
 
   /// Timers scheduled and not yet run or cancelled.
   var pendingTimers: Int { timerActions.count }
@@ -248,14 +304,8 @@ public final class EventLoop: @unchecked Sendable {
 
   // MARK: The loop
 
-  private func run() {
-    up_set_thread_name(name)
-    threadID.store(UInt(pthread_self()), ordering: .releasing)
-    do {
-      try engine.start()
-    } catch {
-      failAllOperations(error)
-    }
+  /// The loop itself, on its thread (started by ``LoopStarter``).
+  func run() {
     while true {
       runTasks()
       let now = EventLoop.now()
@@ -267,8 +317,19 @@ public final class EventLoop: @unchecked Sendable {
       if shared.withLock({ !$0.tasks.isEmpty || $0.state != .running }) { timeout = 0 }
       do {
         try engine.wait(timeout: timeout) { self.dispatch($0) }
+        engineFailures = 0
+        engineBackoffMilliseconds = 0
       } catch {
+        engineFailures += 1
         failAllOperations(error)
+        if engineFailures > 1 {
+          // A persistently failing engine: back off (1, 2, 4 ... 128 ms)
+          // instead of spinning; a wake-up or the next deadline ends it.
+          engineBackoffMilliseconds = Int32(1 << min(engineFailures - 2, 7))
+          var pause = engineBackoffMilliseconds
+          if let timeout { pause = Int32(min(Int64(pause), (timeout + 999_999) / 1_000_000)) }
+          if pause > 0 { engine.pause(milliseconds: pause) }
+        }
       }
       sleeping.store(false, ordering: .releasing)
     }
@@ -285,14 +346,18 @@ public final class EventLoop: @unchecked Sendable {
   }
 
   private func nextDeadline() -> UInt64? {
-    while let first = timers.first, timerActions[first.id] == nil { timers.removeFirst() }
+    while let first = timers.first, timerActions[first.id]?.state.isPending != true {
+      timers.removeFirst()
+      timerActions[first.id] = nil
+    }
     return timers.first?.deadline
   }
 
   private func runTimers(now: UInt64) {
     while let first = timers.first, first.deadline <= now {
       timers.removeFirst()
-      if let action = timerActions.removeValue(forKey: first.id) { action.run() }
+      // A cancel from another thread wins if it got there first.
+      if let action = timerActions.removeValue(forKey: first.id), action.state.fire() { action.run() }
     }
   }
 
@@ -315,6 +380,18 @@ public final class EventLoop: @unchecked Sendable {
   }
 
   // MARK: Shutdown
+
+  /// Runs `job` on the serial after-shutdown queue.
+  func runAfterShutdown(_ job: @escaping @Sendable () -> Void) {
+    afterShutdown.async { [self] in
+      fallbackThread.store(UInt(pthread_self()), ordering: .releasing)
+      job()
+      fallbackThread.store(0, ordering: .releasing)
+    }
+  }
+
+  /// True while an executor job runs on the after-shutdown queue, on its thread.
+  var runsAfterShutdownJob: Bool { fallbackThread.load(ordering: .acquiring) == UInt(pthread_self()) }
 
   /// Stops the loop: pending timers are cancelled, in-flight operations end
   /// with ECANCELED, tasks already queued run, and the thread exits. Safe
@@ -348,7 +425,7 @@ public final class EventLoop: @unchecked Sendable {
 
   /// Marks the loop as shutting down; true for the first caller.
   @discardableResult
-  private func beginShutdown() -> Bool {
+  func beginShutdown() -> Bool {
     let first = shared.withLock { s -> Bool in
       guard s.state == .running else { return false }
       s.state = .shuttingDown
@@ -359,10 +436,14 @@ public final class EventLoop: @unchecked Sendable {
   }
 
   private func drainForShutdown() {
+    // Tasks queued before shutdown began may add timers: run them first;
+    // a timer added after the clearing below ends at once (addTimer).
+    runTasks()
+    timersClosed = true
     timers.removeAll()
     let pending = timerActions.values
     timerActions.removeAll()
-    for action in pending { action.onShutdown?() }
+    for action in pending where action.state.fire() { action.onShutdown?() }
     // Cancel every operation and wait for the final completions, so that no
     // buffer is freed while the kernel may still write to it.
     for token in operations.liveTokens { engine.cancel(token: token) }
@@ -375,9 +456,12 @@ public final class EventLoop: @unchecked Sendable {
     for (_, handler) in operations.drain() { handler(.failed(IOError("shutdown", ECANCELED))) }
     runTasks()
     shared.withLock { $0.state = .shutDown }
+    // Executor jobs taken until now run here; later ones go to
+    // `afterShutdown`, which starts only after this last batch.
     runTasks()
     engine.close()
     threadID.store(0, ordering: .releasing)
+    afterShutdown.activate()
     let (continuations, semaphores) = exit.withLock { e in
       e.done = true
       defer {

@@ -39,7 +39,8 @@ struct LoopCompletion {
 /// completion semantics. Confined to the loop's thread except `wakeup()`.
 protocol LoopBackend: AnyObject {
   var kind: EventLoop.Backend { get }
-  /// Capabilities found at start-up, for diagnostics.
+  /// Capabilities found at start-up, for diagnostics, and features given up
+  /// later. Safe from any thread.
   var capabilities: [String] { get }
   /// Called once on the loop's thread before the first wait.
   func start() throws(IOError)
@@ -49,7 +50,10 @@ protocol LoopBackend: AnyObject {
   /// Waits for completions up to `timeout` nanoseconds (nil: no limit),
   /// a wake-up, or at least one completion, and delivers them.
   func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError)
-  /// Interrupts `wait` from any thread.
+  /// Interrupts `wait` from any thread; does nothing once closed.
   func wakeup()
+  /// Blocks up to `milliseconds` or until a wake-up (used to back off while
+  /// the engine keeps failing).
+  func pause(milliseconds: Int32)
   func close()
 }

@@ -1,5 +1,6 @@
 import CUserProtoShim
 import Glibc
+import Synchronization
 
 /// The io_uring backend (liburing). Readiness is multishot POLL_ADD;
 /// accept and receive are multishot (receive selects from a ring of provided
@@ -7,28 +8,64 @@ import Glibc
 /// operations whose buffers the backend owns until their completion arrives.
 final class URingBackend: LoopBackend {
   let kind = EventLoop.Backend.ioUring
-  private(set) var capabilities: [String] = []
+  var capabilities: [String] { capabilityLog.withLock { $0 } }
+  private let capabilityLog: Mutex<[String]>
 
   private let ring: OpaquePointer
-  private let wakeFD: Int32
-  private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+  private let wake: WakeEvent
+  private let wakeBuffer: UnsafeMutablePointer<UInt64>
+  /// False after re-arming the wake-up read failed: retried before each wait.
+  private var wakeArmed = false
   private var bufferRing: OpaquePointer?
-  private let multishotAccept: Bool
-  private let multishotReceive: Bool
+  /// Multishot variants in use; each is given up (for single-shot) when the
+  /// kernel refuses it with EINVAL.
+  private var multishotPoll = true
+  private var multishotAccept = true
+  private var multishotReceive: Bool
   private var cqes = [up_cqe](repeating: up_cqe(), count: 256)
-  private let setupFlags: String
+  /// Completions made up by fault injection, delivered by the next reap.
+  private var refusals: [up_cqe] = []
+  private let faults: LoopFaults?
 
   /// What each in-flight operation owns, by token.
   private enum Record {
-    case poll(fd: Int32, events: UInt32)
-    case accept(fd: Int32)
-    case connect(UnsafeMutableRawBufferPointer)
+    case poll(fd: Int32, events: UInt32, multishot: Bool)
+    case accept(fd: Int32, multishot: Bool)
+    case connect(fd: Int32, buffer: UnsafeMutableRawBufferPointer)
+    /// A multishot receive has no buffer of its own (provided buffers).
     case receive(fd: Int32, buffer: UnsafeMutableRawBufferPointer?, datagram: Bool)
     case send(UnsafeMutableRawBufferPointer)
+
+    var multishot: Bool {
+      switch self {
+      case .poll(_, _, let multishot), .accept(_, let multishot): multishot
+      case .receive(_, let buffer, _): buffer == nil
+      case .connect, .send: false
+      }
+    }
   }
   private var records: [UInt64: Record] = [:]
   /// Tokens whose cancellation was requested; completions for them end them.
   private var cancelling: Set<UInt64> = []
+  /// Operations to arm again at the start of the next wait (a multishot
+  /// the kernel ended, or a single-shot that completed). Not re-armed while
+  /// reaping: a readable fd whose watch keeps ending on an overflowing CQ
+  /// would otherwise keep the loop reaping forever.
+  private var rearms: [UInt64] = []
+  /// Cancellations that found the submission queue full: retried in wait.
+  private var cancelBacklog: [UInt64] = []
+
+  /// The file behind an fd number when its operations were submitted.
+  private struct FileID: Equatable {
+    var device: UInt64
+    var inode: UInt64
+  }
+  /// Long-lived operations (watch, accept, receive, connect) by fd number,
+  /// with the file they were submitted for, to detect a number reused
+  /// after a close without cancel.
+  private var fileUsers: [Int32: (file: FileID, tokens: Set<UInt64>)] = [:]
+  /// Operations whose fd was closed while they ran: they end with EBADF.
+  private var staleTokens: Set<UInt64> = []
 
   // Internal tokens never collide with the loop's (generation >= 1).
   private static let wakeToken: UInt64 = 0
@@ -38,12 +75,17 @@ final class URingBackend: LoopBackend {
   static let bufferSize: UInt32 = 16 * 1024
   private static let singleReceiveSize = 64 * 1024
 
-  /// Test hook: the next io_uring_enter fails with this errno (once).
-  var injectedEnterError: Int32?
+  /// The opcodes the loop submits; a kernel without one gets epoll.
+  private static let requiredOpcodes: [(String, Int32)] = [
+    ("POLL_ADD", up_IORING_OP_POLL_ADD), ("ASYNC_CANCEL", up_IORING_OP_ASYNC_CANCEL),
+    ("ACCEPT", up_IORING_OP_ACCEPT), ("CONNECT", up_IORING_OP_CONNECT), ("RECV", up_IORING_OP_RECV),
+    ("SEND", up_IORING_OP_SEND), ("READ", up_IORING_OP_READ),
+  ]
 
   init(_ configuration: EventLoop.Configuration) throws(IOError) {
+    faults = configuration.faults
     let entries = configuration.ringEntries
-    if let injected = configuration.injectedSetupError { throw IOError("io_uring_setup", injected) }
+    if let injected = faults.take(.uringSetup) { throw IOError("io_uring_setup", injected) }
     // Completions are run by the loop thread when it enters the kernel,
     // not signalled to it while it runs (measured: the default interrupts
     // the loop on nearly every completion; docs/benchmarks-loop.md).
@@ -63,35 +105,45 @@ final class URingBackend: LoopBackend {
     guard let ring = created else {
       throw IOError("io_uring_setup", -error)
     }
+    // Every opcode the loop uses must be there (IORING_REGISTER_PROBE).
+    for (name, opcode) in URingBackend.requiredOpcodes {
+      let missing = faults.take(.uringProbe(opcode: name)) != nil
+      let supported = missing ? 0 : up_ring_opcode_supported(ring, opcode)
+      if supported != 1 {
+        up_ring_destroy(ring)
+        let why = supported < 0 ? "cannot be probed (\(IOError.name(-supported)))" : "is not supported"
+        throw IOError("io_uring probe: IORING_OP_\(name) \(why)", EOPNOTSUPP)
+      }
+    }
+    // Blocking on purpose: io_uring honours O_NONBLOCK and would complete
+    // the read with EAGAIN instead of waiting for a wake-up.
+    do {
+      wake = try WakeEvent(blocking: true)
+    } catch {
+      up_ring_destroy(ring)
+      throw error
+    }
     self.ring = ring
     let flags = up_ring_setup_flags(ring)
-    setupFlags =
+    let setup =
       flags & up_IORING_SETUP_DEFER_TASKRUN != 0
       ? "single issuer, deferred task work"
       : flags & up_IORING_SETUP_COOP_TASKRUN != 0 ? "cooperative task work" : "default task work"
-    // Blocking on purpose: io_uring honours O_NONBLOCK and would complete
-    // the read with EAGAIN instead of waiting for a wake-up.
-    let fd = up_eventfd2(0, up_EFD_CLOEXEC)
-    guard fd >= 0 else {
-      up_ring_destroy(ring)
-      throw IOError("eventfd", -fd)
-    }
-    wakeFD = fd
-    multishotAccept =
-      up_ring_opcode_supported(ring, up_IORING_OP_ACCEPT) == 1
-      && URingBackend.kernelAtLeast(5, 19)
     var bufferError: Int32 = 0
     bufferRing = up_bufring_create(
       ring, URingBackend.bufferCount, URingBackend.bufferSize, URingBackend.bufferGroup, &bufferError)
-    multishotReceive = bufferRing != nil && URingBackend.kernelAtLeast(6, 0)
-    capabilities = [
-      "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16)), \(setupFlags)",
-      multishotAccept ? "multishot accept" : "single-shot accept",
-      multishotReceive
+    // Multishot variants are tried; a kernel that refuses one with EINVAL
+    // makes the backend use the single-shot form from then on.
+    multishotReceive = bufferRing != nil
+    capabilityLog = Mutex([
+      "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16)), \(setup)",
+      "opcodes probed: " + URingBackend.requiredOpcodes.map(\.0).joined(separator: ", "),
+      "multishot poll", "multishot accept",
+      bufferRing != nil
         ? "multishot recv with \(URingBackend.bufferCount) provided buffers of \(URingBackend.bufferSize) B"
-        : "single-shot recv (provided buffer ring: \(bufferError == 0 ? "unused" : IOError.name(-bufferError)))",
-    ]
-    try armWake()
+        : "single-shot recv (provided buffer ring: \(IOError.name(-bufferError)))",
+    ])
+    wakeBuffer = .allocate(capacity: 1)
   }
 
   deinit { wakeBuffer.deallocate() }
@@ -100,26 +152,25 @@ final class URingBackend: LoopBackend {
   /// (single issuer) is enabled here so that this thread is its submitter.
   func start() throws(IOError) {
     if up_ring_setup_flags(ring) & up_IORING_SETUP_R_DISABLED != 0 {
-      let rc = up_ring_enable(ring)
+      let rc = faults.take(.uringEnable).map { -$0 } ?? up_ring_enable(ring)
       if rc < 0 { throw IOError("io_uring_register(ENABLE_RINGS)", -rc) }
     }
+    try armWake()
   }
 
-  static func kernelAtLeast(_ major: Int, _ minor: Int) -> Bool {
-    var uts = utsname()
-    uname(&uts)
-    let release = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    let parts = release.split(separator: ".").prefix(2).map { Int($0.prefix { $0.isNumber }) ?? 0 }
-    guard parts.count == 2 else { return false }
-    return (parts[0], parts[1]) >= (major, minor)
+  /// Notes a multishot variant the kernel refused, for ``capabilities``.
+  private func giveUp(_ what: String) {
+    capabilityLog.withLock { $0.append("\(what): multishot refused with EINVAL, single-shot from now on") }
   }
 
   private func armWake() throws(IOError) {
-    try prep { up_ring_prep_read(ring, wakeFD, wakeBuffer, 8, URingBackend.wakeToken) }
+    try prep { up_ring_prep_read(ring, wake.loopFD, wakeBuffer, 8, URingBackend.wakeToken) }
+    wakeArmed = true
   }
 
   /// Queues one SQE, flushing the submission queue once if it is full.
   private func prep(_ body: () -> Int32) throws(IOError) {
+    if let injected = faults.take(.uringGetSQE) { throw IOError("io_uring_get_sqe", injected) }
     var rc = body()
     if rc == -EBUSY {
       _ = up_ring_submit(ring)
@@ -131,12 +182,15 @@ final class URingBackend: LoopBackend {
   func submit(_ operation: LoopOperation, token: UInt64) throws(IOError) {
     switch operation {
     case .poll(let fd, let events):
-      try prep { up_ring_prep_poll_add(ring, fd, events, token, 1) }
-      records[token] = .poll(fd: fd, events: events)
+      try checkFile(fd)
+      try armPoll(fd: fd, events: events, token: token)
+      track(fd, token)
     case .accept(let fd):
-      try prep { up_ring_prep_accept(ring, fd, multishotAccept ? 1 : 0, token) }
-      records[token] = .accept(fd: fd)
+      try checkFile(fd)
+      try armAccept(fd: fd, token: token)
+      track(fd, token)
     case .connect(let fd, let address):
+      try checkFile(fd)
       let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: address.storage.count, alignment: 8)
       buffer.copyBytes(from: address.storage)
       do {
@@ -145,20 +199,89 @@ final class URingBackend: LoopBackend {
         buffer.deallocate()
         throw error
       }
-      records[token] = .connect(buffer)
+      records[token] = .connect(fd: fd, buffer: buffer)
+      track(fd, token)
     case .receive(let fd, let datagram):
+      try checkFile(fd)
       try armReceive(fd: fd, token: token, datagram: datagram)
+      track(fd, token)
     case .send(let fd, let bytes):
       let buffer = sendBuffer(for: bytes.count)
       buffer.copyBytes(from: bytes)
       do {
         try prep { up_ring_prep_send(ring, fd, buffer.baseAddress, bytes.count, token) }
       } catch {
-        buffer.deallocate()
+        recycleSendBuffer(buffer)
         throw error
       }
       records[token] = .send(buffer)
     }
+  }
+
+  // MARK: fd numbers reused after a close without cancel
+
+  private func fileID(_ fd: Int32) throws(IOError) -> FileID {
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw IOError("fstat", errno) }
+    return FileID(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+  }
+
+  /// Before a long-lived operation on `fd`: if operations are still running
+  /// for another file that had this number (closed without cancelling
+  /// them), they are ended with EBADF. io_uring holds its own reference to
+  /// that file, so they would otherwise run on until cancelled.
+  private func checkFile(_ fd: Int32) throws(IOError) {
+    let file = try fileID(fd)
+    guard let users = fileUsers[fd] else {
+      fileUsers[fd] = (file, [])
+      return
+    }
+    guard users.file != file else { return }
+    fileUsers[fd] = (file, [])
+    for token in users.tokens {
+      staleTokens.insert(token)
+      cancel(token: token)
+    }
+  }
+
+  private func track(_ fd: Int32, _ token: UInt64) {
+    fileUsers[fd]?.tokens.insert(token)
+  }
+
+  private func untrack(_ token: UInt64, _ record: Record) {
+    let fd: Int32
+    switch record {
+    case .poll(let f, _, _), .accept(let f, _), .connect(let f, _), .receive(let f, _, _): fd = f
+    case .send: return
+    }
+    guard var users = fileUsers[fd], users.tokens.remove(token) != nil else { return }
+    fileUsers[fd] = users.tokens.isEmpty ? nil : users
+  }
+
+  // MARK: Arming
+
+  /// Test hook: a multishot request refused as a kernel without it would
+  /// (no SQE; a completion with `-errno` and no data).
+  private func refusedByInjection(_ multishot: Bool, _ token: UInt64) -> Bool {
+    guard multishot, let code = faults.take(.uringMultishot) else { return false }
+    refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
+    return true
+  }
+
+  private func armPoll(fd: Int32, events: UInt32, token: UInt64) throws(IOError) {
+    let multishot = multishotPoll
+    if !refusedByInjection(multishot, token) {
+      try prep { up_ring_prep_poll_add(ring, fd, events, token, multishot ? 1 : 0) }
+    }
+    records[token] = .poll(fd: fd, events: events, multishot: multishot)
+  }
+
+  private func armAccept(fd: Int32, token: UInt64) throws(IOError) {
+    let multishot = multishotAccept
+    if !refusedByInjection(multishot, token) {
+      try prep { up_ring_prep_accept(ring, fd, multishot ? 1 : 0, token) }
+    }
+    records[token] = .accept(fd: fd, multishot: multishot)
   }
 
   /// Streams use the multishot receive with provided buffers where the
@@ -166,7 +289,9 @@ final class URingBackend: LoopBackend {
   /// 16 KiB) and older kernels use single receives into a 64 KiB buffer.
   private func armReceive(fd: Int32, token: UInt64, datagram: Bool) throws(IOError) {
     if multishotReceive && !datagram {
-      try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
+      if !refusedByInjection(true, token) {
+        try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
+      }
       records[token] = .receive(fd: fd, buffer: nil, datagram: false)
     } else {
       let buffer: UnsafeMutableRawBufferPointer
@@ -176,21 +301,54 @@ final class URingBackend: LoopBackend {
         buffer = .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8)
       }
       records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
-      try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
+      do {
+        try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
+      } catch {
+        records[token] = nil
+        buffer.deallocate()
+        throw error
+      }
     }
   }
 
+  /// Cancels an operation and submits at once, together with every SQE
+  /// queued before it: when this returns, nothing queued for the fd still
+  /// waits in the submission queue, so the caller may close the fd (a
+  /// later submit could otherwise reach a file that reused the number).
   func cancel(token: UInt64) {
     guard records[token] != nil, !cancelling.contains(token) else { return }
     cancelling.insert(token)
-    try? prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
+    do {
+      try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
+    } catch {
+      cancelBacklog.append(token)
+    }
+    _ = up_ring_submit(ring)
   }
 
   func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
+    var timeout = timeout
+    if !wakeArmed {
+      try? armWake()
+      // Never deaf: without the wake-up read, poll for tasks every ms.
+      if !wakeArmed { timeout = min(timeout ?? 1_000_000, 1_000_000) }
+    }
+    if !cancelBacklog.isEmpty {
+      let backlog = cancelBacklog
+      cancelBacklog = []
+      for token in backlog where records[token] != nil {
+        do {
+          try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
+        } catch {
+          cancelBacklog.append(token)
+        }
+      }
+    }
+    rearmPending(deliver)
+    if !refusals.isEmpty { timeout = 0 }
     let micros = timeout.map { Int(max(0, ($0 + 999) / 1000)) } ?? -1
     var rc: Int32
-    if let injected = injectedEnterError {
-      injectedEnterError = nil
+    if let injected = faults.take(.uringEnter) {
       throw IOError("io_uring_enter", injected)
     }
     repeat {
@@ -208,7 +366,45 @@ final class URingBackend: LoopBackend {
     reap(deliver)
   }
 
+  /// Arms the operations queued by `handle` again; one that cannot be armed
+  /// ends with the error, and one cancelled meanwhile (nothing left in the
+  /// kernel to cancel) ends here.
+  private func rearmPending(_ deliver: (LoopCompletion) -> Void) {
+    let pending = rearms
+    rearms = []
+    for token in pending {
+      guard let record = records[token] else { continue }
+      func finish(_ error: IOError) {
+        release(token)
+        deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
+      }
+      if staleTokens.contains(token) {
+        finish(IOError("fd closed while registered", EBADF))
+        continue
+      }
+      if cancelling.contains(token) {
+        finish(IOError("cancelled", ECANCELED))
+        continue
+      }
+      do throws(IOError) {
+        switch record {
+        case .poll(let fd, let events, _): try armPoll(fd: fd, events: events, token: token)
+        case .accept(let fd, _): try armAccept(fd: fd, token: token)
+        case .receive(let fd, _, let datagram): try armReceive(fd: fd, token: token, datagram: datagram)
+        case .connect, .send: break
+        }
+      } catch {
+        finish(error)
+      }
+    }
+  }
+
   private func reap(_ deliver: (LoopCompletion) -> Void) {
+    while !refusals.isEmpty {
+      let made = refusals
+      refusals = []
+      for cqe in made { handle(cqe, deliver) }
+    }
     while true {
       let n = Int(up_ring_reap(ring, &cqes, UInt32(cqes.count)))
       if n == 0 { return }
@@ -219,7 +415,8 @@ final class URingBackend: LoopBackend {
   private func handle(_ cqe: up_cqe, _ deliver: (LoopCompletion) -> Void) {
     let token = cqe.user_data
     if token == URingBackend.wakeToken {
-      try? armWake()
+      wakeArmed = false
+      try? armWake()  // if this fails, wait() retries before blocking
       return
     }
     if token == URingBackend.cancelToken { return }
@@ -233,31 +430,57 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: value, isFinal: true))
     }
 
+    if staleTokens.contains(token) {
+      // Its fd was closed and the number reused: drop what it produced.
+      if cqe.flags & up_IORING_CQE_F_BUFFER != 0, let bufferRing {
+        up_bufring_recycle(bufferRing, UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT))
+      }
+      if case .accept = record, res >= 0 { Glibc.close(res) }
+      if !more { finish(.failed(IOError("fd closed while registered", EBADF))) }
+      return
+    }
+    if res == -EINVAL && record.multishot && !cancelled {
+      // A kernel without this multishot variant: single-shot from now on.
+      switch record {
+      case .poll:
+        if multishotPoll { giveUp("poll") }
+        multishotPoll = false
+      case .accept:
+        if multishotAccept { giveUp("accept") }
+        multishotAccept = false
+      case .receive:
+        if multishotReceive { giveUp("recv") }
+        multishotReceive = false
+      case .connect, .send: break
+      }
+      rearms.append(token)
+      return
+    }
     if res == -ECANCELED || (cancelled && res < 0) {
       finish(.failed(IOError("cancelled", ECANCELED)))
       return
     }
     switch record {
-    case .poll(let fd, let events):
+    case .poll:
       if res < 0 {
         finish(.failed(IOError("poll", -res)))
         return
       }
       deliver(LoopCompletion(token: token, value: .events(UInt32(res)), isFinal: false))
       if !more && !cancelled {
-        // The kernel ended the multishot (e.g. CQ overflow): re-arm it.
-        try? prep { up_ring_prep_poll_add(ring, fd, events, token, 1) }
+        // Single-shot, or the kernel ended the multishot (CQ overflow).
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
-    case .accept(let fd):
+    case .accept:
       if res < 0 {
         finish(.failed(IOError("accept", -res)))
         return
       }
       deliver(LoopCompletion(token: token, value: .accepted(res), isFinal: false))
       if !more && !cancelled {
-        try? prep { up_ring_prep_accept(ring, fd, multishotAccept ? 1 : 0, token) }
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
@@ -265,11 +488,11 @@ final class URingBackend: LoopBackend {
       finish(res < 0 ? .failed(IOError("connect", -res)) : .connected)
     case .send:
       finish(res < 0 ? .failed(IOError("send", -res)) : .sent(Int(res)))
-    case .receive(let fd, let buffer, let datagram):
+    case .receive(_, let buffer, let datagram):
       if res == -ENOBUFS && !cancelled {
         // Every provided buffer was in use: arm again (they are recycled
         // as soon as each completion is copied out).
-        try? armReceive(fd: fd, token: token, datagram: datagram)
+        rearms.append(token)
         return
       }
       if res < 0 {
@@ -292,7 +515,7 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
       bytes = []
       if !more && !cancelled {
-        try? armReceive(fd: fd, token: token, datagram: datagram)
+        rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
       }
@@ -326,30 +549,41 @@ final class URingBackend: LoopBackend {
 
   private func release(_ token: UInt64) {
     cancelling.remove(token)
+    staleTokens.remove(token)
     guard let record = records.removeValue(forKey: token) else { return }
+    untrack(token, record)
     switch record {
     case .send(let buffer): recycleSendBuffer(buffer)
-    case .connect(let buffer): buffer.deallocate()
+    case .connect(_, let buffer): buffer.deallocate()
     case .receive(_, let buffer, _): buffer?.deallocate()
     case .poll, .accept: break
     }
   }
 
-  func wakeup() {
-    var one: UInt64 = 1
-    _ = Glibc.write(wakeFD, &one, 8)
-  }
+  /// True while the wake-up read is armed (tests).
+  var wakeIsArmed: Bool { wakeArmed }
+
+  /// SQEs queued and not yet submitted (tests).
+  var queuedSubmissions: Int { Int(up_ring_sq_ready(ring)) }
+
+  /// The wake-up eventfd's number (tests).
+  var wakeNumber: Int32 { wake.loopFD }
+
+  func wakeup() { wake.signal() }
+
+  func pause(milliseconds: Int32) { wake.waitReadable(milliseconds: milliseconds) }
 
   func close() {
     // Every operation must have ended before this (the loop cancels and
-    // drains them); free whatever is left regardless.
+    // drains them). The ring goes first, so the kernel has let go of every
+    // buffer before any is freed.
+    up_ring_destroy(ring)
+    up_bufring_free(bufferRing)
+    bufferRing = nil
     for token in Array(records.keys) { release(token) }
     for buffer in sendPool { buffer.deallocate() }
     sendPool = []
-    if let bufferRing { up_bufring_destroy(ring, bufferRing) }
-    bufferRing = nil
-    up_ring_destroy(ring)
-    Glibc.close(wakeFD)
+    wake.close()
   }
 
   /// Operations still in flight (for shutdown and tests).

@@ -1,0 +1,48 @@
+import CUserProtoShim
+import Glibc
+import Synchronization
+
+/// The eventfd other threads write to wake a sleeping loop.
+///
+/// Writers and the closer take the same lock, so once ``close()`` has run no
+/// writer can still hold the number: a wake-up never lands in another file
+/// that reused it.
+final class WakeEvent: Sendable {
+  private let fd: Mutex<Int32>
+  /// The fd number, for the loop thread only (it alone closes it).
+  let loopFD: Int32
+
+  /// - Parameter blocking: io_uring reads it with a READ that must wait,
+  ///   so it must be blocking there; epoll reads it when readable.
+  init(blocking: Bool) throws(IOError) {
+    let flags = up_EFD_CLOEXEC | (blocking ? 0 : up_EFD_NONBLOCK)
+    let created = up_eventfd2(0, flags)
+    guard created >= 0 else { throw IOError("eventfd", -created) }
+    fd = Mutex(created)
+    loopFD = created
+  }
+
+  /// Wakes the loop; does nothing once closed. Safe from any thread.
+  func signal() {
+    fd.withLock { fd in
+      guard fd >= 0 else { return }
+      var one: UInt64 = 1
+      _ = Glibc.write(fd, &one, 8)
+    }
+  }
+
+  /// Waits up to `milliseconds` for a wake-up without consuming it (the
+  /// engine's own read does that). Used to back off when the engine fails.
+  func waitReadable(milliseconds: Int32) {
+    var entry = pollfd(fd: loopFD, events: Int16(POLLIN), revents: 0)
+    _ = poll(&entry, 1, milliseconds)
+  }
+
+  func close() {
+    fd.withLock { fd in
+      guard fd >= 0 else { return }
+      Glibc.close(fd)
+      fd = -1
+    }
+  }
+}
