@@ -36,7 +36,8 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   }
 
   func write(_ bytes: [UInt8]) {
-    guard !finished, !writeShut else { return }
+    // A stream: zero bytes are nothing on the wire.
+    guard !finished, !writeShut, !bytes.isEmpty else { return }
     outbound.append(bytes)
     try? loop.execute { [weak self] in self?.transfer() }
   }

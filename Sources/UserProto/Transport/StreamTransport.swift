@@ -97,15 +97,21 @@ final class StreamTransport: Transport, @unchecked Sendable {
 
   func write(_ bytes: [UInt8]) {
     guard !finished else { return }
+    // Zero bytes are nothing on a stream (sending them would complete with
+    // 0 and never advance); a datagram transport sends an empty datagram.
+    if bytes.isEmpty && !isDatagram { return }
     outbound.append(bytes)
     pump()
   }
 
+  /// Messages in the queue's storage, sent ones not yet dropped included.
+  var storedMessages: Int { outbound.count }
+  /// Messages (or their tails) not yet sent.
+  var queuedMessages: Int { outbound.count - outboundHead }
+
   private func pump() {
     guard !finished, sendHandle == nil, connectTo == nil else { return }
     guard outboundHead < outbound.count else {
-      outbound.removeAll(keepingCapacity: true)
-      outboundHead = 0
       if shutdownRequested {
         shutdownRequested = false
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
@@ -152,23 +158,37 @@ final class StreamTransport: Transport, @unchecked Sendable {
     }
   }
 
-  /// Drops `n` sent bytes from the front of the queue.
+  /// Drops `n` sent bytes (one datagram) from the front of the queue,
+  /// stepping over empty entries.
   private func consume(_ n: Int) {
-    var remaining = n
     if isDatagram {
       outboundHead += 1
-      return
-    }
-    while remaining > 0 && outboundHead < outbound.count {
-      let head = outbound[outboundHead].count - headOffset
-      if remaining >= head {
+    } else {
+      var remaining = n
+      while outboundHead < outbound.count {
+        let head = outbound[outboundHead].count - headOffset
+        if remaining < head {
+          headOffset += remaining
+          break
+        }
         remaining -= head
         outboundHead += 1
         headOffset = 0
-      } else {
-        headOffset += remaining
-        remaining = 0
       }
+    }
+    compact()
+  }
+
+  /// Releases sent messages once they are half the storage (amortised O(1)
+  /// per message), so memory stays proportional to what is unsent even when
+  /// the queue never empties (a sender refilling at the low watermark).
+  private func compact() {
+    if outboundHead == outbound.count {
+      outbound.removeAll(keepingCapacity: outbound.count <= 1024)
+      outboundHead = 0
+    } else if outboundHead >= 64 && outboundHead * 2 >= outbound.count {
+      outbound.removeFirst(outboundHead)
+      outboundHead = 0
     }
   }
 
