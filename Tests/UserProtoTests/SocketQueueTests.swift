@@ -17,7 +17,7 @@ final class RecordingDelegate: TransportDelegate, Sendable {
   func transportConnected() {}
   func transportReceived(_ bytes: [UInt8]) {}
   func transportReachedEnd() { ended.store(true, ordering: .releasing) }
-  func transportWrote(_ count: Int) { bytes.add(count, ordering: .acquiringAndReleasing) }
+  func transportWrote(_ count: Int, messages: Int) { bytes.add(count, ordering: .acquiringAndReleasing) }
   func transportFailed(_ error: IOError) {}
 }
 
@@ -113,6 +113,49 @@ struct SocketQueueTests {
     #expect(eventually { (try? b.tryReceive()) == .message([1, 2, 3]) })
     #expect(eventually { (try? b.tryReceive()) == .endOfStream }, "the shutdown reached the peer")
     #expect(eventually { a.state.withLock { $0.transmitBytes == 0 } })
+  }
+
+  @Test("zero-length messages count against the send high watermark", arguments: loopBackends)
+  func emptyMessagesFillTheSendQueue(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    // Not connected yet: every message waits in the socket's send queue.
+    let options = SocketOptions(sendHighWatermark: 4096, sendLowWatermark: 1024)
+    let socket = try ProtocolSocket(loop: loop, options: options)
+    defer { socket.abort() }
+    var accepted = 0
+    while accepted < 100_000, try socket.trySend([]) { accepted += 1 }
+    #expect(accepted == 4096 / SocketOptions.perMessageCost)
+    #expect(!pollEvents(socket.fileDescriptor).contains(.writable))
+  }
+
+  @Test("a peer flooding zero-length frames reaches the receive high watermark", arguments: loopBackends)
+  func emptyFramesPauseReading(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let options = SocketOptions(receiveHighWatermark: 16 * 1024, receiveLowWatermark: 4 * 1024)
+    let (peer, socket) = try rawPeer(loop, options: options)
+    defer {
+      close(peer)
+      socket.abort()
+    }
+    // 200,000 empty frames (800 KB): the writer blocks once the kernel
+    // buffers are full and the socket has paused reading.
+    let frames = 200_000
+    let writer = Thread { [peer] in
+      writeAll(peer, [UInt8](repeating: 0, count: 4 * frames))
+      return true
+    }
+    #expect(eventually { socket.state.withLock { $0.readingPaused } }, "reading paused at the high watermark")
+    let queued = socket.state.withLock { $0.queuedMessages }
+    #expect(queued < frames / 2, "\(queued) empty messages queued")
+    var got = 0
+    #expect(
+      eventually(60) {
+        while case .message(let m) = (try? socket.tryReceive()) ?? .wouldBlock, m.isEmpty { got += 1 }
+        return got == frames
+      }, "got \(got) of \(frames)")
+    _ = writer.join()
   }
 
   @Test("a zero-length datagram is still sent", arguments: loopBackends)

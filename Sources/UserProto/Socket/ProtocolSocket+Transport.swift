@@ -45,9 +45,9 @@ extension ProtocolSocket: TransportDelegate {
     if case .closed = connection { finishClose() }
   }
 
-  func transportWrote(_ count: Int) {
+  func transportWrote(_ count: Int, messages: Int) {
     update { s in
-      s.transportBytes = max(0, s.transportBytes - count)
+      s.transportBytes = max(0, s.transportBytes - count - messages * SocketOptions.perMessageCost)
       s.updateWritableLatch()
     }
   }

@@ -129,7 +129,7 @@ open class ProtocolSocket: @unchecked Sendable {
     }
     let pause = update { s -> Bool in
       s.receiveQueue.append(message)
-      s.receiveBytes += message.count
+      s.receiveBytes += message.count + SocketOptions.perMessageCost
       if s.receiveBytes >= s.options.receiveHighWatermark && !s.readingPaused {
         s.readingPaused = true
         return true
@@ -142,8 +142,9 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Writes protocol bytes (a handshake, a keep-alive) ahead of queued
   /// messages, bypassing ``encode(_:)``.
   public final func writeRaw(_ bytes: [UInt8]) {
-    update { $0.transportBytes += bytes.count }
-    transport?.write(bytes)
+    guard let transport, !bytes.isEmpty || transport.isDatagram else { return }
+    update { $0.transportBytes += bytes.count + SocketOptions.perMessageCost }
+    transport.write(bytes)
   }
 
   /// Fails the connection: the application sees the error on its next
@@ -194,7 +195,7 @@ open class ProtocolSocket: @unchecked Sendable {
       try s.checkCanSend()
       guard s.sendWouldNotBlock else { return nil }
       s.pendingSends.append(message)
-      s.pendingBytes += message.count
+      s.pendingBytes += message.count + SocketOptions.perMessageCost
       s.updateWritableLatch()
       if s.flushScheduled { return false }
       s.flushScheduled = true
@@ -363,7 +364,7 @@ open class ProtocolSocket: @unchecked Sendable {
     for message in batch {
       guard let transport else {
         update { s in
-          s.pendingBytes -= message.count
+          s.pendingBytes -= message.count + SocketOptions.perMessageCost
           s.updateWritableLatch()
         }
         continue
@@ -375,12 +376,14 @@ open class ProtocolSocket: @unchecked Sendable {
         fail(error as? SocketError ?? .protocolViolation("encode failed: \(error)"))
         return
       }
+      // A zero-length stream message is nothing on the wire.
+      let writes = !wire.isEmpty || transport.isDatagram
       update { s in
-        s.pendingBytes -= message.count
-        s.transportBytes += wire.count
+        s.pendingBytes -= message.count + SocketOptions.perMessageCost
+        if writes { s.transportBytes += wire.count + SocketOptions.perMessageCost }
         s.updateWritableLatch()
       }
-      transport.write(wire)
+      if writes { transport.write(wire) }
     }
   }
 

@@ -54,18 +54,20 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       return
     }
     var moved = 0
+    var chunks = 0
     while !outbound.isEmpty && peer.inboxBytes < MemoryTransport.inboxLimit {
       let chunk = outbound.removeFirst()
       peer.inbox.append(chunk)
       peer.inboxBytes += chunk.count
       moved += chunk.count
+      chunks += 1
     }
     if writeShut && outbound.isEmpty && !endSent {
       // End-of-stream follows the last byte, as after shutdown(SHUT_WR).
       endSent = true
       peer.peerEnded = true
     }
-    if moved > 0 { delegate?.transportWrote(moved) }
+    if chunks > 0 { delegate?.transportWrote(moved, messages: chunks) }
     if moved > 0 || endSent { try? loop.execute { [weak peer] in peer?.drain() } }
   }
 

@@ -146,8 +146,8 @@ final class StreamTransport: Transport, @unchecked Sendable {
         self.sendHandle = nil
         switch result {
         case .success(let n):
-          self.consume(n)
-          self.delegate?.transportWrote(n)
+          let messages = self.consume(n)
+          self.delegate?.transportWrote(n, messages: messages)
           self.pump()
         case .failure(let error):
           self.fail(error)
@@ -159,8 +159,9 @@ final class StreamTransport: Transport, @unchecked Sendable {
   }
 
   /// Drops `n` sent bytes (one datagram) from the front of the queue,
-  /// stepping over empty entries.
-  private func consume(_ n: Int) {
+  /// stepping over empty entries; returns how many entries were finished.
+  private func consume(_ n: Int) -> Int {
+    let before = outboundHead
     if isDatagram {
       outboundHead += 1
     } else {
@@ -176,7 +177,9 @@ final class StreamTransport: Transport, @unchecked Sendable {
         headOffset = 0
       }
     }
+    let finished = outboundHead - before
     compact()
+    return finished
   }
 
   /// Releases sent messages once they are half the storage (amortised O(1)

@@ -6,8 +6,9 @@ protocol TransportDelegate: AnyObject {
   func transportReceived(_ bytes: [UInt8])
   /// The peer finished sending (stream end-of-stream).
   func transportReachedEnd()
-  /// `count` bytes of queued output reached the kernel.
-  func transportWrote(_ count: Int)
+  /// `count` bytes of queued output reached the kernel (or the peer), and
+  /// with them the last bytes of `messages` queued writes.
+  func transportWrote(_ count: Int, messages: Int)
   /// The connection failed; no further callbacks follow.
   func transportFailed(_ error: IOError)
 }
