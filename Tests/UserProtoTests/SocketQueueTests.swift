@@ -17,6 +17,7 @@ final class RecordingDelegate: TransportDelegate, Sendable {
   func transportConnected() {}
   func transportReceived(_ bytes: [UInt8]) {}
   func transportReachedEnd() { ended.store(true, ordering: .releasing) }
+  func transportFinishedWriting() {}
   func transportWrote(_ count: Int, messages: Int) { bytes.add(count, ordering: .acquiringAndReleasing) }
   func transportFailed(_ error: IOError) {}
 }

@@ -26,8 +26,13 @@ extension ProtocolSocket: TransportDelegate {
   }
 
   func transportReachedEnd() {
-    if state.withLock({ $0.closedByUser }) {
-      finishClose()
+    let closing = state.withLock { s -> Bool in
+      if s.closedByUser { s.peerFinished = true }
+      return s.closedByUser
+    }
+    if closing {
+      // Lingering close: finish once our own output is out too.
+      finishCloseIfDone()
       return
     }
     do {
@@ -42,7 +47,13 @@ extension ProtocolSocket: TransportDelegate {
       return s.connection
     }
     notify(connection)
-    if case .closed = connection { finishClose() }
+    // After our shutdown: close once its queued output is out.
+    finishCloseIfDone()
+  }
+
+  func transportFinishedWriting() {
+    outputFinished = true
+    finishCloseIfDone()
   }
 
   func transportWrote(_ count: Int, messages: Int) {

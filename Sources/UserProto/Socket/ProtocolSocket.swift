@@ -38,6 +38,8 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Loop-confined.
   final var transport: (any Transport)?
   private final var lingerTimer: EventLoop.Scheduled?
+  /// Loop-confined: the transport sent end-of-stream after all queued output.
+  final var outputFinished = false
 
   /// Creates an unconnected socket; connect it with ``connect(to:)``, or
   /// let a ``ProtocolListener`` attach an accepted connection.
@@ -260,9 +262,12 @@ open class ProtocolSocket: @unchecked Sendable {
       try loop.execute { [self] in
         flush()
         guard let transport else { return }
+        // The connection closes once both ends have finished (the peer's
+        // end-of-stream and ours after the queued output), or at the timer.
+        lingerTimer = try? loop.schedule(after: .seconds(5)) { [self] in finishClose() }
         transport.shutdownWrite()
         transport.resumeReading()
-        lingerTimer = try? loop.schedule(after: .seconds(5)) { [self] in finishClose() }
+        finishCloseIfDone()
       }
     } catch {
       // The loop is gone: nothing is left to flush.
@@ -385,6 +390,15 @@ open class ProtocolSocket: @unchecked Sendable {
       }
       if writes { transport.write(wire) }
     }
+  }
+
+  /// Closes the connection once both directions are done: the peer has
+  /// finished, and our queued output and end-of-stream are sent (after
+  /// ``shutdownWrite()`` or ``close()``). On the loop.
+  final func finishCloseIfDone() {
+    guard transport != nil, outputFinished else { return }
+    guard state.withLock({ ($0.closedByUser || $0.writeShut) && $0.peerFinished }) else { return }
+    finishClose()
   }
 
   final func finishClose() {

@@ -62,12 +62,15 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       moved += chunk.count
       chunks += 1
     }
+    var ended = false
     if writeShut && outbound.isEmpty && !endSent {
       // End-of-stream follows the last byte, as after shutdown(SHUT_WR).
       endSent = true
+      ended = true
       peer.peerEnded = true
     }
     if chunks > 0 { delegate?.transportWrote(moved, messages: chunks) }
+    if ended { delegate?.transportFinishedWriting() }
     if moved > 0 || endSent { try? loop.execute { [weak peer] in peer?.drain() } }
   }
 

@@ -115,6 +115,7 @@ final class StreamTransport: Transport, @unchecked Sendable {
       if shutdownRequested {
         shutdownRequested = false
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        delegate?.transportFinishedWriting()
       }
       return
     }

@@ -6,6 +6,9 @@ protocol TransportDelegate: AnyObject {
   func transportReceived(_ bytes: [UInt8])
   /// The peer finished sending (stream end-of-stream).
   func transportReachedEnd()
+  /// End-of-stream was sent after all queued output (the write side is
+  /// shut down).
+  func transportFinishedWriting()
   /// `count` bytes of queued output reached the kernel (or the peer), and
   /// with them the last bytes of `messages` queued writes.
   func transportWrote(_ count: Int, messages: Int)
