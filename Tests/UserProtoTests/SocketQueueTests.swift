@@ -159,6 +159,33 @@ struct SocketQueueTests {
     _ = writer.join()
   }
 
+  @Test("UDP refuses a message larger than a datagram at the call; the socket is unaffected", arguments: loopBackends)
+  func oversizeDatagram(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let (a, b) = try udpPair(loop)
+    defer {
+      a.abort()
+      b.abort()
+    }
+    #expect(a.maximumSendSize == 65_507)
+    #expect(throws: SocketError.messageTooLarge(size: 65_508, limit: 65_507)) {
+      try a.trySend([UInt8](repeating: 1, count: 65_508))
+    }
+    #expect(pollEvents(a.fileDescriptor) == [.writable])
+    #expect(try a.trySend([UInt8](repeating: 2, count: 65_507)))
+    #expect(try a.trySend([3]))
+    var got: [[UInt8]] = []
+    #expect(
+      eventually {
+        while case .message(let m) = (try? b.tryReceive()) ?? .wouldBlock { got.append(m) }
+        return got.count >= 2
+      })
+    #expect(got.map(\.count) == [65_507, 1])
+    #expect(a.connectionState == .connected)
+    #expect(pollEvents(a.fileDescriptor) == [.writable])
+  }
+
   @Test("a zero-length datagram is still sent", arguments: loopBackends)
   func emptyDatagram(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)

@@ -94,6 +94,7 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.udp(local: local, remote: remote)
+    socket.maximumDatagramSize = Sockets.maximumDatagramSize(fd, family: local.family)
     try socket.start(StreamTransport(loop: loop, fd: fd, datagram: true), fd: fd)
     return socket
   }

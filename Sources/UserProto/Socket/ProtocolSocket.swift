@@ -90,6 +90,17 @@ open class ProtocolSocket: @unchecked Sendable {
   /// maximum message size minus this.
   open var messageOverhead: Int { 0 }
 
+  /// The largest datagram the transport can send (UDP over IPv4: 65,507
+  /// bytes), or nil for streams. Set before the socket is published.
+  public internal(set) final var maximumDatagramSize: Int?
+
+  /// The largest message ``trySend(_:)`` accepts: the maximum message size,
+  /// or on a datagram transport the largest datagram if smaller, minus
+  /// ``messageOverhead``.
+  public final var maximumSendSize: Int {
+    min(options.maximumMessageSize, maximumDatagramSize ?? .max) - messageOverhead
+  }
+
   /// Whether applications may send on this socket type (false for a
   /// subscriber, say); sends then throw ``SocketError/notSupported(_:)``.
   open var sendsMessages: Bool { true }
@@ -190,9 +201,8 @@ open class ProtocolSocket: @unchecked Sendable {
   @discardableResult
   public final func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
     if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
-    if message.count > options.maximumMessageSize - messageOverhead {
-      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize - messageOverhead)
-    }
+    let limit = maximumSendSize
+    if message.count > limit { throw .messageTooLarge(size: message.count, limit: limit) }
     let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
       try s.checkCanSend()
       guard s.sendWouldNotBlock else { return nil }
@@ -379,6 +389,11 @@ open class ProtocolSocket: @unchecked Sendable {
         wire = try encode(message)
       } catch {
         fail(error as? SocketError ?? .protocolViolation("encode failed: \(error)"))
+        return
+      }
+      if let maximum = maximumDatagramSize, wire.count > maximum {
+        // encode added more than messageOverhead: a clear error, not EMSGSIZE.
+        fail(.messageTooLarge(size: wire.count, limit: maximum))
         return
       }
       // A zero-length stream message is nothing on the wire.
