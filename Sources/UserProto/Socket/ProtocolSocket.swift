@@ -285,7 +285,11 @@ open class ProtocolSocket: @unchecked Sendable {
   }
 
   /// Closes at once, dropping queued messages.
-  public final func abort() {
+  public final func abort() { abort(reset: false) }
+
+  /// Closes at once, dropping queued messages; with `reset`, the peer sees
+  /// the connection reset (an error) instead of a clean end.
+  final func abort(reset: Bool) {
     let first = update { s -> Bool in
       defer {
         s.closedByUser = true
@@ -297,7 +301,7 @@ open class ProtocolSocket: @unchecked Sendable {
     wakeWaiters()
     try? mask.close()
     try? loop.execute { [self] in
-      transport?.close()
+      if reset { transport?.reset() } else { transport?.close() }
       transport = nil
     }
   }

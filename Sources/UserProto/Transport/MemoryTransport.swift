@@ -18,6 +18,8 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   private var peerEnded = false
   private var writeShut = false
   private var endSent = false
+  /// The peer reset the connection: an error after the data already here.
+  private var peerReset = false
 
   private init(loop: EventLoop) { self.loop = loop }
 
@@ -84,6 +86,13 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       delegate?.transportReceived(chunk)
     }
     if took, let peer { try? loop.execute { [weak peer] in peer?.transfer() } }
+    if inbox.isEmpty && peerReset && !paused && !finished {
+      // As TCP: what arrived before the reset is read, then ECONNRESET.
+      let delegate = self.delegate
+      close()
+      delegate?.transportFailed(IOError("recv", 104))  // ECONNRESET
+      return
+    }
     if inbox.isEmpty && peerEnded && !paused && !finished {
       peerEnded = false
       delegate?.transportReachedEnd()
@@ -101,6 +110,18 @@ final class MemoryTransport: Transport, @unchecked Sendable {
     guard !writeShut else { return }
     writeShut = true
     try? loop.execute { [weak self] in self?.transfer() }
+  }
+
+  func reset() {
+    guard !finished else { return }
+    finished = true
+    outbound = []
+    let peer = self.peer
+    try? loop.execute {
+      guard let peer, !peer.finished else { return }
+      peer.peerReset = true
+      peer.drain()
+    }
   }
 
   func close() {

@@ -208,6 +208,16 @@ final class StreamTransport: Transport, @unchecked Sendable {
     delegate?.transportFailed(error)
   }
 
+  func reset() {
+    guard !finished else { return }
+    if !isDatagram {
+      // SO_LINGER with a zero timeout: close(2) sends RST, not FIN.
+      var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+      _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+    close()
+  }
+
   func close() {
     guard !finished else { return }
     finished = true

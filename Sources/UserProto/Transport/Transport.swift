@@ -32,4 +32,7 @@ protocol Transport: AnyObject, Sendable {
   func shutdownWrite()
   /// Ends everything now and releases the fd; no callbacks follow.
   func close()
+  /// Like ``close()``, but the peer sees an error (a TCP RST), not a clean
+  /// end of stream.
+  func reset()
 }
