@@ -352,6 +352,8 @@ struct SocketTests {
       "got \(got) of \(written); state \(socket.connectionState), paused \(socket.state.withLock { $0.readingPaused })")
   }
 
+  /// The receiver and the senders wait in poll(2) without a timeout: a lost
+  /// wake-up blocks them, and the watchdog then fails the test.
   @Test("many threads send while another receives; per-sender order holds", arguments: loopBackends, Transport.allCases)
   func crossThread(backend: EventLoop.BackendChoice, transport: Transport) throws {
     let loop = try makeLoop(backend)
@@ -361,16 +363,15 @@ struct SocketTests {
       a.abort()
       b.abort()
     }
+    let watchdog = try Watchdog(seconds: 60)
+    defer { watchdog.disarm() }
     let senders = 4
     let perSender = 500
     let receiver = Thread {
       var last = [Int](repeating: -1, count: senders)
       var count = 0
       var ordered = true
-      let deadline = EventLoop.now() + 30_000_000_000
-      while count < senders * perSender && EventLoop.now() < deadline {
-        var entry = pollfd(fd: b.fileDescriptor, events: Int16(POLLIN), revents: 0)
-        _ = poll(&entry, 1, 100)
+      while count < senders * perSender {
         while case .message(let m) = (try? b.tryReceive()) ?? .wouldBlock {
           let sender = Int(m[0])
           let index = Int(m[1]) << 8 | Int(m[2])
@@ -378,16 +379,20 @@ struct SocketTests {
           last[sender] = index
           count += 1
         }
+        if count < senders * perSender && !watchdog.wait(b.fileDescriptor, POLLIN) { break }
       }
       return (count, ordered)
     }
     DispatchQueue.concurrentPerform(iterations: senders) { s in
       for i in 0..<perSender {
         let message = [UInt8(s), UInt8(i >> 8), UInt8(i & 0xff)]
-        while (try? a.trySend(message)) != true { usleep(100) }
+        while (try? a.trySend(message)) != true {
+          if !watchdog.wait(a.fileDescriptor, POLLOUT) { return }
+        }
       }
     }
     let (count, ordered) = receiver.join()
+    #expect(!watchdog.fired, "a wait outlived the watchdog: a lost wake-up")
     #expect(count == senders * perSender)
     #expect(ordered)
   }
