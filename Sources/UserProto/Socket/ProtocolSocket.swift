@@ -55,9 +55,20 @@ open class ProtocolSocket: @unchecked Sendable {
     // Dropped without close(): close the connection on the loop (nothing
     // else references the transport strongly) and the mask fd here.
     if let transport {
-      try? loop.execute { transport.close() }
+      do {
+        try loop.execute { transport.close() }
+      } catch {
+        ProtocolSocket.closeAfterLoop(transport, loop)
+      }
     }
     if !mask.isClosed { try? mask.close() }
+  }
+
+  /// Closes a transport whose loop no longer takes tasks: directly once the
+  /// loop's thread has stopped (nothing else touches the transport then);
+  /// while it is still draining, its cancelled operations close it.
+  static func closeAfterLoop(_ transport: any Transport, _ loop: EventLoop) {
+    if loop.isShutDown { transport.close() }
   }
 
   // MARK: - Hooks for subclasses (run on the loop)
@@ -178,10 +189,11 @@ open class ProtocolSocket: @unchecked Sendable {
   @discardableResult
   public final func startTimer(after delay: Duration) throws(LoopError) -> ProtocolTimer {
     let timer = ProtocolTimer()
-    timer.scheduled = try loop.schedule(after: delay) { [weak self] in
-      guard let self, !timer.cancelled else { return }
+    let scheduled = try loop.schedule(after: delay) { [weak self] in
+      guard let self, !timer.isCancelled else { return }
       self.timerFired(timer)
     }
+    timer.attach(scheduled)
     return timer
   }
 
@@ -217,7 +229,13 @@ open class ProtocolSocket: @unchecked Sendable {
     if schedule {
       // One flush for all the messages sent before it runs (also on the
       // loop: a handler answering a burst of requests sends them together).
-      do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
+      do {
+        try loop.execute { [self] in flush() }
+      } catch {
+        // The loop is gone: the connection is over. Only the state changes
+        // here; the transport is the loop's (closed as the loop stops).
+        update { s in s.fail(.transport(IOError("event loop shut down", ESHUTDOWN))) }
+      }
     }
     return true
   }
@@ -281,6 +299,7 @@ open class ProtocolSocket: @unchecked Sendable {
       }
     } catch {
       // The loop is gone: nothing is left to flush.
+      closeTransportAfterLoop()
     }
   }
 
@@ -300,9 +319,14 @@ open class ProtocolSocket: @unchecked Sendable {
     guard first else { return }
     wakeWaiters()
     try? mask.close()
-    try? loop.execute { [self] in
-      if reset { transport?.reset() } else { transport?.close() }
-      transport = nil
+    do {
+      try loop.execute { [self] in
+        if reset { transport?.reset() } else { transport?.close() }
+        transport = nil
+        releaseHandlers()
+      }
+    } catch {
+      closeTransportAfterLoop()
     }
   }
 
@@ -344,17 +368,70 @@ open class ProtocolSocket: @unchecked Sendable {
   /// The sequence number of the last readiness written to the mask fd.
   private final let appliedReadiness = Mutex<UInt64>(0)
 
+  /// Whether writing the mask fd has failed (the socket failed with it).
+  private final let maskFailed = Mutex<Bool>(false)
+
   private final func apply(_ change: ReadinessChange) {
-    appliedReadiness.withLock { applied in
-      guard change.sequence > applied else { return }
+    let failure = appliedReadiness.withLock { applied -> MaskError? in
+      guard change.sequence > applied else { return nil }
       applied = change.sequence
-      try? mask.set(change.events)
+      do throws(MaskError) {
+        try mask.set(change.events)
+        return nil
+      } catch {
+        return error
+      }
+    }
+    if let failure { maskWriteFailed(failure) }
+  }
+
+  /// The mask fd could not show the socket's readiness: rather than leave
+  /// it stale, the socket fails with the reason (once), on the loop.
+  private final func maskWriteFailed(_ failure: MaskError) {
+    let first = maskFailed.withLock { failed -> Bool in
+      defer { failed = true }
+      return !failed
+    }
+    guard first else { return }
+    let code: Int32
+    if case .system(_, let errno) = failure { code = errno } else { code = EIO }
+    let reason = SocketError.transport(IOError("mask fd update (\(failure))", code))
+    let failOnLoop: @Sendable () -> Void = { [self] in
+      if state.withLock({ $0.closedByUser }) { return }  // the mask was closed by close()/abort()
+      fail(reason)
+    }
+    if loop.inEventLoop {
+      failOnLoop()
+    } else {
+      do throws(LoopError) {
+        try loop.execute(failOnLoop)
+      } catch {
+        update { s in s.fail(reason) }
+      }
     }
   }
 
   final func notify(_ connection: ConnectionState) {
     connectionStateChanged(connection)
     stateObserver?(connection)
+    switch connection {
+    case .closed, .failed: releaseHandlers()
+    default: break
+    }
+  }
+
+  /// Drops the application's closures once the connection has ended, so a
+  /// closure that captures the socket does not keep it alive. On the loop.
+  final func releaseHandlers() {
+    stateObserver = nil
+    loopHandler = nil
+  }
+
+  /// close()/abort() when the loop no longer takes tasks.
+  private final func closeTransportAfterLoop() {
+    guard loop.isShutDown, let transport else { return }
+    self.transport = nil
+    transport.close()
   }
 
   private final func resumeReadingSoon() {
@@ -426,16 +503,32 @@ open class ProtocolSocket: @unchecked Sendable {
     transport?.close()
     transport = nil
     update { s in s.connection = .closed }
+    releaseHandlers()
   }
 }
 
 /// A timer of a protocol socket.
-public final class ProtocolTimer: @unchecked Sendable {
-  var scheduled: EventLoop.Scheduled?
-  var cancelled = false
+public final class ProtocolTimer: Sendable {
+  private let state = Mutex<(scheduled: EventLoop.Scheduled?, cancelled: Bool)>((nil, false))
+
+  /// True once ``cancel()`` was called (from any thread).
+  public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+  func attach(_ scheduled: EventLoop.Scheduled) {
+    let cancelled = state.withLock { s -> Bool in
+      s.scheduled = scheduled
+      return s.cancelled
+    }
+    if cancelled { scheduled.cancel() }
+  }
+
   /// Cancels the timer; its ``ProtocolSocket/timerFired(_:)`` will not run.
+  /// Safe from any thread.
   public func cancel() {
-    cancelled = true
+    let scheduled = state.withLock { s -> EventLoop.Scheduled? in
+      s.cancelled = true
+      return s.scheduled
+    }
     scheduled?.cancel()
   }
 }
