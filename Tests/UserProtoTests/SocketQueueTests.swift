@@ -186,6 +186,23 @@ struct SocketQueueTests {
     #expect(pollEvents(a.fileDescriptor) == [.writable])
   }
 
+  @Test("Unix datagrams: the computed limit is exactly the largest datagram the kernel sends")
+  func unixDatagramLimit() throws {
+    var fds: [Int32] = [-1, -1]
+    try #require(
+      socketpair(
+        AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+        == 0)
+    defer {
+      close(fds[0])
+      close(fds[1])
+    }
+    let limit = Sockets.maximumDatagramSize(fds[0], family: AF_UNIX)
+    let big = [UInt8](repeating: 1, count: limit + 1)
+    #expect(send(fds[0], big, limit + 1, 0) == -1 && errno == EMSGSIZE, "one byte more is EMSGSIZE")
+    #expect(send(fds[0], big, limit, 0) == limit, "the limit itself is sent")
+  }
+
   @Test("a zero-length datagram is still sent", arguments: loopBackends)
   func emptyDatagram(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
