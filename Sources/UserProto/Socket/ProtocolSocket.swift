@@ -64,11 +64,12 @@ open class ProtocolSocket: @unchecked Sendable {
     if !mask.isClosed { try? mask.close() }
   }
 
-  /// Closes a transport whose loop no longer takes tasks: directly once the
-  /// loop's thread has stopped (nothing else touches the transport then);
-  /// while it is still draining, its cancelled operations close it.
+  /// Closes a transport whose loop no longer takes tasks: directly on the
+  /// loop's thread (draining its shutdown) or once that thread has stopped
+  /// (nothing else touches the transport then); while another thread drains
+  /// the loop, its cancelled operations close it.
   static func closeAfterLoop(_ transport: any Transport, _ loop: EventLoop) {
-    if loop.isShutDown { transport.close() }
+    if loop.inEventLoop || loop.isShutDown { transport.close() }
   }
 
   // MARK: - Hooks for subclasses (run on the loop)
@@ -429,7 +430,7 @@ open class ProtocolSocket: @unchecked Sendable {
 
   /// close()/abort() when the loop no longer takes tasks.
   private final func closeTransportAfterLoop() {
-    guard loop.isShutDown, let transport else { return }
+    guard loop.inEventLoop || loop.isShutDown, let transport else { return }
     self.transport = nil
     transport.close()
   }
