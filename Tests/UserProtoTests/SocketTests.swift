@@ -40,29 +40,90 @@ func socketPair(_ transport: Transport, _ loop: EventLoop, options: SocketOption
   }
 }
 
-/// A model of socket `a`'s buffers, from which the test derives the
-/// readiness `a` must show, independently of the library.
+/// A model of socket `a`'s buffers and connection, from which the test
+/// derives the readiness `a` must show (docs/sockets.md, "Readiness"),
+/// independently of the library. The peer `b` never reads: what `a` sends
+/// is absorbed by b's buffers (far more than a run sends).
 struct Model {
+  static let options = SocketOptions(
+    receiveHighWatermark: 200, receiveLowWatermark: 100, sendHighWatermark: 1000, sendLowWatermark: 300)
+  static let cost = SocketOptions.perMessageCost
+
   var queued: [[UInt8]] = []
+  /// a stopped reading at its receive high watermark.
+  var paused = false
+  /// The peer finished sending; a sees it once reading (not paused).
+  var peerEnding = false
   var peerFinished = false
+  /// The peer reset the connection; a sees it once reading, or sending.
+  var peerResetting = false
+  var failed = false
+  var errorReported = false
   var writeShut = false
+  var closed = false
+  /// Transmit queue bytes; only non-zero while the loop is held.
+  var transmit = 0
+  var latch = true
+  var peerOpen = true
+
+  var queuedCost: Int { queued.reduce(0) { $0 + $1.count + Model.cost } }
+
   var expected: MaskEvents {
     var e: MaskEvents = []
-    if !queued.isEmpty || peerFinished { e.insert(.readable) }
-    e.insert(.writable)  // small messages never reach the high watermark here
-    if peerFinished && writeShut { e.insert(.hangup) }
+    let errorPending = failed && !errorReported
+    if !queued.isEmpty || peerFinished || failed { e.insert(.readable) }
+    let sendWouldNotBlock = latch && transmit < Model.options.sendHighWatermark
+    if writeShut || failed || sendWouldNotBlock { e.insert(.writable) }
+    if errorPending { e.insert(.error) }
+    if failed || (peerFinished && writeShut) { e.insert(.hangup) }
     return e
+  }
+
+  /// What a's transport meets while it reads: the peer's end or its reset.
+  mutating func settleReading() {
+    guard !paused, !failed, !closed else { return }
+    if peerResetting {
+      fail()
+    } else if peerEnding {
+      peerFinished = true
+    }
+  }
+
+  mutating func deliver(_ message: [UInt8]) {
+    queued.append(message)
+    if queuedCost >= Model.options.receiveHighWatermark { paused = true }
+  }
+
+  mutating func fail() {
+    failed = true
+    transmit = 0
+    latch = true
   }
 }
 
 enum Step: CaseIterable, Sendable {
-  case send, receive, peerSend, peerReceive, peerShutdown, shutdown
+  case send, sendBurst, receive, peerSend, peerClose, peerAbort, shutdown, close
+}
+
+/// Holds a loop's thread in a task until released, so nothing it would do
+/// (flushing sends) happens meanwhile.
+final class LoopHold: Sendable {
+  private let entered = DispatchSemaphore(value: 0)
+  private let gate = DispatchSemaphore(value: 0)
+  init(_ loop: EventLoop) throws {
+    try loop.execute { [entered, gate] in
+      entered.signal()
+      gate.wait()
+    }
+    entered.wait()
+  }
+  func release() { gate.signal() }
 }
 
 @Suite("Protocol sockets")
 struct SocketTests {
   @Test(
-    "property: the fd's readiness always equals the readiness derived from the buffers",
+    "property: the fd's readiness always equals the readiness derived from a model of the socket",
     arguments: loopBackends, Transport.allCases)
   func readinessProperty(backend: EventLoop.BackendChoice, transport: Transport) async throws {
     let loop = try makeLoop(backend)
@@ -72,61 +133,34 @@ struct SocketTests {
     }
   }
 
-  /// Applies `steps` to a fresh pair and checks the fd after every step.
+  /// Applies `steps` to a fresh pair and checks `a`'s fd after every step.
   static func run(_ steps: [Step], transport: Transport, loop: EventLoop) {
     do {
-      let (a, b) = try socketPair(transport, loop)
+      let (a, b) = try socketPair(transport, loop, options: Model.options)
       defer {
         a.abort()
         b.abort()
       }
       var model = Model()
-      var peerShut = false
       for (i, step) in steps.enumerated() {
-        switch step {
-        case .send:
-          if model.writeShut {
-            #expect(throws: SocketError.writeShutdown) { try a.trySend([1]) }
-          } else {
-            #expect(try a.trySend([UInt8(i)]))
-          }
-        case .receive:
-          let result = try a.tryReceive()
-          if model.queued.isEmpty {
-            #expect(result == (model.peerFinished ? .endOfStream : .wouldBlock))
-          } else {
-            #expect(result == .message(model.queued.removeFirst()))
-          }
-        case .peerSend:
-          if !peerShut {
-            let message = [UInt8(i), 7]
-            #expect(try b.trySend(message))
-            model.queued.append(message)
-          }
-        case .peerReceive:
-          _ = try? b.tryReceive()
-        case .peerShutdown:
-          if !peerShut {
-            try b.shutdownWrite()
-            peerShut = true
-            model.peerFinished = true
-          }
-        case .shutdown:
-          if !model.writeShut {
-            try a.shutdownWrite()
-            model.writeShut = true
-          }
+        try apply(step, i, &model, a, b, loop, steps)
+        model.settleReading()
+        if model.closed {
+          #expect(a.mask.isClosed)
+          continue
         }
-        // Deliveries are asynchronous: wait until the socket's queue holds
-        // what the peer sent; then the fd must show exactly the model.
-        let expected = model.expected
-        let count = model.queued.count
-        let finished = model.peerFinished
+        // Deliveries are asynchronous: wait until a's state holds what the
+        // model says; then the fd must show exactly the model's readiness.
+        let m = model
         let settled = eventually(5) {
-          a.state.withLock { $0.queuedMessages == count && $0.peerFinished == finished }
+          a.state.withLock { s in
+            s.queuedMessages == m.queued.count && s.peerFinished == m.peerFinished && s.failed == m.failed
+              && s.readingPaused == m.paused && s.transmitBytes == 0
+          }
         }
-        #expect(settled, "step \(i) \(step): queue did not settle")
-        #expect(a.readiness == expected, "step \(i) \(step): derived readiness")
+        #expect(settled, "step \(i) \(step): the socket did not settle: \(steps)")
+        let expected = model.expected
+        #expect(a.readiness == expected, "step \(i) \(step): derived readiness: \(steps)")
         // The loop thread writes the fd right after it releases the state
         // lock: allow it that moment, then the fd must show exactly the model.
         _ = eventually(1) { pollEvents(a.fileDescriptor) == expected }
@@ -134,6 +168,92 @@ struct SocketTests {
       }
     } catch {
       Issue.record("unexpected error \(error)")
+    }
+  }
+
+  /// Applies one step to `a` (and its peer `b`) and to the model.
+  static func apply(
+    _ step: Step, _ i: Int, _ model: inout Model, _ a: FramedSocket, _ b: FramedSocket, _ loop: EventLoop,
+    _ steps: [Step]
+  ) throws {
+    let outgoing = [UInt8](repeating: UInt8(i), count: 100)
+    switch step {
+    case .send, .sendBurst:
+      if model.closed {
+        #expect(throws: SocketError.closed) { try a.trySend(outgoing) }
+      } else if model.failed {
+        #expect(throws: SocketError.peerVanished) { try a.trySend(outgoing) }
+      } else if model.writeShut {
+        #expect(throws: SocketError.writeShutdown) { try a.trySend(outgoing) }
+      } else if step == .send {
+        #expect(try a.trySend(outgoing))
+        // To a reset peer: the send fails at the transport.
+        if model.peerResetting { model.fail() }
+      } else {
+        // With the loop held, the sends stay queued: the transmit queue
+        // reaches the high watermark and the fd stops being writable.
+        let hold = try LoopHold(loop)
+        var accepted = 0
+        while accepted < 100, (try? a.trySend(outgoing)) == true { accepted += 1 }
+        let perMessage = outgoing.count + Model.cost
+        model.transmit = accepted * perMessage
+        model.latch = false
+        let held = model.expected
+        let seen = pollEvents(a.fileDescriptor)
+        hold.release()
+        #expect(accepted == (Model.options.sendHighWatermark + perMessage - 1) / perMessage)
+        #expect(seen == held, "step \(i) \(step) with the loop held: \(steps)")
+        model.transmit = 0
+        model.latch = true
+        if model.peerResetting { model.fail() }
+      }
+    case .receive:
+      if model.closed {
+        #expect(throws: SocketError.closed) { try a.tryReceive() }
+      } else if !model.queued.isEmpty {
+        #expect(try a.tryReceive() == .message(model.queued.removeFirst()))
+        if model.paused && model.queuedCost <= Model.options.receiveLowWatermark { model.paused = false }
+      } else if model.failed && !model.errorReported {
+        #expect(throws: SocketError.peerVanished) { try a.tryReceive() }
+        model.errorReported = true
+      } else {
+        #expect(try a.tryReceive() == (model.peerFinished || model.failed ? .endOfStream : .wouldBlock))
+      }
+    case .peerSend:
+      // The peer sends only while a reads, so each message is in a's queue
+      // after the step (a paused reader would later get them in one chunk
+      // or several, depending on the transport).
+      if model.peerOpen && !model.paused && !model.failed && !model.closed {
+        let message = [UInt8(i), 7]
+        #expect(try b.trySend(message))
+        model.deliver(message)
+      }
+    case .peerClose:
+      if model.peerOpen {
+        try b.close()
+        model.peerOpen = false
+        model.peerEnding = true
+      }
+    case .peerAbort:
+      if model.peerOpen {
+        b.abort(reset: true)
+        model.peerOpen = false
+        model.peerResetting = true
+      }
+    case .shutdown:
+      if model.closed {
+        #expect(throws: SocketError.closed) { try a.shutdownWrite() }
+      } else {
+        try a.shutdownWrite()
+        model.writeShut = true
+      }
+    case .close:
+      if model.closed {
+        #expect(throws: SocketError.closed) { try a.close() }
+      } else {
+        try a.close()
+        model.closed = true
+      }
     }
   }
 
@@ -232,6 +352,8 @@ struct SocketTests {
       "got \(got) of \(written); state \(socket.connectionState), paused \(socket.state.withLock { $0.readingPaused })")
   }
 
+  /// The receiver and the senders wait in poll(2) without a timeout: a lost
+  /// wake-up blocks them, and the watchdog then fails the test.
   @Test("many threads send while another receives; per-sender order holds", arguments: loopBackends, Transport.allCases)
   func crossThread(backend: EventLoop.BackendChoice, transport: Transport) throws {
     let loop = try makeLoop(backend)
@@ -241,16 +363,15 @@ struct SocketTests {
       a.abort()
       b.abort()
     }
+    let watchdog = try Watchdog(seconds: 60)
+    defer { watchdog.disarm() }
     let senders = 4
     let perSender = 500
     let receiver = Thread {
       var last = [Int](repeating: -1, count: senders)
       var count = 0
       var ordered = true
-      let deadline = EventLoop.now() + 30_000_000_000
-      while count < senders * perSender && EventLoop.now() < deadline {
-        var entry = pollfd(fd: b.fileDescriptor, events: Int16(POLLIN), revents: 0)
-        _ = poll(&entry, 1, 100)
+      while count < senders * perSender {
         while case .message(let m) = (try? b.tryReceive()) ?? .wouldBlock {
           let sender = Int(m[0])
           let index = Int(m[1]) << 8 | Int(m[2])
@@ -258,16 +379,20 @@ struct SocketTests {
           last[sender] = index
           count += 1
         }
+        if count < senders * perSender && !watchdog.wait(b.fileDescriptor, POLLIN) { break }
       }
       return (count, ordered)
     }
     DispatchQueue.concurrentPerform(iterations: senders) { s in
       for i in 0..<perSender {
         let message = [UInt8(s), UInt8(i >> 8), UInt8(i & 0xff)]
-        while (try? a.trySend(message)) != true { usleep(100) }
+        while (try? a.trySend(message)) != true {
+          if !watchdog.wait(a.fileDescriptor, POLLOUT) { return }
+        }
       }
     }
     let (count, ordered) = receiver.join()
+    #expect(!watchdog.fired, "a wait outlived the watchdog: a lost wake-up")
     #expect(count == senders * perSender)
     #expect(ordered)
   }

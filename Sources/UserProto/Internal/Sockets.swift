@@ -43,6 +43,23 @@ enum Sockets {
     return withUnsafeBytes(of: &storage) { SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)])) }
   }
 
+  /// The largest datagram a connected datagram socket can send: 65,507
+  /// bytes for UDP over IPv4 (65,535 minus the IP and UDP headers), 65,527
+  /// over IPv6, and for Unix-domain datagrams the send buffer minus the 32
+  /// bytes Linux reserves (`unix_dgram_sendmsg` fails larger ones with
+  /// EMSGSIZE).
+  static func maximumDatagramSize(_ fd: Int32, family: Int32) -> Int {
+    switch family {
+    case AF_INET: return 65_507
+    case AF_INET6: return 65_527
+    default:
+      var size: Int32 = 0
+      var length = socklen_t(MemoryLayout<Int32>.size)
+      guard getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, &length) == 0 else { return 65_507 }
+      return max(0, Int(size) - 32)
+    }
+  }
+
   static func udp(local: SocketAddress, remote: SocketAddress) throws(IOError) -> Int32 {
     let fd = socket(
       local.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

@@ -31,6 +31,9 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   private let fd: Int32
   /// Loop-confined.
   private var acceptHandle: IOHandle?
+  /// Loop-confined; for tests: runs after a connection's socket is made,
+  /// before it is queued (where a concurrent ``close()`` can land).
+  var beforeQueueing: (() -> Void)?
 
   /// Runs on the loop for each new socket, before its connection starts.
   private let configure: (@Sendable (S) -> Void)?
@@ -99,13 +102,21 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
     configure?(socket)
     socket.attach(StreamTransport(loop: loop, fd: client))
     guard queuesConnections else { return }
-    let (waiters, full) = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool) in
+    beforeQueueing?()
+    let queued = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool)? in
+      // close() may have run since the check above: it took the queue, so
+      // a socket added now would never be accepted nor aborted.
+      if s.closed { return nil }
       s.pending.append(socket)
       try? mask.set([.readable])
       let w = Array(s.waiters.values)
       s.waiters = [:]
       if s.pending.count >= backlog { s.acceptPaused = true }
       return (w, s.acceptPaused)
+    }
+    guard let (waiters, full) = queued else {
+      socket.abort()
+      return
     }
     for w in waiters { w.resume() }
     if full, let handle = acceptHandle {

@@ -26,8 +26,13 @@ extension ProtocolSocket: TransportDelegate {
   }
 
   func transportReachedEnd() {
-    if state.withLock({ $0.closedByUser }) {
-      finishClose()
+    let closing = state.withLock { s -> Bool in
+      if s.closedByUser { s.peerFinished = true }
+      return s.closedByUser
+    }
+    if closing {
+      // Lingering close: finish once our own output is out too.
+      finishCloseIfDone()
       return
     }
     do {
@@ -42,12 +47,18 @@ extension ProtocolSocket: TransportDelegate {
       return s.connection
     }
     notify(connection)
-    if case .closed = connection { finishClose() }
+    // After our shutdown: close once its queued output is out.
+    finishCloseIfDone()
   }
 
-  func transportWrote(_ count: Int) {
+  func transportFinishedWriting() {
+    outputFinished = true
+    finishCloseIfDone()
+  }
+
+  func transportWrote(_ count: Int, messages: Int) {
     update { s in
-      s.transportBytes = max(0, s.transportBytes - count)
+      s.transportBytes = max(0, s.transportBytes - count - messages * SocketOptions.perMessageCost)
       s.updateWritableLatch()
     }
   }
@@ -83,6 +94,7 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.udp(local: local, remote: remote)
+    socket.maximumDatagramSize = Sockets.maximumDatagramSize(fd, family: local.family)
     try socket.start(StreamTransport(loop: loop, fd: fd, datagram: true), fd: fd)
     return socket
   }

@@ -38,6 +38,8 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Loop-confined.
   final var transport: (any Transport)?
   private final var lingerTimer: EventLoop.Scheduled?
+  /// Loop-confined: the transport sent end-of-stream after all queued output.
+  final var outputFinished = false
 
   /// Creates an unconnected socket; connect it with ``connect(to:)``, or
   /// let a ``ProtocolListener`` attach an accepted connection.
@@ -53,9 +55,21 @@ open class ProtocolSocket: @unchecked Sendable {
     // Dropped without close(): close the connection on the loop (nothing
     // else references the transport strongly) and the mask fd here.
     if let transport {
-      try? loop.execute { transport.close() }
+      do {
+        try loop.execute { transport.close() }
+      } catch {
+        ProtocolSocket.closeAfterLoop(transport, loop)
+      }
     }
     if !mask.isClosed { try? mask.close() }
+  }
+
+  /// Closes a transport whose loop no longer takes tasks: directly on the
+  /// loop's thread (draining its shutdown) or once that thread has stopped
+  /// (nothing else touches the transport then); while another thread drains
+  /// the loop, its cancelled operations close it.
+  static func closeAfterLoop(_ transport: any Transport, _ loop: EventLoop) {
+    if loop.inEventLoop || loop.isShutDown { transport.close() }
   }
 
   // MARK: - Hooks for subclasses (run on the loop)
@@ -87,6 +101,17 @@ open class ProtocolSocket: @unchecked Sendable {
   /// limited (a request id, say): sends refuse messages longer than the
   /// maximum message size minus this.
   open var messageOverhead: Int { 0 }
+
+  /// The largest datagram the transport can send (UDP over IPv4: 65,507
+  /// bytes), or nil for streams. Set before the socket is published.
+  public internal(set) final var maximumDatagramSize: Int?
+
+  /// The largest message ``trySend(_:)`` accepts: the maximum message size,
+  /// or on a datagram transport the largest datagram if smaller, minus
+  /// ``messageOverhead``.
+  public final var maximumSendSize: Int {
+    min(options.maximumMessageSize, maximumDatagramSize ?? .max) - messageOverhead
+  }
 
   /// Whether applications may send on this socket type (false for a
   /// subscriber, say); sends then throw ``SocketError/notSupported(_:)``.
@@ -129,7 +154,7 @@ open class ProtocolSocket: @unchecked Sendable {
     }
     let pause = update { s -> Bool in
       s.receiveQueue.append(message)
-      s.receiveBytes += message.count
+      s.receiveBytes += message.count + SocketOptions.perMessageCost
       if s.receiveBytes >= s.options.receiveHighWatermark && !s.readingPaused {
         s.readingPaused = true
         return true
@@ -142,8 +167,9 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Writes protocol bytes (a handshake, a keep-alive) ahead of queued
   /// messages, bypassing ``encode(_:)``.
   public final func writeRaw(_ bytes: [UInt8]) {
-    update { $0.transportBytes += bytes.count }
-    transport?.write(bytes)
+    guard let transport, !bytes.isEmpty || transport.isDatagram else { return }
+    update { $0.transportBytes += bytes.count + SocketOptions.perMessageCost }
+    transport.write(bytes)
   }
 
   /// Fails the connection: the application sees the error on its next
@@ -164,10 +190,11 @@ open class ProtocolSocket: @unchecked Sendable {
   @discardableResult
   public final func startTimer(after delay: Duration) throws(LoopError) -> ProtocolTimer {
     let timer = ProtocolTimer()
-    timer.scheduled = try loop.schedule(after: delay) { [weak self] in
-      guard let self, !timer.cancelled else { return }
+    let scheduled = try loop.schedule(after: delay) { [weak self] in
+      guard let self, !timer.isCancelled else { return }
       self.timerFired(timer)
     }
+    timer.attach(scheduled)
     return timer
   }
 
@@ -187,14 +214,13 @@ open class ProtocolSocket: @unchecked Sendable {
   @discardableResult
   public final func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
     if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
-    if message.count > options.maximumMessageSize - messageOverhead {
-      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize - messageOverhead)
-    }
+    let limit = maximumSendSize
+    if message.count > limit { throw .messageTooLarge(size: message.count, limit: limit) }
     let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
       try s.checkCanSend()
       guard s.sendWouldNotBlock else { return nil }
       s.pendingSends.append(message)
-      s.pendingBytes += message.count
+      s.pendingBytes += message.count + SocketOptions.perMessageCost
       s.updateWritableLatch()
       if s.flushScheduled { return false }
       s.flushScheduled = true
@@ -204,7 +230,13 @@ open class ProtocolSocket: @unchecked Sendable {
     if schedule {
       // One flush for all the messages sent before it runs (also on the
       // loop: a handler answering a burst of requests sends them together).
-      do { try loop.execute { [self] in flush() } } catch { fail(.closed) }
+      do {
+        try loop.execute { [self] in flush() }
+      } catch {
+        // The loop is gone: the connection is over. Only the state changes
+        // here; the transport is the loop's (closed as the loop stops).
+        update { s in s.fail(.transport(IOError("event loop shut down", ESHUTDOWN))) }
+      }
     }
     return true
   }
@@ -259,17 +291,25 @@ open class ProtocolSocket: @unchecked Sendable {
       try loop.execute { [self] in
         flush()
         guard let transport else { return }
+        // The connection closes once both ends have finished (the peer's
+        // end-of-stream and ours after the queued output), or at the timer.
+        lingerTimer = try? loop.schedule(after: .seconds(5)) { [self] in finishClose() }
         transport.shutdownWrite()
         transport.resumeReading()
-        lingerTimer = try? loop.schedule(after: .seconds(5)) { [self] in finishClose() }
+        finishCloseIfDone()
       }
     } catch {
       // The loop is gone: nothing is left to flush.
+      closeTransportAfterLoop()
     }
   }
 
   /// Closes at once, dropping queued messages.
-  public final func abort() {
+  public final func abort() { abort(reset: false) }
+
+  /// Closes at once, dropping queued messages; with `reset`, the peer sees
+  /// the connection reset (an error) instead of a clean end.
+  final func abort(reset: Bool) {
     let first = update { s -> Bool in
       defer {
         s.closedByUser = true
@@ -280,9 +320,14 @@ open class ProtocolSocket: @unchecked Sendable {
     guard first else { return }
     wakeWaiters()
     try? mask.close()
-    try? loop.execute { [self] in
-      transport?.close()
-      transport = nil
+    do {
+      try loop.execute { [self] in
+        if reset { transport?.reset() } else { transport?.close() }
+        transport = nil
+        releaseHandlers()
+      }
+    } catch {
+      closeTransportAfterLoop()
     }
   }
 
@@ -324,17 +369,70 @@ open class ProtocolSocket: @unchecked Sendable {
   /// The sequence number of the last readiness written to the mask fd.
   private final let appliedReadiness = Mutex<UInt64>(0)
 
+  /// Whether writing the mask fd has failed (the socket failed with it).
+  private final let maskFailed = Mutex<Bool>(false)
+
   private final func apply(_ change: ReadinessChange) {
-    appliedReadiness.withLock { applied in
-      guard change.sequence > applied else { return }
+    let failure = appliedReadiness.withLock { applied -> MaskError? in
+      guard change.sequence > applied else { return nil }
       applied = change.sequence
-      try? mask.set(change.events)
+      do throws(MaskError) {
+        try mask.set(change.events)
+        return nil
+      } catch {
+        return error
+      }
+    }
+    if let failure { maskWriteFailed(failure) }
+  }
+
+  /// The mask fd could not show the socket's readiness: rather than leave
+  /// it stale, the socket fails with the reason (once), on the loop.
+  private final func maskWriteFailed(_ failure: MaskError) {
+    let first = maskFailed.withLock { failed -> Bool in
+      defer { failed = true }
+      return !failed
+    }
+    guard first else { return }
+    let code: Int32
+    if case .system(_, let errno) = failure { code = errno } else { code = EIO }
+    let reason = SocketError.transport(IOError("mask fd update (\(failure))", code))
+    let failOnLoop: @Sendable () -> Void = { [self] in
+      if state.withLock({ $0.closedByUser }) { return }  // the mask was closed by close()/abort()
+      fail(reason)
+    }
+    if loop.inEventLoop {
+      failOnLoop()
+    } else {
+      do throws(LoopError) {
+        try loop.execute(failOnLoop)
+      } catch {
+        update { s in s.fail(reason) }
+      }
     }
   }
 
   final func notify(_ connection: ConnectionState) {
     connectionStateChanged(connection)
     stateObserver?(connection)
+    switch connection {
+    case .closed, .failed: releaseHandlers()
+    default: break
+    }
+  }
+
+  /// Drops the application's closures once the connection has ended, so a
+  /// closure that captures the socket does not keep it alive. On the loop.
+  final func releaseHandlers() {
+    stateObserver = nil
+    loopHandler = nil
+  }
+
+  /// close()/abort() when the loop no longer takes tasks.
+  private final func closeTransportAfterLoop() {
+    guard loop.inEventLoop || loop.isShutDown, let transport else { return }
+    self.transport = nil
+    transport.close()
   }
 
   private final func resumeReadingSoon() {
@@ -363,7 +461,7 @@ open class ProtocolSocket: @unchecked Sendable {
     for message in batch {
       guard let transport else {
         update { s in
-          s.pendingBytes -= message.count
+          s.pendingBytes -= message.count + SocketOptions.perMessageCost
           s.updateWritableLatch()
         }
         continue
@@ -375,13 +473,29 @@ open class ProtocolSocket: @unchecked Sendable {
         fail(error as? SocketError ?? .protocolViolation("encode failed: \(error)"))
         return
       }
+      if let maximum = maximumDatagramSize, wire.count > maximum {
+        // encode added more than messageOverhead: a clear error, not EMSGSIZE.
+        fail(.messageTooLarge(size: wire.count, limit: maximum))
+        return
+      }
+      // A zero-length stream message is nothing on the wire.
+      let writes = !wire.isEmpty || transport.isDatagram
       update { s in
-        s.pendingBytes -= message.count
-        s.transportBytes += wire.count
+        s.pendingBytes -= message.count + SocketOptions.perMessageCost
+        if writes { s.transportBytes += wire.count + SocketOptions.perMessageCost }
         s.updateWritableLatch()
       }
-      transport.write(wire)
+      if writes { transport.write(wire) }
     }
+  }
+
+  /// Closes the connection once both directions are done: the peer has
+  /// finished, and our queued output and end-of-stream are sent (after
+  /// ``shutdownWrite()`` or ``close()``). On the loop.
+  final func finishCloseIfDone() {
+    guard transport != nil, outputFinished else { return }
+    guard state.withLock({ ($0.closedByUser || $0.writeShut) && $0.peerFinished }) else { return }
+    finishClose()
   }
 
   final func finishClose() {
@@ -390,16 +504,32 @@ open class ProtocolSocket: @unchecked Sendable {
     transport?.close()
     transport = nil
     update { s in s.connection = .closed }
+    releaseHandlers()
   }
 }
 
 /// A timer of a protocol socket.
-public final class ProtocolTimer: @unchecked Sendable {
-  var scheduled: EventLoop.Scheduled?
-  var cancelled = false
+public final class ProtocolTimer: Sendable {
+  private let state = Mutex<(scheduled: EventLoop.Scheduled?, cancelled: Bool)>((nil, false))
+
+  /// True once ``cancel()`` was called (from any thread).
+  public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+  func attach(_ scheduled: EventLoop.Scheduled) {
+    let cancelled = state.withLock { s -> Bool in
+      s.scheduled = scheduled
+      return s.cancelled
+    }
+    if cancelled { scheduled.cancel() }
+  }
+
   /// Cancels the timer; its ``ProtocolSocket/timerFired(_:)`` will not run.
+  /// Safe from any thread.
   public func cancel() {
-    cancelled = true
+    let scheduled = state.withLock { s -> EventLoop.Scheduled? in
+      s.cancelled = true
+      return s.scheduled
+    }
     scheduled?.cancel()
   }
 }

@@ -3,16 +3,24 @@
 /// at its high watermark, and sends would block at the transmit high
 /// watermark.
 public struct SocketOptions: Sendable, Hashable {
-  /// Receive queue bytes at which reading from the transport pauses.
+  /// Receive queue bytes (each message's size plus ``perMessageCost``) at
+  /// which reading from the transport pauses.
   public var receiveHighWatermark: Int
   /// Receive queue bytes at which reading resumes.
   public var receiveLowWatermark: Int
-  /// Transmit queue bytes at which sends would block (not writable).
+  /// Transmit queue bytes (each message's size plus ``perMessageCost``)
+  /// at which sends would block (not writable).
   public var sendHighWatermark: Int
   /// Transmit queue bytes at which the socket is writable again.
   public var sendLowWatermark: Int
   /// The largest message accepted in either direction (default 1 MiB).
   public var maximumMessageSize: Int
+
+  /// What each queued message counts against the watermarks on top of its
+  /// bytes (the bookkeeping a queue entry costs), in both directions, so a
+  /// peer or an application cannot grow a queue without bound with
+  /// zero-length messages.
+  public static let perMessageCost = 64
 
   public init(
     receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,

@@ -6,13 +6,15 @@ struct SocketState {
   let options: SocketOptions
   var receiveQueue: [[UInt8]] = []
   var receiveHead = 0
+  /// Queued bytes plus ``SocketOptions/perMessageCost`` per message.
   var receiveBytes = 0
   var readingPaused = false
 
   /// Messages queued by the application, not yet encoded.
   var pendingSends: [[UInt8]] = []
   var pendingBytes = 0
-  /// Encoded bytes handed to the transport and not yet written.
+  /// Encoded bytes handed to the transport and not yet written. Both count
+  /// ``SocketOptions/perMessageCost`` per message on top of its bytes.
   var transportBytes = 0
   /// Writable hysteresis: false from the high watermark down to the low one.
   var writableLatch = true
@@ -102,7 +104,7 @@ struct SocketState {
         receiveQueue.removeFirst(receiveHead)
         receiveHead = 0
       }
-      receiveBytes -= message.count
+      receiveBytes -= message.count + SocketOptions.perMessageCost
       let resume = readingPaused && receiveBytes <= options.receiveLowWatermark
       return (.success(.message(message)), resume)
     }

@@ -18,6 +18,8 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   private var peerEnded = false
   private var writeShut = false
   private var endSent = false
+  /// The peer reset the connection: an error after the data already here.
+  private var peerReset = false
 
   private init(loop: EventLoop) { self.loop = loop }
 
@@ -36,7 +38,8 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   }
 
   func write(_ bytes: [UInt8]) {
-    guard !finished, !writeShut else { return }
+    // A stream: zero bytes are nothing on the wire.
+    guard !finished, !writeShut, !bytes.isEmpty else { return }
     outbound.append(bytes)
     try? loop.execute { [weak self] in self?.transfer() }
   }
@@ -53,18 +56,23 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       return
     }
     var moved = 0
+    var chunks = 0
     while !outbound.isEmpty && peer.inboxBytes < MemoryTransport.inboxLimit {
       let chunk = outbound.removeFirst()
       peer.inbox.append(chunk)
       peer.inboxBytes += chunk.count
       moved += chunk.count
+      chunks += 1
     }
+    var ended = false
     if writeShut && outbound.isEmpty && !endSent {
       // End-of-stream follows the last byte, as after shutdown(SHUT_WR).
       endSent = true
+      ended = true
       peer.peerEnded = true
     }
-    if moved > 0 { delegate?.transportWrote(moved) }
+    if chunks > 0 { delegate?.transportWrote(moved, messages: chunks) }
+    if ended { delegate?.transportFinishedWriting() }
     if moved > 0 || endSent { try? loop.execute { [weak peer] in peer?.drain() } }
   }
 
@@ -78,6 +86,13 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       delegate?.transportReceived(chunk)
     }
     if took, let peer { try? loop.execute { [weak peer] in peer?.transfer() } }
+    if inbox.isEmpty && peerReset && !paused && !finished {
+      // As TCP: what arrived before the reset is read, then ECONNRESET.
+      let delegate = self.delegate
+      close()
+      delegate?.transportFailed(IOError("recv", 104))  // ECONNRESET
+      return
+    }
     if inbox.isEmpty && peerEnded && !paused && !finished {
       peerEnded = false
       delegate?.transportReachedEnd()
@@ -95,6 +110,18 @@ final class MemoryTransport: Transport, @unchecked Sendable {
     guard !writeShut else { return }
     writeShut = true
     try? loop.execute { [weak self] in self?.transfer() }
+  }
+
+  func reset() {
+    guard !finished else { return }
+    finished = true
+    outbound = []
+    let peer = self.peer
+    try? loop.execute {
+      guard let peer, !peer.finished else { return }
+      peer.peerReset = true
+      peer.drain()
+    }
   }
 
   func close() {

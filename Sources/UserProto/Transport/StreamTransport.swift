@@ -97,18 +97,25 @@ final class StreamTransport: Transport, @unchecked Sendable {
 
   func write(_ bytes: [UInt8]) {
     guard !finished else { return }
+    // Zero bytes are nothing on a stream (sending them would complete with
+    // 0 and never advance); a datagram transport sends an empty datagram.
+    if bytes.isEmpty && !isDatagram { return }
     outbound.append(bytes)
     pump()
   }
 
+  /// Messages in the queue's storage, sent ones not yet dropped included.
+  var storedMessages: Int { outbound.count }
+  /// Messages (or their tails) not yet sent.
+  var queuedMessages: Int { outbound.count - outboundHead }
+
   private func pump() {
     guard !finished, sendHandle == nil, connectTo == nil else { return }
     guard outboundHead < outbound.count else {
-      outbound.removeAll(keepingCapacity: true)
-      outboundHead = 0
       if shutdownRequested {
         shutdownRequested = false
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        delegate?.transportFinishedWriting()
       }
       return
     }
@@ -140,8 +147,8 @@ final class StreamTransport: Transport, @unchecked Sendable {
         self.sendHandle = nil
         switch result {
         case .success(let n):
-          self.consume(n)
-          self.delegate?.transportWrote(n)
+          let messages = self.consume(n)
+          self.delegate?.transportWrote(n, messages: messages)
           self.pump()
         case .failure(let error):
           self.fail(error)
@@ -152,23 +159,40 @@ final class StreamTransport: Transport, @unchecked Sendable {
     }
   }
 
-  /// Drops `n` sent bytes from the front of the queue.
-  private func consume(_ n: Int) {
-    var remaining = n
+  /// Drops `n` sent bytes (one datagram) from the front of the queue,
+  /// stepping over empty entries; returns how many entries were finished.
+  private func consume(_ n: Int) -> Int {
+    let before = outboundHead
     if isDatagram {
       outboundHead += 1
-      return
-    }
-    while remaining > 0 && outboundHead < outbound.count {
-      let head = outbound[outboundHead].count - headOffset
-      if remaining >= head {
+    } else {
+      var remaining = n
+      while outboundHead < outbound.count {
+        let head = outbound[outboundHead].count - headOffset
+        if remaining < head {
+          headOffset += remaining
+          break
+        }
         remaining -= head
         outboundHead += 1
         headOffset = 0
-      } else {
-        headOffset += remaining
-        remaining = 0
       }
+    }
+    let finished = outboundHead - before
+    compact()
+    return finished
+  }
+
+  /// Releases sent messages once they are half the storage (amortised O(1)
+  /// per message), so memory stays proportional to what is unsent even when
+  /// the queue never empties (a sender refilling at the low watermark).
+  private func compact() {
+    if outboundHead == outbound.count {
+      outbound.removeAll(keepingCapacity: outbound.count <= 1024)
+      outboundHead = 0
+    } else if outboundHead >= 64 && outboundHead * 2 >= outbound.count {
+      outbound.removeFirst(outboundHead)
+      outboundHead = 0
     }
   }
 
@@ -182,6 +206,16 @@ final class StreamTransport: Transport, @unchecked Sendable {
     let delegate = self.delegate
     close()
     delegate?.transportFailed(error)
+  }
+
+  func reset() {
+    guard !finished else { return }
+    if !isDatagram {
+      // SO_LINGER with a zero timeout: close(2) sends RST, not FIN.
+      var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+      _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+    close()
   }
 
   func close() {

@@ -6,8 +6,12 @@ protocol TransportDelegate: AnyObject {
   func transportReceived(_ bytes: [UInt8])
   /// The peer finished sending (stream end-of-stream).
   func transportReachedEnd()
-  /// `count` bytes of queued output reached the kernel.
-  func transportWrote(_ count: Int)
+  /// End-of-stream was sent after all queued output (the write side is
+  /// shut down).
+  func transportFinishedWriting()
+  /// `count` bytes of queued output reached the kernel (or the peer), and
+  /// with them the last bytes of `messages` queued writes.
+  func transportWrote(_ count: Int, messages: Int)
   /// The connection failed; no further callbacks follow.
   func transportFailed(_ error: IOError)
 }
@@ -28,4 +32,7 @@ protocol Transport: AnyObject, Sendable {
   func shutdownWrite()
   /// Ends everything now and releases the fd; no callbacks follow.
   func close()
+  /// Like ``close()``, but the peer sees an error (a TCP RST), not a clean
+  /// end of stream.
+  func reset()
 }

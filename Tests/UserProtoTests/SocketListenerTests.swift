@@ -1,0 +1,32 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import UserProto
+
+@Suite("Protocol listener")
+struct SocketListenerTests {
+  /// close() lands between the loop's check of `closed` and the queueing
+  /// of a new connection: that connection must be aborted, not stranded.
+  @Test("a connection accepted while the listener closes is aborted, not stranded", arguments: loopBackends)
+  func closeDuringAdopt(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let made = Collector<FramedSocket>()
+    let listener = try ProtocolListener<FramedSocket>(
+      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop, configure: { made.append($0) })
+    try onLoop(loop) { listener.beforeQueueing = { try? listener.close() } }
+    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    defer { close(client) }
+    try #require(listener.localAddress.withSockaddr { connect(client, $0, $1) } == 0)
+    #expect(eventually { made.count == 1 })
+    let accepted = try #require(made.values.first)
+    #expect(eventually { accepted.mask.isClosed }, "the socket was aborted")
+    #expect(throws: SocketError.closed) { try listener.tryAccept() }
+    // Its connection was closed: the client reads end-of-stream.
+    var entry = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+    #expect(eventually { poll(&entry, 1, 0) == 1 })
+    var byte: UInt8 = 0
+    #expect(recv(client, &byte, 1, Int32(MSG_DONTWAIT)) == 0)
+  }
+}

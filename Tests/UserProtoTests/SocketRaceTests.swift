@@ -1,0 +1,133 @@
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+@testable import UserProto
+
+/// Fails a test that would otherwise block forever: after `seconds`, its
+/// fd (one end of a socket pair) becomes readable, so a thread blocked in poll(2)
+/// on it next to the fds under test wakes and gives up.
+final class Watchdog: Sendable {
+  private let fds: (read: Int32, write: Int32)
+  private let state = Mutex<(disarmed: Bool, fired: Bool)>((false, false))
+
+  init(seconds: Int) throws {
+    let (read, write) = try streamPair()
+    fds = (read, write)
+    DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(seconds)) { [self] in fire() }
+  }
+
+  deinit {
+    close(fds.read)
+    close(fds.write)
+  }
+
+  /// Readable once the watchdog fired.
+  var fileDescriptor: Int32 { fds.read }
+  var fired: Bool { state.withLock { $0.fired } }
+
+  private func fire() {
+    state.withLock { s in
+      guard !s.disarmed else { return }
+      s.fired = true
+      var byte: UInt8 = 1
+      _ = write(fds.write, &byte, 1)
+    }
+  }
+
+  func disarm() { state.withLock { $0.disarmed = true } }
+
+  /// Waits without a timeout until `fd` shows one of `events`; false if the
+  /// watchdog fired first.
+  func wait(_ fd: Int32, _ events: Int32) -> Bool {
+    var entries = [
+      pollfd(fd: fd, events: Int16(events), revents: 0),
+      pollfd(fd: fds.read, events: Int16(POLLIN), revents: 0),
+    ]
+    while true {
+      let n = poll(&entries, 2, -1)
+      if n < 0 && errno == EINTR { continue }
+      if entries[1].revents != 0 { return false }
+      return true
+    }
+  }
+}
+
+/// A thread of its own (not a dispatch worker, whose pool may not grow for
+/// threads that spin); `join()` waits for its result.
+final class OSThread<T: Sendable>: @unchecked Sendable {
+  private final class Box: Sendable {
+    let value = Mutex<T?>(nil)
+  }
+  private let box = Box()
+  private var thread = pthread_t()
+
+  init(_ body: @escaping @Sendable () -> T) {
+    let box = self.box
+    let start = ThreadStart { box.value.withLock { $0 = body() } }
+    let rc = pthread_create(&thread, nil, threadEntry, Unmanaged.passRetained(start).toOpaque())
+    precondition(rc == 0, "pthread_create failed: \(rc)")
+  }
+
+  func join() -> T {
+    pthread_join(thread, nil)
+    return box.value.withLock { $0! }
+  }
+}
+
+private final class ThreadStart: Sendable {
+  let body: @Sendable () -> Void
+  init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}
+
+private func threadEntry(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+  Unmanaged<ThreadStart>.fromOpaque(argument!).takeRetainedValue().body()
+  return nil
+}
+
+@Suite("Protocol socket races")
+struct SocketRaceTests {
+  /// close() or abort() from one thread while others send and receive:
+  /// no crash, each call ends with a clear error, every fd is released.
+  @Test(
+    "close and abort race sends and receives on other threads", arguments: loopBackends, Transport.allCases)
+  func closeRacesIO(backend: EventLoop.BackendChoice, transport: Transport) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    for round in 0..<20 {
+      let (a, b) = try socketPair(transport, loop)
+      let useAbort = round % 2 == 1
+      let started = DispatchSemaphore(value: 0)
+      let sender = OSThread { () -> SocketError? in
+        started.signal()
+        while true {
+          do throws(SocketError) { _ = try a.trySend([UInt8(round), 1, 2]) } catch { return error }
+        }
+      }
+      let receiver = OSThread { () -> SocketError? in
+        started.signal()
+        while true {
+          do throws(SocketError) { _ = try a.tryReceive() } catch { return error }
+        }
+      }
+      let peer = OSThread { () -> Bool in
+        started.signal()
+        for i in 0..<200 { _ = try? b.trySend([UInt8(i)]) }
+        return true
+      }
+      for _ in 0..<3 { started.wait() }
+      if useAbort { a.abort() } else { try a.close() }
+      #expect(sender.join() == .closed, "round \(round): sends end with .closed")
+      #expect(receiver.join() == .closed, "round \(round): receives end with .closed")
+      _ = peer.join()
+      #expect(a.mask.isClosed)
+      b.abort()
+      // Both connections end (a graceful close finishes at the peer's end),
+      // releasing their transports and fds.
+      #expect(
+        eventually { (try? onLoop(loop) { a.transport == nil && b.transport == nil }) == true },
+        "round \(round): transports released")
+    }
+  }
+}
