@@ -166,7 +166,11 @@ final class EpollBackend: LoopBackend {
       owners[token] = entry
       attempts.append((entry, true, false))
     case .send(let fd, let bytes):
-      let entry = try entry(for: fd)
+      // Sends skip the closed-while-registered check (one epoll_ctl per
+      // send, on the hot path), as io_uring's sends do: the fd's watch or
+      // receive, which every connection has, already made that check.
+      let entry: Entry
+      if let existing = entries[fd] { entry = existing } else { entry = try self.entry(for: fd) }
       entry.sends.append((token, bytes))
       owners[token] = entry
       // Only the new output is tried: a speculative read here would cost a
