@@ -610,8 +610,8 @@ def missing_guest_cells(texts, scale_lines, failures, full_run):
             m = re.search(r"USERPROTO_TIMEOUT=(\d+)", cmd[0])
             why[cell] = f"its guest command hit USERPROTO_TIMEOUT={m.group(1) if m else '?'} s before reaching it"
         elif cmd[1] is None:
-            why[cell] = ("the guest boot ended before its command finished (kernel/test.sh's --timeout or a guest crash"
-                         + (f"; {'; '.join(status)}" if status else "") + ")")
+            why[cell] = ("the guest boot ended before its command reached it (a --timeout, a crash, or stopped: "
+                         "the run's *incomplete* note above says which)")
         else:
             why[cell] = f"its guest command exited ({cmd[1]}) without a result for it"
     return why
@@ -1124,19 +1124,22 @@ def losses(V, rr_head, ps_head, profile_text, profile_link, missing_cells, cappe
             "server CPU). **Ours; partly fixed, the rest not fixed.** Fixed: the io_uring ring was created with setup "
             "flags 0, so each completion interrupted the task; the library now sets `SINGLE_ISSUER | DEFER_TASKRUN` "
             "(72868d3), which took ProtocolSocket on io_uring from 0.82x / 1.22x NIO (round trips / CPU) to about "
-            "1.05-1.10x / 0.91-0.95x. Not fixed: the epoll backend still makes two `recvfrom` per round trip where "
-            "NIO makes one `read` (finding 3 in benchmarks-loop.md), and ProtocolSocket adds its framing and "
-            "`trySend` flush per message on top of the raw loop. The analysis is in "
-            "[benchmarks-loop.md](benchmarks-loop.md).")
+            "1.05-1.10x / 0.91-0.95x. Also fixed: the epoll backend's speculative `recv` after every send (finding 3 "
+            "in benchmarks-loop.md, 4826c7a): `Benchmarks/strace-echo.sh 16 64 1` now counts 1.00 `recvfrom` per "
+            "`sendto` for ProtocolSocket on epoll, as NIO's one `read` per `write`. Not fixed: ProtocolSocket "
+            "adds its per-message work on top of the raw loop (the state lock, the mask-fd update, `encode`'s copy "
+            "and the flush hop; SocketOverhead in benchmarks-loop.md measures it), and on epoll each operation is a "
+            "non-blocking syscall where NIO batches reads and writes per readiness event in the same way; closing "
+            "the rest would mean batching several messages per syscall on the server side, which has not been "
+            "attempted. The analysis is in [benchmarks-loop.md](benchmarks-loop.md).")
     m16 = V.missed("uring-16")
     if m16:
         out.append(
             f"- **io_uring vs epoll, 16 connections** ({cells(m16)}; target 1.2x). **Ours; partly fixed, the rest not "
             "fixed.** Fixed by the same `SINGLE_ISSUER | DEFER_TASKRUN` change (from 0.86-0.95x epoll before it). Not "
             "fixed: what remains is completion delivery across threads (benchmarks-loop.md: with both ends inside one "
-            "loop io_uring reaches 1.24x, with the ends on different threads or processes it does not), and part of "
-            "the epoll side's disadvantage is being removed separately (its double `recvfrom`), which lowers this "
-            "ratio rather than raising it.")
+            "loop io_uring reaches 1.24x, with the ends on different threads or processes it does not). The epoll "
+            "side's double `recvfrom` is gone since 4826c7a, which made epoll faster and so lowered this ratio.")
     m1 = V.missed("uring-1")
     if m1:
         out.append(
