@@ -269,15 +269,7 @@ public final class EchoServer: Sendable {
           if sent { s.requestsServed += 1 } else { s.repliesDropped += 1 }
         }
       }
-      // The socket keeps this closure: capture it weakly, or neither is freed.
-      socket.observeStateChanges { [weak socket] state in
-        guard let socket else { return }
-        switch state {
-        // SP has no half-close: a peer that finished sending has gone.
-        case .closed, .failed, .peerFinishedSending: shared.ended(socket, state)
-        default: break
-        }
-      }
+      whenConnectionEnds(socket) { socket, state in shared.ended(socket, state) }
     }
   }
 

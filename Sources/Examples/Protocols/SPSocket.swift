@@ -250,3 +250,17 @@ extension SPSocket.ProtocolID: CustomStringConvertible {
     }
   }
 }
+
+/// Calls `ended` when `socket`'s connection is over: closed, failed, or the
+/// peer finished sending (SP has no half-close, so a peer that stopped
+/// sending has gone). The socket keeps the closure, so it holds the socket
+/// weakly; otherwise neither would ever be freed.
+func whenConnectionEnds<S: SPSocket>(_ socket: S, _ ended: @escaping (S, ConnectionState) -> Void) {
+  socket.observeStateChanges { [weak socket] state in
+    guard let socket else { return }
+    switch state {
+    case .closed, .failed, .peerFinishedSending: ended(socket, state)
+    default: break
+    }
+  }
+}
