@@ -41,8 +41,7 @@ static pthread_barrier_t barrier;
 struct worker {
   int fd;
   size_t size;
-  uint32_t *latencies;  // ns, capped at UINT32_MAX
-  size_t count, capacity;
+  struct latencies lat;
   int failed;
 };
 
@@ -60,11 +59,7 @@ static void *run(void *arg) {
     }
     uint64_t dt = now_ns() - t0;
     if (!counted) continue;
-    if (w->count == w->capacity) {
-      w->capacity = w->capacity ? w->capacity * 2 : 65536;
-      w->latencies = realloc(w->latencies, w->capacity * sizeof *w->latencies);
-    }
-    w->latencies[w->count++] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+    latencies_add(&w->lat, dt);
   }
   if (memcmp(out, in, w->size) != 0 && !w->failed) {
     fprintf(stderr, "echo-client: the echo differs from the request\n");
@@ -116,11 +111,11 @@ int main(int argc, char **argv) {
   uint64_t cpu1 = process_cpu_ns(server);
   atomic_store(&stopping, 1);
 
-  size_t total = 0;
+  struct latencies *each[connections];
   int failed = 0;
   for (int i = 0; i < connections; i++) {
     pthread_join(threads[i], NULL);
-    total += workers[i].count;
+    each[i] = &workers[i].lat;
     failed |= workers[i].failed;
     close(workers[i].fd);
   }
@@ -128,21 +123,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo-client: a connection failed\n");
     return 1;
   }
-  uint32_t *all = malloc((total ? total : 1) * sizeof *all);
-  size_t k = 0;
-  for (int i = 0; i < connections; i++) {
-    memcpy(all + k, workers[i].latencies, workers[i].count * sizeof *all);
-    k += workers[i].count;
-    free(workers[i].latencies);
-  }
-  qsort(all, total, sizeof *all, compare_u32);
-  double elapsed = (double)(t1 - t0) / 1e9;
-  double p50 = total ? all[total / 2] / 1e3 : 0;
-  double p99 = total ? all[(size_t)((double)total * 0.99)] / 1e3 : 0;
-  uint64_t cpu = cpu1 - cpu0;
-  printf("trips=%zu seconds=%.3f rate=%.1f p50_us=%.2f p99_us=%.2f server_cpu_ns=%llu cpu_us_per_trip=%.3f\n",
-         total, elapsed, (double)total / elapsed, p50, p99, (unsigned long long)cpu,
-         total ? (double)cpu / 1e3 / (double)total : 0.0);
-  free(all);
+  print_trips(each, connections, t1 - t0, cpu1 - cpu0);
+  printf("\n");
   return 0;
 }

@@ -135,4 +135,40 @@ static inline int compare_u32(const void *a, const void *b) {
   uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
   return x < y ? -1 : x > y;
 }
+
+/* One connection's round-trip latencies, in ns (capped at UINT32_MAX). */
+struct latencies {
+  uint32_t *v;
+  size_t count, capacity;
+};
+
+static inline void latencies_add(struct latencies *l, uint64_t ns) {
+  if (l->count == l->capacity) {
+    l->capacity = l->capacity ? l->capacity * 2 : 65536;
+    l->v = realloc(l->v, l->capacity * sizeof *l->v);
+  }
+  l->v[l->count++] = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+}
+
+/* Merges (and frees) every connection's latencies and prints the clients'
+ * common result fields, without the newline: trips, seconds, rate, p50/p99
+ * and the server's CPU time per trip. */
+static inline void print_trips(struct latencies *const *each, int n, uint64_t elapsed_ns, uint64_t server_cpu_ns) {
+  size_t total = 0, k = 0;
+  for (int i = 0; i < n; i++) total += each[i]->count;
+  uint32_t *all = malloc((total ? total : 1) * sizeof *all);
+  for (int i = 0; i < n; i++) {
+    if (each[i]->count) memcpy(all + k, each[i]->v, each[i]->count * sizeof *all);
+    k += each[i]->count;
+    free(each[i]->v);
+  }
+  qsort(all, total, sizeof *all, compare_u32);
+  double elapsed = (double)elapsed_ns / 1e9;
+  double p50 = total ? all[total / 2] / 1e3 : 0;
+  double p99 = total ? all[(size_t)((double)total * 0.99)] / 1e3 : 0;
+  printf("trips=%zu seconds=%.3f rate=%.1f p50_us=%.2f p99_us=%.2f server_cpu_ns=%llu cpu_us_per_trip=%.3f", total,
+         elapsed, (double)total / elapsed, p50, p99, (unsigned long long)server_cpu_ns,
+         total ? (double)server_cpu_ns / 1e3 / (double)total : 0.0);
+  free(all);
+}
 #endif

@@ -33,8 +33,7 @@ struct worker {
   int fd;
   size_t size;
   uint32_t id;
-  uint32_t *latencies;  // ns, capped at UINT32_MAX
-  size_t count, capacity;
+  struct latencies lat;
   int failed;
 };
 
@@ -64,11 +63,7 @@ static void *run(void *arg) {
       break;
     }
     if (!counted) continue;
-    if (w->count == w->capacity) {
-      w->capacity = w->capacity ? w->capacity * 2 : 65536;
-      w->latencies = realloc(w->latencies, w->capacity * sizeof *w->latencies);
-    }
-    w->latencies[w->count++] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
+    latencies_add(&w->lat, dt);
   }
   free(out);
   free(in);
@@ -133,11 +128,11 @@ int main(int argc, char **argv) {
   int server_threads = process_threads(server);
   atomic_store(&stopping, 1);
 
-  size_t total = 0;
+  struct latencies *each[connections];
   int failed = 0;
   for (int i = 0; i < connections; i++) {
     pthread_join(threads[i], NULL);
-    total += workers[i].count;
+    each[i] = &workers[i].lat;
     failed |= workers[i].failed;
     close(workers[i].fd);
   }
@@ -145,21 +140,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "rr-client: a connection failed\n");
     return 1;
   }
-  uint32_t *all = malloc((total ? total : 1) * sizeof *all);
-  size_t k = 0;
-  for (int i = 0; i < connections; i++) {
-    memcpy(all + k, workers[i].latencies, workers[i].count * sizeof *all);
-    k += workers[i].count;
-    free(workers[i].latencies);
-  }
-  qsort(all, total, sizeof *all, compare_u32);
-  double elapsed = (double)(t1 - t0) / 1e9;
-  double p50 = total ? all[total / 2] / 1e3 : 0;
-  double p99 = total ? all[(size_t)((double)total * 0.99)] / 1e3 : 0;
-  uint64_t cpu = cpu1 - cpu0;
-  printf("trips=%zu seconds=%.3f rate=%.1f p50_us=%.2f p99_us=%.2f server_cpu_ns=%llu cpu_us_per_trip=%.3f server_threads=%d\n",
-         total, elapsed, (double)total / elapsed, p50, p99, (unsigned long long)cpu,
-         total ? (double)cpu / 1e3 / (double)total : 0.0, server_threads);
-  free(all);
+  print_trips(each, connections, t1 - t0, cpu1 - cpu0);
+  printf(" server_threads=%d\n", server_threads);
   return 0;
 }
