@@ -294,32 +294,22 @@ enum Interop {
       defer { sports.abort() }
       sports.subscribe("sports")
 
-      // nngcat publishes first after 1 s; nanocat every 50 ms.
-      #expect(try await nextMessage(news, within: .seconds(5)) == .message(message), "\(peer)")
+      // nngcat publishes every second, nanocat every 50 ms, until killed.
+      #expect(try await nextMessage(news, within: .seconds(15)) == .message(message), "\(peer)")
       news.unsubscribe("news")
       // Messages that arrived before the unsubscription are still queued.
       var queued: [[UInt8]] = []
       while case .message(let m) = try news.tryReceive() { queued.append(m) }
       #expect(queued.allSatisfy { $0 == message })
       let filteredAtUnsubscribe = news.filteredMessages
-
-      switch tool {
-      case .nngcat:
-        // It publishes twice more (at 2 and 3 s) and exits.
-        // Whatever it publishes after the unsubscription is filtered out
-        // (checked below: nothing more is delivered before end-of-stream).
-        #expect(await peer.finish(within: .seconds(8)) == .code(0), "\(peer)")
-        _ = filteredAtUnsubscribe
-      case .nanocat:
-        #expect(await waitUntil(.seconds(5)) { news.filteredMessages >= filteredAtUnsubscribe + 3 }, "\(peer)")
-        #expect(await waitUntil(.seconds(5)) { sports.filteredMessages >= 3 }, "\(peer)")
-        #expect(try news.tryReceive() == .wouldBlock)
-        peer.terminate()
-      }
+      // Later messages still arrive on the connection but are filtered out.
+      #expect(await waitUntil(.seconds(15)) { news.filteredMessages >= filteredAtUnsubscribe + 2 }, "\(peer)")
+      #expect(await waitUntil(.seconds(15)) { sports.filteredMessages >= 2 }, "\(peer)")
+      #expect(try news.tryReceive() == .wouldBlock)
+      peer.terminate()
       // The peer is gone: both connections end, with nothing more delivered.
       #expect(try await nextMessage(news, within: .seconds(5)) == .endOfStream)
       #expect(try await nextMessage(sports, within: .seconds(5)) == .endOfStream)
-      #expect(sports.filteredMessages >= 1, "\(peer)")
     }
   }
 

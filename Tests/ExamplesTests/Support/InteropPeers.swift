@@ -43,11 +43,13 @@ enum PeerTool: String, Sendable, CustomStringConvertible {
     }
   }
 
-  /// A PUB listener publishing `message`: nngcat three times, at 1, 2 and
-  /// 3 s, then exits; nanocat every 50 ms until killed.
+  /// A PUB listener publishing `message` until killed: nngcat every second
+  /// (its interval is whole seconds), nanocat every 50 ms. A fixed count
+  /// would race the subscribers' connection on a loaded machine: messages
+  /// published before a pipe is up are not delivered (PUB semantics).
   func publisher(listen url: String, message: String) -> [String] {
     switch self {
-    case .nngcat: ["--pub", "--listen", url, "--data", message, "--delay", "1", "--count", "3", "--interval", "1"]
+    case .nngcat: ["--pub", "--listen", url, "--data", message, "--interval", "1"]
     case .nanocat: ["--pub", "--bind", url, "-D", message, "-i", "0.05"]
     }
   }
