@@ -26,8 +26,11 @@
 #   -- WORDS...         appended to the kernel command line
 #
 # The kernel command line is
-#   console=ttyS0 panic=-1 oops=panic panic_on_warn=1 quiet loglevel=5 WORDS...
-# so any oops, BUG or WARN ends the run at once (QEMU -no-reboot exits).
+#   console=ttyS0 panic=-1 oops=panic panic_on_warn=1 softlockup_panic=1
+#   hung_task_panic=1 quiet loglevel=5 WORDS...
+# so any oops, BUG, WARN, soft lockup or hung task ends the run at once
+# (QEMU -no-reboot exits). At the timeout a SysRq task dump goes to the log
+# first (see below), then QEMU is killed.
 #
 # Verdict (last line on stderr: "boot.sh: PASS ..." or "boot.sh: FAIL: ..."),
 # exit status 0 only when all hold:
@@ -168,7 +171,7 @@ if [ -z "$LOGFILE" ]; then
 fi
 mkdir -p "$(dirname "$LOGFILE")"
 
-APPEND="console=ttyS0 panic=-1 oops=panic panic_on_warn=1 quiet loglevel=5"
+APPEND="console=ttyS0 panic=-1 oops=panic panic_on_warn=1 softlockup_panic=1 hung_task_panic=1 quiet loglevel=5"
 [ ${#EXTRA_CMDLINE[@]} -gt 0 ] && APPEND="$APPEND ${EXTRA_CMDLINE[*]}"
 ACCEL_ARG=$ACCEL
 # One host thread per vCPU, so the guest's CPUs really run concurrently.
@@ -179,12 +182,39 @@ QEMU=(qemu-system-x86_64 -accel "$ACCEL_ARG" -m "$MEM" -smp "$SMP" -nographic -n
 
 log "booting $IMAGE ($ACCEL_ARG, ${MEM} MB, $SMP CPU(s), initramfs $(stat -c %s "$INITRD") bytes, timeout ${TIMEOUT}s)"
 log "serial log: $LOGFILE"
+# QEMU's stdin is a FIFO held open here (never EOF): with -nographic the
+# serial line and QEMU's monitor share stdio, so at the timeout the watcher
+# below can send a serial break ("Ctrl-a b") followed by a SysRq key. It
+# raises the console log level, dumps every task's state and stack ("t")
+# and the active CPUs' backtraces ("l"), and gives QEMU 20 s to print them
+# before `timeout` kills it. A stall then says where the guest was.
+SYSRQ_GRACE=20
+FIFO=$(mktemp -u "${TMPDIR:-/tmp}/userproto-qemu-stdin.XXXXXX")
+mkfifo -m 600 "$FIFO"
+exec 9<>"$FIFO"
+rm -f "$FIFO"
+sysrq() { printf '\001b' >&9; sleep 1; printf '%s' "$1" >&9; sleep 2; }
+(
+	exec </dev/null >/dev/null 2>&1
+	# One-second steps, so killing this subshell leaves no long sleep behind.
+	for ((i = 0; i < TIMEOUT; i++)); do sleep 1; done
+	sysrq 8
+	sysrq t
+	sysrq l
+) &
+WATCHER=$!
 T0=$(date +%s.%N)
 set +e
-timeout -k 10 "$TIMEOUT" "${QEMU[@]}" </dev/null 2>&1 |
-	tr -d '\r' | sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$LOGFILE"
+# sed -u, not tr: tr block-buffers into the pipe, so a live view of the log
+# (and the log file of a run that is killed) lagged by up to 4 KiB. That lag
+# made a slow guest look stuck at an earlier test (evidence/stall-*).
+timeout -k 10 "$((TIMEOUT + SYSRQ_GRACE))" "${QEMU[@]}" <&9 2>&1 |
+	sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$LOGFILE"
 STATUS=("${PIPESTATUS[@]}")
 set -e
+kill "$WATCHER" 2>/dev/null || true
+wait "$WATCHER" 2>/dev/null || true
+exec 9>&-
 QRC=${STATUS[0]}
 ELAPSED=$(echo "$(date +%s.%N) - $T0" | bc)
 ELAPSED=$(printf '%.1f' "$ELAPSED")
@@ -195,7 +225,7 @@ fail() {
 }
 
 if [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
-	fail "timeout: QEMU still running after ${TIMEOUT} s" 3
+	fail "timeout: QEMU still running after ${TIMEOUT} s (the log ends with a SysRq task dump)" 3
 fi
 KPAT='Kernel panic|kernel BUG at|Call Trace:|general protection fault|^(\[ *[0-9]+\.[0-9]+\] )?(Oops|BUG: |WARNING:)'
 if grep -En "$KPAT" "$LOGFILE" >/dev/null; then

@@ -1162,10 +1162,8 @@ def losses(V, rr_head, ps_head, profile_text, profile_link, missing_cells, cappe
         out.append(
             f"- **Finding one readable among 100,000** ({cells(m)}; read as at most 1.2x the cost among 1,000). "
             "**Ours or the guest's, not understood.** `epoll_wait` alone is O(1) in the number of registered fds; "
-            "what grows is the transition, on colder memory for a random object among many, and in the guest the "
-            "emulation's raise has grown 12-18x between 1,000 and 10,000 in some runs and stayed flat in others "
-            "(the note in section 5). Not fixed until it is understood; sockets in the guest also include waking "
-            "the loop thread, milliseconds under TCG.")
+            "what grows is the transition, on colder memory for a random object among many. Sockets in the guest "
+            "also include waking the loop thread, milliseconds under TCG (the notes in section 5).")
     if missing_cells:
         out.append(
             "- **Not measured: guest scale cells with no result** ("
@@ -1196,17 +1194,18 @@ SCALE_NOTES = """Notes on scale:
   which autobind fails with ENOSPC; and every bind walks one of the kernel's 256 hash chains, so binding at
   creation made creation slow down as masks accumulated (3.6x per mask at 10,000 against 1,000 on `pair`). The
   "last 10% / first 10%" column shows what creation costs now. The C measurement below isolates the names' cost.
-- **Unexplained, guest only**: in some guest runs the emulation's raise (one datagram send) at 10,000 masks
-  cost 12-18x what it costs at 1,000 (pair or full; `epoll_wait` alone stayed flat), in other runs it was
-  flat. A C replica of the pair layout's sockets in the same guest stayed flat (about 21 us per send at 1,000
-  and at 10,000 pairs), and on this host the same measurement grows at most 1.33x. The guest kernel runs
-  lockdep under TCG; treat the guest's emulation detection ratios as unreliable until this is understood.
+- **Guest kernel allocator**: until run 2026-11-29T0935 the guest kernel used tinyconfig's SLOB allocator, whose
+  first-fit search makes every allocation slower as more objects are live. There, creating emulated masks slowed
+  5x between the first and last 10% of 10,000, the raise (a datagram send, which allocates) grew 12-18x in some
+  runs, and 100,000 masks did not finish in 25 minutes. The guest kernel now uses SLUB, as Debian's does, and the
+  same jobs are flat (kernel/README.md, "Weak spots").
 - **Sockets in the guest**: "detect" there includes waking the event loop thread, which takes milliseconds
   under TCG; only the ratio between counts means anything.
 - **Slab cache names** come from /proc/slabinfo, where merged caches show under one name: here `UNIX`,
   `UNIX-STREAM` and `signal_cache` are one cache (/sys/kernel/slab shows all three linked to `:A-0001152`), so the
   AF_UNIX sockets of the emulation appear as `signal_cache` (1,152 B each, two or three per mask); the parked
-  datagrams are the `kmalloc-cg-2k` and `skbuff_head_cache` lines. The guest kernel has no /proc/slabinfo.
+  datagrams are the `kmalloc-cg-2k` and `skbuff_head_cache` lines. The guest kernel merges fewer caches, so
+  there the sockets show as `UNIX`.
 - **Detection** is O(1) in the number of registered fds for every backend: epoll keeps a ready list, and
   `epoll_wait` alone costs the same among 1,000 and 100,000 fds. What grows a little with N is the transition
   (touching colder memory for a random object among many).
