@@ -4,8 +4,7 @@ import MaskCore
 /// derived. Always accessed under the socket's lock.
 struct SocketState {
   let options: SocketOptions
-  var receiveQueue: [[UInt8]] = []
-  var receiveHead = 0
+  var receiveQueue = FIFO<[UInt8]>()
   /// Queued bytes plus ``SocketOptions/perMessageCost`` per message.
   var receiveBytes = 0
   var readingPaused = false
@@ -39,7 +38,7 @@ struct SocketState {
   init(options: SocketOptions) { self.options = options }
 
   var hasWaiters: Bool { !receiveWaiters.isEmpty || !sendWaiters.isEmpty }
-  var queuedMessages: Int { receiveQueue.count - receiveHead }
+  var queuedMessages: Int { receiveQueue.count }
   var transmitBytes: Int { pendingBytes + transportBytes }
   var failed: Bool { pendingError != nil || peerGone }
 
@@ -97,13 +96,7 @@ struct SocketState {
     Result<ProtocolSocket.ReceiveResult, SocketError>, Bool
   ) {
     if closedByUser { throw .closed }
-    if receiveHead < receiveQueue.count {
-      let message = receiveQueue[receiveHead]
-      receiveHead += 1
-      if receiveHead > 64 && receiveHead * 2 > receiveQueue.count {
-        receiveQueue.removeFirst(receiveHead)
-        receiveHead = 0
-      }
+    if let message = receiveQueue.popFirst() {
       receiveBytes -= message.count + SocketOptions.perMessageCost
       let resume = readingPaused && receiveBytes <= options.receiveLowWatermark
       return (.success(.message(message)), resume)

@@ -6,10 +6,10 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   let isDatagram = false
   private weak var delegate: (any TransportDelegate)?
   private weak var peer: MemoryTransport?
-  private var inbox: [[UInt8]] = []
+  private var inbox = FIFO<[UInt8]>()
   private var inboxBytes = 0
   /// Written but held back while the peer's inbox is full (flow control).
-  private var outbound: [[UInt8]] = []
+  private var outbound = FIFO<[UInt8]>()
   /// The inbox holds at most this much; beyond it writers wait, as with a
   /// kernel socket buffer.
   static let inboxLimit = 64 * 1024
@@ -50,15 +50,14 @@ final class MemoryTransport: Transport, @unchecked Sendable {
     guard !finished else { return }
     guard let peer, !peer.finished else {
       if !outbound.isEmpty {
-        outbound = []
+        outbound.removeAll()
         delegate?.transportFailed(IOError("send", 32))  // EPIPE
       }
       return
     }
     var moved = 0
     var chunks = 0
-    while !outbound.isEmpty && peer.inboxBytes < MemoryTransport.inboxLimit {
-      let chunk = outbound.removeFirst()
+    while peer.inboxBytes < MemoryTransport.inboxLimit, let chunk = outbound.popFirst() {
       peer.inbox.append(chunk)
       peer.inboxBytes += chunk.count
       moved += chunk.count
@@ -79,8 +78,7 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   private func drain() {
     guard !finished, delegate != nil else { return }
     var took = false
-    while !paused && !inbox.isEmpty && !finished {
-      let chunk = inbox.removeFirst()
+    while !paused && !finished, let chunk = inbox.popFirst() {
       inboxBytes -= chunk.count
       took = true
       delegate?.transportReceived(chunk)
@@ -115,7 +113,7 @@ final class MemoryTransport: Transport, @unchecked Sendable {
   func reset() {
     guard !finished else { return }
     finished = true
-    outbound = []
+    outbound.removeAll()
     let peer = self.peer
     try? loop.execute {
       guard let peer, !peer.finished else { return }
