@@ -1,5 +1,6 @@
 import ExampleProtocols
 import Glibc
+import Synchronization
 import Testing
 import UserProto
 
@@ -60,6 +61,65 @@ struct SPProtocolTests {
       let (id, _) = try #require(splitRequest(first))
       try rep.send(spRequest(id: id, Array("done".utf8)))
       #expect(try await nextMessage(req, within: .seconds(5)) == .message(Array("done".utf8)))
+    }
+  }
+
+  @Test("a new request drops the replies to the previous one: queued, and arriving late", arguments: interopBackends)
+  func abandonedReplies(backend: EventLoop.BackendChoice) async throws {
+    try await withLoop(backend) { loop in
+      let (req, rep, _) = try await Self.reqAgainstRawRep(loop)
+      defer { req.abort() }
+      #expect(try req.trySend(Array("first".utf8)))
+      let (first, _) = try #require(await rep.readFrame(within: .seconds(5)).flatMap(splitRequest))
+      try rep.send(spRequest(id: first, Array("reply to first".utf8)))
+      // The reply is queued (the fd turns readable) and nobody receives it.
+      #expect(await waitUntil(.seconds(5)) { pollEvents(req.fileDescriptor) & Int16(POLLIN) != 0 })
+      #expect(try req.trySend(Array("second".utf8)))
+      // The send abandoned the first request: its queued reply is gone, and
+      // the fd says so as soon as the send returns.
+      #expect(pollEvents(req.fileDescriptor) & Int16(POLLIN) == 0)
+      #expect(try req.tryReceive() == .wouldBlock)
+      #expect(req.ignoredReplies == 1)
+      let (second, _) = try #require(await rep.readFrame(within: .seconds(5)).flatMap(splitRequest))
+      #expect(second != first)
+      // A late duplicate of the first reply, then the second's own.
+      try rep.send(spRequest(id: first, Array("late".utf8)))
+      try rep.send(spRequest(id: second, Array("reply to second".utf8)))
+      #expect(try await nextMessage(req, within: .seconds(5)) == .message(Array("reply to second".utf8)))
+      #expect(req.ignoredReplies == 2)
+      #expect(try req.tryReceive() == .wouldBlock)
+    }
+  }
+
+  @Test(
+    "a REQ whose replies are handled on the loop can send the next request from its handler",
+    arguments: interopBackends)
+  func requestsFromLoopHandler(backend: EventLoop.BackendChoice) async throws {
+    try await withLoop(backend) { loop in
+      let (req, rep, _) = try await Self.reqAgainstRawRep(loop)
+      defer { req.abort() }
+      final class Replies: Sendable { let list = Mutex<[String]>([]) }
+      let replies = Replies()
+      try await loop.submit {
+        req.handleMessagesOnLoop { socket, reply in
+          let count = replies.list.withLock { r -> Int in
+            r.append(String(decoding: reply, as: UTF8.self))
+            return r.count
+          }
+          // The handler runs inside the reply's delivery; sending from it
+          // must not deadlock on REQ's request lock.
+          if count < 3 { _ = try? socket.trySend(Array("q\(count)".utf8)) }
+        }
+      }
+      #expect(try req.trySend(Array("q0".utf8)))
+      for n in 0..<3 {
+        let (id, body) = try #require(await rep.readFrame(within: .seconds(5)).flatMap(splitRequest))
+        #expect(body == Array("q\(n)".utf8))
+        try rep.send(spRequest(id: id, Array("a\(n)".utf8)))
+      }
+      #expect(await waitUntil(.seconds(5)) { replies.list.withLock { $0.count } == 3 })
+      #expect(replies.list.withLock { $0 } == ["a0", "a1", "a2"])
+      #expect(req.ignoredReplies == 0)
     }
   }
 

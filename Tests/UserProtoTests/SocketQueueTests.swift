@@ -116,6 +116,40 @@ struct SocketQueueTests {
     #expect(eventually { a.state.withLock { $0.transmitBytes == 0 } })
   }
 
+  @Test(
+    "discardReceivedMessages drops what is queued, clears readable and resumes a paused reader",
+    arguments: loopBackends, Transport.allCases)
+  func discardReceived(backend: EventLoop.BackendChoice, transport: Transport) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let options = SocketOptions(receiveHighWatermark: 4 * 1024, receiveLowWatermark: 1024)
+    let (a, b) = try socketPair(transport, loop, options: options)
+    defer {
+      a.abort()
+      b.abort()
+    }
+    // More than the receive high watermark: b pauses reading, and the rest
+    // waits in the transport (or the kernel).
+    let message = [UInt8](repeating: 7, count: 1000)
+    var sent = 0
+    while sent < 12, try a.trySend(message) { sent += 1 }
+    #expect(sent == 12)
+    #expect(eventually { pollEvents(b.fileDescriptor).contains(.readable) })
+    var dropped = 0
+    // Each discard empties the queue; reading resumes and the rest arrives.
+    #expect(
+      eventually {
+        dropped += b.discardReceivedMessages()
+        return dropped == sent
+      })
+    #expect(dropped == sent)
+    #expect(!pollEvents(b.fileDescriptor).contains(.readable))
+    #expect(try b.tryReceive() == .wouldBlock)
+    // The connection goes on: a later message is received as usual.
+    #expect(try a.trySend([1, 2, 3]))
+    #expect(eventually { (try? b.tryReceive()) == .message([1, 2, 3]) })
+  }
+
   @Test("zero-length messages count against the send high watermark", arguments: loopBackends)
   func emptyMessagesFillTheSendQueue(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)

@@ -5,11 +5,13 @@ public import UserProto
 ///
 /// Each request gets a 32-bit id with the top bit set, starting at a random
 /// value and incrementing, prepended to the body on the wire. A reply is
-/// delivered only if it carries the id of the request in flight; others are
+/// delivered only if it carries the id of the latest request; others are
 /// dropped and counted. Sending a new request abandons the previous one, as
-/// nng's req0 does. If no reply arrives within ``resendInterval`` the request
-/// is sent again (same id). When the connection fails or closes, the request
-/// is abandoned and its timer stops.
+/// nng's req0 does: once the send call returns, no reply to an earlier
+/// request is received, including one that had already arrived and was
+/// queued. If no reply arrives within ``resendInterval`` the request is sent
+/// again (same id). When the connection fails or closes, the request is
+/// abandoned and its timer stops.
 public final class ReqSocket: SPSocket, @unchecked Sendable {
   public override var protocolID: ProtocolID { .req }
   public override var peerProtocolID: ProtocolID { .rep }
@@ -17,8 +19,13 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
   public override var messageOverhead: Int { 4 }
 
   private let settings = Mutex<(resend: Duration, resends: Int, ignored: Int)>((.seconds(60), 0, 0))
-  /// Loop-confined.
-  private var nextID = UInt32.random(in: 0...UInt32.max) | 0x8000_0000
+  /// The id a reply must carry (nil: no request awaits one) and the next
+  /// id. Set by ``willSend(_:)`` on the sender's thread; checked on the loop
+  /// with the lock held until the reply is queued, so a request sent
+  /// meanwhile either sees the reply queued (and drops it) or rejects it.
+  private let requests = Mutex<(awaited: UInt32?, next: UInt32)>(
+    (nil, UInt32.random(in: 0...UInt32.max) | 0x8000_0000))
+  /// Loop-confined: the latest request put on the wire, for resends.
   private var inFlight: (id: UInt32, wire: [UInt8])?
   private var resendTimer: ProtocolTimer?
 
@@ -30,14 +37,27 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
   }
   /// Requests sent again for want of a reply.
   public var resends: Int { settings.withLock { $0.resends } }
-  /// Replies dropped: malformed, or for a request no longer in flight.
+  /// Replies dropped: malformed, or for a request no longer awaited
+  /// (including replies already queued when a new request was sent).
   public var ignoredReplies: Int { settings.withLock { $0.ignored } }
 
+  /// Gives the request its id and makes it the only one whose reply counts.
+  public override func willSend(_ message: [UInt8]) throws(SocketError) -> [UInt8] {
+    let id = requests.withLock { r -> UInt32 in
+      let id = r.next
+      r.next = (r.next &+ 1) | 0x8000_0000
+      r.awaited = id
+      return id
+    }
+    // Replies queued before this point answer an abandoned request.
+    let dropped = discardReceivedMessages()
+    if dropped > 0 { settings.withLock { $0.ignored += dropped } }
+    return bigEndian(id) + message
+  }
+
   public override func encode(_ message: [UInt8]) throws -> [UInt8] {
-    let id = nextID
-    nextID = (nextID &+ 1) | 0x8000_0000
-    let wire = frame(bigEndian(id) + message)
-    inFlight = (id, wire)
+    let wire = frame(message)
+    inFlight = (readBigEndian(message, at: 0), wire)
     armResend()
     return wire
   }
@@ -57,6 +77,7 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
       resendTimer?.cancel()
       resendTimer = nil
       inFlight = nil
+      requests.withLock { $0.awaited = nil }
     default: break
     }
   }
@@ -66,24 +87,46 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
       super.timerFired(timer)
       return
     }
+    // A newer request may be queued and not yet encoded: then this one is
+    // abandoned and not sent again.
+    guard requests.withLock({ $0.awaited }) == request.id else {
+      resendTimer = nil
+      return
+    }
     settings.withLock { $0.resends += 1 }
     writeRaw(request.wire)
     armResend()
   }
 
   public override func receivedMessage(_ message: [UInt8]) throws {
-    guard message.count >= 4, let request = inFlight else {
+    let id = message.count >= 4 ? readBigEndian(message, at: 0) : nil
+    let accepted: Bool
+    if handlesMessagesOnLoop {
+      // No queue: the handler runs inside deliver and may send the next
+      // request, whose willSend takes the lock, so it is not held there.
+      accepted = requests.withLock { r -> Bool in
+        guard let id, id == r.awaited else { return false }
+        r.awaited = nil
+        return true
+      }
+      if accepted { try deliver(Array(message[4...])) }
+    } else {
+      accepted = try requests.withLock { r throws(SocketError) -> Bool in
+        guard let id, id == r.awaited else { return false }
+        r.awaited = nil
+        try deliver(Array(message[4...]))
+        return true
+      }
+    }
+    guard accepted else {
       settings.withLock { $0.ignored += 1 }
       return
     }
-    let id = readBigEndian(message, at: 0)
-    guard id == request.id else {
-      settings.withLock { $0.ignored += 1 }
-      return
+    if inFlight?.id == id {
+      inFlight = nil
+      resendTimer?.cancel()
+      resendTimer = nil
     }
-    inFlight = nil
-    resendTimer?.cancel()
-    try deliver(Array(message[4...]))
   }
 }
 

@@ -21,8 +21,9 @@ import Synchronization
 /// Subclasses override the hooks (``received(_:)``, ``encode(_:)``,
 /// ``connectionStateChanged(_:)``, ``timerFired(_:)``), which run on the
 /// socket's event loop, and call the final helpers (``deliver(_:)``,
-/// ``writeRaw(_:)``, ``fail(_:)``, ``startTimer(after:)``). Every public method
-/// is safe from any thread.
+/// ``writeRaw(_:)``, ``fail(_:)``, ``startTimer(after:)``). One hook,
+/// ``willSend(_:)``, runs on the sending thread instead, for state the next
+/// receive depends on. Every public method is safe from any thread.
 open class ProtocolSocket: @unchecked Sendable {
   /// The loop that drives this socket's transport and runs its hooks.
   public final let loop: EventLoop
@@ -91,6 +92,20 @@ open class ProtocolSocket: @unchecked Sendable {
   /// default sends the message as is.
   open func encode(_ message: [UInt8]) throws -> [UInt8] { message }
 
+  /// Runs on the thread that calls ``trySend(_:)`` or ``send(_:)``, before
+  /// the message is queued, with no lock of the socket held; returns the
+  /// message to queue. Throw to refuse the send. The default returns it.
+  ///
+  /// Unlike ``encode(_:)``, which runs later on the loop, it runs before the
+  /// send call returns. State that the application's next receive depends
+  /// on belongs here: a request id that replies are matched against, say.
+  /// If it were set in ``encode(_:)``, a reply to the previous request that
+  /// arrives between the send call and the encoding would still be
+  /// accepted. It is called only when the socket can send and its queue has
+  /// room, but a concurrent send from another thread can fill the queue
+  /// first, so the send may still report would-block after it ran.
+  open func willSend(_ message: [UInt8]) throws(SocketError) -> [UInt8] { message }
+
   /// The connection changed state.
   open func connectionStateChanged(_ state: ConnectionState) {}
 
@@ -138,6 +153,11 @@ open class ProtocolSocket: @unchecked Sendable {
   public final func handleMessagesOnLoop(_ handler: @escaping (ProtocolSocket, [UInt8]) -> Void) {
     loopHandler = handler
   }
+
+  /// Whether received messages go to a ``handleMessagesOnLoop(_:)``
+  /// handler (called inside ``deliver(_:)``) instead of the receive queue.
+  /// On the loop.
+  public final var handlesMessagesOnLoop: Bool { loopHandler != nil }
 
   // MARK: - Helpers for subclasses (on the loop)
 
@@ -216,6 +236,13 @@ open class ProtocolSocket: @unchecked Sendable {
     if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
     let limit = maximumSendSize
     if message.count > limit { throw .messageTooLarge(size: message.count, limit: limit) }
+    // willSend runs only for a send that can be accepted (see its docs).
+    let accepting = try state.withLock { (s: inout SocketState) throws(SocketError) -> Bool in
+      try s.checkCanSend()
+      return s.sendWouldNotBlock
+    }
+    guard accepting else { return false }
+    let message = try willSend(message)
     let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
       try s.checkCanSend()
       guard s.sendWouldNotBlock else { return nil }
@@ -260,6 +287,25 @@ open class ProtocolSocket: @unchecked Sendable {
     let (result, resume) = update { s in s.takeNext() }
     if resume { resumeReadingSoon() }
     return try result.get()
+  }
+
+  /// Drops every received message still queued for the application (not a
+  /// pending error or end-of-stream) and returns how many; readiness and
+  /// backpressure follow. Safe from any thread. A request/reply protocol
+  /// calls it from ``willSend(_:)`` so that replies to an abandoned request
+  /// are never received.
+  @discardableResult
+  public final func discardReceivedMessages() -> Int {
+    let (count, resume) = update { s -> (Int, Bool) in
+      var count = 0
+      while let message = s.receiveQueue.popFirst() {
+        s.receiveBytes -= message.count + SocketOptions.perMessageCost
+        count += 1
+      }
+      return (count, s.readingPaused && s.receiveBytes <= s.options.receiveLowWatermark)
+    }
+    if resume { resumeReadingSoon() }
+    return count
   }
 
   /// Shuts down the write side after the queued messages (half-close).
