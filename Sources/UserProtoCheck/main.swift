@@ -3,10 +3,13 @@
 //   userproto-check seccomp EPERM|ENOSYS   deny io_uring with seccomp, start a loop, echo a byte
 //   userproto-check leak io_uring|epoll N   start and shut down N loops with work in flight,
 //                                           counting /proc/self/fd before and after
+//   userproto-check setup-leak N            N rounds of io_uring set-ups failing at each step
+//                                           (setup, ring enable, opcode probe), forced and
+//                                           automatic, counting /proc/self/fd before and after
 import CUserProtoShim
 import Dispatch
 import Glibc
-import UserProto
+@_spi(Testing) import UserProto
 
 func openDescriptorCount() -> Int {
   guard let dir = opendir("/proc/self/fd") else { return -1 }
@@ -128,6 +131,51 @@ case "socket-leak":
   } catch {
     fail("\(error)")
   }
+case "setup-leak":
+  guard arguments.count == 3, let n = Int(arguments[2]) else { fail("usage") }
+  let scenarios: [(name: String, call: LoopFaults.Call, code: Int32)] = [
+    ("setup", .uringSetup, ENOMEM), ("enable", .uringEnable, EPERM),
+    ("probe", .uringProbe(opcode: "RECV"), EOPNOTSUPP),
+  ]
+  func makeLoop(_ backend: EventLoop.BackendChoice, failing fault: (call: LoopFaults.Call, code: Int32))
+    throws -> EventLoop
+  {
+    var configuration = EventLoop.Configuration(backend: backend)
+    configuration.honorsEnvironment = false
+    configuration.faults = LoopFaults()
+    configuration.faults?.inject(fault.call, fault.code)
+    return try EventLoop(configuration: configuration)
+  }
+  // A first loop of each kind outside the count: one-time allocations
+  // (thread stacks, the runtime's own fds) are not leaks.
+  if let warm = try? EventLoop(configuration: .init(backend: .epoll)) { warm.shutdownAndWait() }
+  if let warm = try? EventLoop(configuration: .init(backend: .ioUring)) { warm.shutdownAndWait() }
+  let before = openDescriptorCount()
+  var thrown = 0
+  var fellBack = 0
+  for _ in 0..<n {
+    for scenario in scenarios {
+      // Forced io_uring: the failure is thrown, and nothing stays open.
+      do {
+        let loop = try makeLoop(.ioUring, failing: (scenario.call, scenario.code))
+        loop.shutdownAndWait()
+        // A kernel whose rings are not created disabled never enables one.
+        if scenario.name != "enable" { fail("\(scenario.name): forced io_uring did not throw") }
+      } catch {
+        thrown += 1
+      }
+      // Automatic: epoll takes over and works; shutting it down frees all.
+      do {
+        let loop = try makeLoop(.automatic, failing: (scenario.call, scenario.code))
+        if loop.backend == .epoll { fellBack += 1 }
+        if !echoOnce(loop) { fail("\(scenario.name): the loop does no I/O") }
+        loop.shutdownAndWait()
+      } catch {
+        fail("\(scenario.name): automatic did not fall back: \(error)")
+      }
+    }
+  }
+  print("before=\(before) after=\(openDescriptorCount()) thrown=\(thrown) fellBack=\(fellBack)")
 default:
   fail("unknown command")
 }

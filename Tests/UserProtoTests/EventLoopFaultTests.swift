@@ -1,7 +1,7 @@
 import Glibc
 import Testing
 
-@testable import UserProto
+@_spi(Testing) @testable import UserProto
 
 @Suite("epoll engine faults and engine selection")
 struct EventLoopFaultTests {

@@ -3,7 +3,7 @@ import Glibc
 import Synchronization
 import Testing
 
-@testable import UserProto
+@_spi(Testing) @testable import UserProto
 
 @Suite("Event loop group")
 struct EventLoopGroupTests {

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import UserProto
+@_spi(Testing) @testable import UserProto
 
 /// Why io_uring cannot be used on this host, or nil when it can.
 let ioUringRefusal: String? = {

@@ -4,7 +4,7 @@ import Glibc
 import Synchronization
 import Testing
 
-@testable import UserProto
+@_spi(Testing) @testable import UserProto
 
 @Suite("Event loop")
 struct EventLoopTests {
@@ -334,6 +334,19 @@ struct EventLoopTests {
     let (status, values) = try runCheck(["leak", backend == .ioUring ? "io_uring" : "epoll", "200"])
     #expect(status == 0, "\(values)")
     #expect(values["before"] != nil && values["before"] == values["after"], "\(values)")
+  }
+
+  @Test("io_uring set-ups failing at setup, enable or the opcode probe leak no fd, forced or automatic")
+  func setupFailuresLeakNothing() throws {
+    if let ioUringRefusal { try Test.cancel(Comment(rawValue: ioUringRefusal)) }
+    let rounds = 30
+    let (status, values) = try runCheck(["setup-leak", "\(rounds)"])
+    #expect(status == 0, "\(values)")
+    #expect(values["before"] != nil && values["before"] == values["after"], "\(values)")
+    // Each round: 3 automatic loops fell back to epoll; the forced ones
+    // threw (the enable step only where rings are created disabled).
+    #expect(values["fellBack"] == "\(3 * rounds)", "\(values)")
+    #expect(Int(values["thrown"] ?? "") ?? 0 >= 2 * rounds, "\(values)")
   }
 
   @Test("a loop watching a mask fd it also updates does not feed back", arguments: loopBackends)

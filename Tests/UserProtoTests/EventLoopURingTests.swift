@@ -3,7 +3,7 @@ import Glibc
 import Synchronization
 import Testing
 
-@testable import UserProto
+@_spi(Testing) @testable import UserProto
 
 /// Runs `body` on the loop and waits up to 10 s: a deaf loop fails the test
 /// instead of hanging it.

@@ -34,9 +34,9 @@ public final class EventLoop: @unchecked Sendable {
     public var ringEntries: UInt32
     public var name: String
     /// Test hook: system calls of the loop's engine made to fail.
-    var faults: LoopFaults?
+    @_spi(Testing) public var faults: LoopFaults?
     /// Test hook: ignore `USERPROTO_LOOP_BACKEND`.
-    var honorsEnvironment = true
+    @_spi(Testing) public var honorsEnvironment = true
     public init(backend: BackendChoice = .automatic, ringEntries: UInt32 = 256, name: String = "userproto-loop") {
       self.backend = backend
       self.ringEntries = ringEntries

@@ -5,9 +5,10 @@ import Synchronization
 /// Both engines ask it before each of the calls below, and report the
 /// injected errno exactly as if the kernel had returned it. A loop gets its
 /// own instance through ``EventLoop/Configuration``, so tests running in
-/// parallel do not see each other's faults.
-final class LoopFaults: Sendable {
-  enum Call: Hashable, Sendable {
+/// parallel do not see each other's faults. SPI for the project's own test
+/// programs (`@_spi(Testing) import UserProto`), not a stable API.
+@_spi(Testing) public final class LoopFaults: Sendable {
+  public enum Call: Hashable, Sendable {
     /// `io_uring_setup`.
     case uringSetup
     /// `io_uring_register(IORING_REGISTER_ENABLE_RINGS)`, on the loop thread.
@@ -36,11 +37,13 @@ final class LoopFaults: Sendable {
 
   /// Makes `times` calls (`Int.max`: every call) fail with `code`, after
   /// letting `after` calls through.
-  func inject(_ call: Call, _ code: Int32, times: Int = 1, after: Int = 0) {
+  public init() {}
+
+  public func inject(_ call: Call, _ code: Int32, times: Int = 1, after: Int = 0) {
     faults.withLock { $0[call] = Fault(code: code, remaining: times, skip: after) }
   }
 
-  func clear(_ call: Call) { faults.withLock { $0[call] = nil } }
+  public func clear(_ call: Call) { faults.withLock { $0[call] = nil } }
 
   /// The errno to fail this call with, if one was injected.
   func take(_ call: Call) -> Int32? {
