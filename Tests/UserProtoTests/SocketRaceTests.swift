@@ -131,3 +131,41 @@ struct SocketRaceTests {
     }
   }
 }
+
+/// Counts ``willSend(_:)`` calls; frames like ``FramedSocket``.
+final class WillSendCountingSocket: ProtocolSocket, @unchecked Sendable {
+  let willSendCalls = Atomic<Int>(0)
+  override func willSend(_ message: [UInt8]) throws(SocketError) -> [UInt8] {
+    willSendCalls.add(1, ordering: .relaxed)
+    return message
+  }
+  override func encode(_ message: [UInt8]) throws -> [UInt8] { frame(message) }
+}
+
+@Suite("Protocol socket sender races")
+struct SocketSenderRaceTests {
+  /// Four threads fill a small queue at once. Every willSend that ran must
+  /// belong to a send that was queued: a protocol commits state there (REQ
+  /// its request id), so a willSend followed by would-block loses a reply.
+  @Test("concurrent senders: willSend runs exactly once per send that is queued", arguments: loopBackends)
+  func willSendMatchesQueuedSends(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let options = SocketOptions(sendHighWatermark: 4096, sendLowWatermark: 1024)
+    for round in 0..<10 {
+      let (a, b) = try makeSocketPair(WillSendCountingSocket.self, loop: loop, options: options)
+      let threads = (0..<4).map { t in
+        OSThread { () -> Int in
+          var queued = 0
+          for i in 0..<2000 where (try? a.trySend([UInt8(t), UInt8(i & 0xff)])) == true { queued += 1 }
+          return queued
+        }
+      }
+      let queued = threads.map { $0.join() }.reduce(0, +)
+      #expect(queued > 0, "round \(round)")
+      #expect(a.willSendCalls.load(ordering: .relaxed) == queued, "round \(round): willSend calls vs queued sends")
+      a.abort()
+      b.abort()
+    }
+  }
+}

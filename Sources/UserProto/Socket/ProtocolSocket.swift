@@ -23,7 +23,10 @@ import Synchronization
 /// socket's event loop, and call the final helpers (``deliver(_:)``,
 /// ``writeRaw(_:)``, ``fail(_:)``, ``startTimer(after:)``). One hook,
 /// ``willSend(_:)``, runs on the sending thread instead, for state the next
-/// receive depends on. Every public method is safe from any thread.
+/// receive depends on. The application API is safe from any thread; the
+/// subclass helpers ``deliver(_:)``, ``writeRaw(_:)`` and ``fail(_:)``, and
+/// ``handleMessagesOnLoop(_:)`` and ``observeStateChanges(_:)``, run on the
+/// loop.
 open class ProtocolSocket: @unchecked Sendable {
   /// The loop that drives this socket's transport and runs its hooks.
   public final let loop: EventLoop
@@ -36,6 +39,11 @@ open class ProtocolSocket: @unchecked Sendable {
   public final let mask: MaskFD
 
   final let state: Mutex<SocketState>
+  /// Serialises senders from the room check through ``willSend(_:)`` to the
+  /// enqueue, so a send whose ``willSend(_:)`` ran is queued unless the
+  /// socket fails or closes meanwhile. Taken before the state lock, never
+  /// inside it, and never across a wait.
+  private final let sendOrder = Mutex<Void>(())
   /// Loop-confined.
   final var transport: (any Transport)?
   private final var lingerTimer: EventLoop.Scheduled?
@@ -102,8 +110,9 @@ open class ProtocolSocket: @unchecked Sendable {
   /// If it were set in ``encode(_:)``, a reply to the previous request that
   /// arrives between the send call and the encoding would still be
   /// accepted. It is called only when the socket can send and its queue has
-  /// room, but a concurrent send from another thread can fill the queue
-  /// first, so the send may still report would-block after it ran.
+  /// room, and concurrent senders wait while it runs, so once it returns
+  /// the message is queued: the send reports success, or throws only if the
+  /// socket failed or closed meanwhile. Do not send from it.
   open func willSend(_ message: [UInt8]) throws(SocketError) -> [UInt8] { message }
 
   /// The connection changed state.
@@ -236,22 +245,27 @@ open class ProtocolSocket: @unchecked Sendable {
     if !sendsMessages { throw .notSupported("\(type(of: self)) does not send messages") }
     let limit = maximumSendSize
     if message.count > limit { throw .messageTooLarge(size: message.count, limit: limit) }
-    // willSend runs only for a send that can be accepted (see its docs).
-    let accepting = try state.withLock { (s: inout SocketState) throws(SocketError) -> Bool in
-      try s.checkCanSend()
-      return s.sendWouldNotBlock
-    }
-    guard accepting else { return false }
-    let message = try willSend(message)
-    let schedule = try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool? in
-      try s.checkCanSend()
-      guard s.sendWouldNotBlock else { return nil }
-      s.pendingSends.append(message)
-      s.pendingBytes += message.count + SocketOptions.perMessageCost
-      s.updateWritableLatch()
-      if s.flushScheduled { return false }
-      s.flushScheduled = true
-      return true
+    // willSend runs only for a send that is then queued (see its docs):
+    // sendOrder keeps other senders from taking the room in between.
+    let schedule = try sendOrder.withLock { _ throws(SocketError) -> Bool? in
+      let accepting = try state.withLock { (s: inout SocketState) throws(SocketError) -> Bool in
+        try s.checkCanSend()
+        return s.sendWouldNotBlock
+      }
+      guard accepting else { return nil }
+      let message = try willSend(message)
+      return try updateThrowing { (s: inout SocketState) throws(SocketError) -> Bool in
+        // Other senders waited. Room taken meanwhile by the loop's own
+        // writes (writeRaw) lets this one accepted message overshoot the
+        // high watermark: bounded by one message.
+        try s.checkCanSend()
+        s.pendingSends.append(message)
+        s.pendingBytes += message.count + SocketOptions.perMessageCost
+        s.updateWritableLatch()
+        if s.flushScheduled { return false }
+        s.flushScheduled = true
+        return true
+      }
     }
     guard let schedule else { return false }
     if schedule {
