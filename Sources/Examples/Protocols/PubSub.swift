@@ -33,12 +33,26 @@ public final class SubSocket: SPSocket, @unchecked Sendable {
   public var filteredMessages: Int { filter.withLock { $0.filtered } }
 
   public override func receivedMessage(_ message: [UInt8]) throws {
-    let keep = filter.withLock { f -> Bool in
-      let match = f.prefixes.contains { message.starts(with: $0) }
-      if !match { f.filtered += 1 }
-      return match
+    if handlesMessagesOnLoop {
+      // No queue: the handler runs inside deliver and may change the
+      // subscriptions, so the lock is not held there.
+      if matches(message) { try deliver(message) }
+      return
     }
-    if keep { try deliver(message) }
+    // Queued under the lock: once unsubscribe returns, no message that
+    // only the removed prefix matched is queued after it.
+    try filter.withLock { f throws(SocketError) in
+      guard Self.matches(message, &f) else { return }
+      try deliver(message)
+    }
+  }
+
+  private func matches(_ message: [UInt8]) -> Bool { filter.withLock { Self.matches(message, &$0) } }
+
+  private static func matches(_ message: [UInt8], _ f: inout (prefixes: [[UInt8]], filtered: Int)) -> Bool {
+    let match = f.prefixes.contains { message.starts(with: $0) }
+    if !match { f.filtered += 1 }
+    return match
   }
 }
 
