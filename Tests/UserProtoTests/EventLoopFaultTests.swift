@@ -51,6 +51,36 @@ struct EventLoopFaultTests {
     #expect(eventually { received.values.joined().count == 2 })
   }
 
+  /// A seccomp profile or a pre-5.11 kernel refusing epoll_pwait2: the
+  /// engine goes on with epoll_wait (millisecond timeouts rounded up).
+  @Test("epoll_pwait2 refused: the loop goes on with epoll_wait; I/O and timers work", arguments: [ENOSYS, EPERM])
+  func pwait2Refused(code: Int32) throws {
+    let faults = LoopFaults()
+    // Every epoll_pwait2 call fails: only the switch keeps the loop alive.
+    faults.inject(.epollWait, code, times: Int.max)
+    let loop = try makeTestLoop(.epoll, faults: faults)
+    defer { loop.shutdownAndWait() }
+    let (a, b) = try streamPair()
+    defer {
+      close(a)
+      close(b)
+    }
+    let received = Collector<[UInt8]>()
+    _ = try onLoop(loop) {
+      try loop.receive(socket: a) { result in
+        if case .success(let bytes) = result { received.append(bytes) }
+      }
+    }
+    #expect(write(b, "ok", 2) == 2)
+    #expect(eventually { received.values.joined().count == 2 }, "I/O still completes")
+    // Timers need the wait's timeout (nothing else wakes an idle loop).
+    let fired = Collector<Int>()
+    for i in 0..<20 {
+      try loop.schedule(atNanoseconds: EventLoop.now() + 1_500_000) { fired.append(i) }
+      #expect(eventually { fired.count == i + 1 }, "timer \(i) fired")
+    }
+  }
+
   @Test("unknown USERPROTO_LOOP_BACKEND values are named, not silently ignored")
   func environmentValues() {
     #expect(EventLoop.resolve(environment: "epoll").0 == .epoll)

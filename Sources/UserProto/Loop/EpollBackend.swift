@@ -7,6 +7,7 @@ import Glibc
 final class EpollBackend: LoopBackend {
   let kind = EventLoop.Backend.epoll
   let capabilities: [String]
+  var pressure: EnginePressure { EnginePressure() }
 
   private let epfd: Int32
   private let wake: WakeEvent
@@ -44,6 +45,8 @@ final class EpollBackend: LoopBackend {
   /// Completions produced outside `wait` (cancellations), delivered next.
   private var queued: [LoopCompletion] = []
   private var events = [epoll_event](repeating: epoll_event(), count: 256)
+  /// False once epoll_pwait2 was refused (ENOSYS, EPERM): epoll_wait then.
+  private var waitsWithPwait2 = true
   private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
   init(faults: LoopFaults? = nil) throws(IOError) {
@@ -237,7 +240,8 @@ final class EpollBackend: LoopBackend {
     } else if let timeout {
       spec = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
     }
-    let n = withUnsafePointer(to: &spec) { p -> Int32 in
+    var n = withUnsafePointer(to: &spec) { p -> Int32 in
+      guard waitsWithPwait2 else { return -1 }
       if let injected = faults.take(.epollWait) {
         errno = injected
         return -1
@@ -245,10 +249,27 @@ final class EpollBackend: LoopBackend {
       let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
       return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
     }
+    if n < 0 && waitsWithPwait2 && (errno == ENOSYS || errno == EPERM) {
+      // A kernel before 5.11, or a seccomp filter that allows epoll_wait
+      // but not epoll_pwait2 (the sandboxes where this fallback runs):
+      // millisecond timeouts from now on, rounded up so no timer fires early.
+      waitsWithPwait2 = false
+    }
+    if !waitsWithPwait2 {
+      let milliseconds: Int32
+      if hasWork {
+        milliseconds = 0
+      } else if let timeout {
+        milliseconds = Int32(clamping: timeout / 1_000_000 + (timeout % 1_000_000 == 0 ? 0 : 1))
+      } else {
+        milliseconds = -1
+      }
+      n = epoll_wait(epfd, &events, Int32(events.count), milliseconds)
+    }
     if n < 0 {
       let code = errno
       if code == EINTR { return }
-      throw IOError("epoll_pwait2", code)
+      throw IOError(waitsWithPwait2 ? "epoll_pwait2" : "epoll_wait", code)
     }
     for i in 0..<Int(n) {
       let key = events[i].data.u64
