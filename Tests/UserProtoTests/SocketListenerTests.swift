@@ -29,4 +29,32 @@ struct SocketListenerTests {
     var byte: UInt8 = 0
     #expect(recv(client, &byte, 1, Int32(MSG_DONTWAIT)) == 0)
   }
+
+  @Test("a failed mask fd write: queued connections are still handed out, then the failure is thrown")
+  func maskWriteFailure() throws {
+    let loop = try makeLoop(.epoll)
+    defer { loop.shutdownAndWait() }
+    let listener = try ProtocolListener<FramedSocket>(on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
+    defer { try? listener.close() }
+    try listener.mask.close()  // every later write of its readiness fails
+    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    defer { close(client) }
+    try #require(listener.localAddress.withSockaddr { connect(client, $0, $1) } == 0)
+    var accepted: FramedSocket?
+    #expect(
+      eventually {
+        accepted = try? listener.tryAccept(); return accepted != nil
+      }, "nothing lost")
+    accepted?.abort()
+    do {
+      _ = try listener.tryAccept()
+      Issue.record("tryAccept returned normally with a stale readiness")
+    } catch {
+      guard case .transport(let io) = error else {
+        Issue.record("\(error)")
+        return
+      }
+      #expect(io.operation.contains("listener mask fd update"), "\(io)")
+    }
+  }
 }

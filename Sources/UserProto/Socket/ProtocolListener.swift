@@ -26,6 +26,21 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
     var nextWaiter: UInt64 = 0
     /// Accept failures (EMFILE...) seen; accepting retries after a pause.
     var acceptErrors = 0
+    /// Writing the mask fd failed, so its readiness can no longer be
+    /// trusted: ``tryAccept()`` hands out what is queued, then throws this.
+    var maskFailure: SocketError?
+
+    /// Shows `events` on the mask fd; a failure is kept, never ignored.
+    mutating func show(_ events: MaskEvents, on mask: MaskFD) {
+      guard maskFailure == nil else { return }
+      do throws(MaskError) {
+        try mask.set(events)
+      } catch {
+        let code: Int32
+        if case .system(_, let errno) = error { code = errno } else { code = EIO }
+        maskFailure = .transport(IOError("listener mask fd update (\(error))", code))
+      }
+    }
   }
   private let state = Mutex(State())
   private let fd: Int32
@@ -108,7 +123,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       // a socket added now would never be accepted nor aborted.
       if s.closed { return nil }
       s.pending.append(socket)
-      try? mask.set([.readable])
+      s.show([.readable], on: mask)
       let w = Array(s.waiters.values)
       s.waiters = [:]
       if s.pending.count >= backlog { s.acceptPaused = true }
@@ -126,13 +141,18 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   }
 
   /// Takes the next accepted connection, or nil when none is waiting.
-  /// - Throws: ``SocketError/closed`` after ``close()``.
+  /// - Throws: ``SocketError/closed`` after ``close()``; once writing the
+  ///   mask fd failed (its readiness is then stale), the failure, after the
+  ///   connections already queued have been handed out.
   public func tryAccept() throws(SocketError) -> S? {
     let (socket, resume) = try state.withLock { (s: inout State) throws(SocketError) -> (S?, Bool) in
       if s.closed { throw .closed }
-      guard !s.pending.isEmpty else { return (nil, false) }
+      guard !s.pending.isEmpty else {
+        if let failure = s.maskFailure { throw failure }
+        return (nil, false)
+      }
       let socket = s.pending.removeFirst()
-      if s.pending.isEmpty { try? mask.set([]) }
+      if s.pending.isEmpty { s.show([], on: mask) }
       let resume = s.acceptPaused && s.pending.count < backlog
       if resume { s.acceptPaused = false }
       return (socket, resume)
@@ -153,7 +173,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       await withTaskCancellationHandler {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
           let ready = state.withLock { s -> Bool in
-            if !s.pending.isEmpty || s.closed || Task.isCancelled { return true }
+            if !s.pending.isEmpty || s.closed || s.maskFailure != nil || Task.isCancelled { return true }
             s.waiters[id] = c
             return false
           }
