@@ -42,6 +42,9 @@ protocol LoopBackend: AnyObject {
   /// Capabilities found at start-up, for diagnostics, and features given up
   /// later. Safe from any thread.
   var capabilities: [String] { get }
+  /// Loop-confined counts of queue pressure the engine absorbed (for tests
+  /// and diagnostics); zeros for an engine without such queues.
+  var pressure: EnginePressure { get }
   /// Called once on the loop's thread before the first wait.
   func start() throws(IOError)
   func submit(_ operation: LoopOperation, token: UInt64) throws(IOError)
@@ -56,4 +59,16 @@ protocol LoopBackend: AnyObject {
   /// the engine keeps failing).
   func pause(milliseconds: Int32)
   func close()
+}
+
+/// Queue pressure an engine absorbed without losing an operation.
+struct EnginePressure: Equatable {
+  /// Times the submission queue was full and was flushed to make room.
+  var submissionQueueFull = 0
+  /// Times io_uring_enter reported a full completion queue (EBUSY/EAGAIN)
+  /// and the loop reaped before submitting again.
+  var completionQueueBusy = 0
+  /// Multishot operations the kernel ended early (CQ overflow) that the
+  /// loop armed again.
+  var multishotEnded = 0
 }

@@ -9,6 +9,8 @@ import Synchronization
 final class URingBackend: LoopBackend {
   let kind = EventLoop.Backend.ioUring
   var capabilities: [String] { capabilityLog.withLock { $0 } }
+  /// Loop-confined.
+  private(set) var pressure = EnginePressure()
   private let capabilityLog: Mutex<[String]>
 
   private let ring: OpaquePointer
@@ -173,6 +175,7 @@ final class URingBackend: LoopBackend {
     if let injected = faults.take(.uringGetSQE) { throw IOError("io_uring_get_sqe", injected) }
     var rc = body()
     if rc == -EBUSY {
+      pressure.submissionQueueFull += 1
       _ = up_ring_submit(ring)
       rc = body()
     }
@@ -355,6 +358,7 @@ final class URingBackend: LoopBackend {
       rc = up_ring_submit_and_wait(ring, 1, micros)
       if rc == -EBUSY || rc == -EAGAIN {
         // The completion queue is full (overflowing): reap, then submit again.
+        pressure.completionQueueBusy += 1
         reap(deliver)
         continue
       }
@@ -469,6 +473,7 @@ final class URingBackend: LoopBackend {
       deliver(LoopCompletion(token: token, value: .events(UInt32(res)), isFinal: false))
       if !more && !cancelled {
         // Single-shot, or the kernel ended the multishot (CQ overflow).
+        if record.multishot { pressure.multishotEnded += 1 }
         rearms.append(token)
       } else if !more {
         finish(.failed(IOError("cancelled", ECANCELED)))
