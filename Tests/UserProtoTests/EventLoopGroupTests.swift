@@ -8,7 +8,7 @@ import Testing
 @Suite("Event loop group")
 struct EventLoopGroupTests {
   private func makeGroup(_ backend: EventLoop.BackendChoice, count: Int) throws -> EventLoopGroup {
-    if backend == .ioUring, let ioUringRefusal { try Test.cancel(Comment(rawValue: ioUringRefusal)) }
+    if backend == .ioUring { try requireIoUring() }
     return try EventLoopGroup(count: count, configuration: .init(backend: backend, name: "group"))
   }
 
@@ -85,7 +85,7 @@ struct EventLoopGroupTests {
 
   @Test("a loop that cannot start fails the group and stops the loops already started")
   func partialFailure() throws {
-    if let ioUringRefusal { try Test.cancel(Comment(rawValue: ioUringRefusal)) }
+    try requireIoUring()
     var configuration = EventLoop.Configuration(backend: .ioUring, name: "upgfail")
     configuration.honorsEnvironment = false
     configuration.faults = LoopFaults()

@@ -27,7 +27,9 @@ private func datagramPair() throws -> (Int32, Int32) {
   return (fds[0], fds[1])
 }
 
-@Suite("io_uring engine robustness", .enabled(if: ioUringAvailable, "io_uring is refused on this host"))
+@Suite(
+  "io_uring engine robustness",
+  .enabled(if: ioUringAvailable, Comment(rawValue: ioUringRefusal ?? "io_uring is refused on this host")))
 struct EventLoopURingTests {
   private func loop(_ faults: LoopFaults, automatic: Bool = false) throws -> EventLoop {
     var configuration = EventLoop.Configuration(backend: automatic ? .automatic : .ioUring)
