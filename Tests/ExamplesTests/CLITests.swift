@@ -53,6 +53,22 @@ struct CLITests {
     #expect(process.standardError.contains("Error: " + message), "\(process)")
   }
 
+  /// The README's first command runs `userproto demo` through
+  /// scripts/demo.sh; with no subcommand at all the binary runs the demo too.
+  @Test("the binary with no arguments runs the demo to its summary and exits 0", arguments: [[], ["demo"]])
+  func demoFromTheCommandLine(arguments: [String]) async throws {
+    try #require(access(Self.binary, X_OK) == 0, "\(Self.binary) is not built")
+    let demo = try PeerProcess(executable: Self.binary, arguments)
+    defer { demo.terminate() }
+    #expect(await demo.finish(within: .seconds(45)) == .code(0), "\(demo)")
+    let output = demo.standardOutput
+    for line in ["Summary", "  echo:", "  pub/sub:", "  tcp:", "  mask fd:", "  loop:"] {
+      #expect(output.contains("\n" + line), "missing \(line): \(demo)")
+    }
+    #expect(output.contains("  checks:  passed"), "\(demo)")
+    #expect(output.contains(" t="), "progress lines: \(demo)")
+  }
+
   @Test("echo-server prints each failed connection's reason and a summary")
   func echoServerPrintsFailures() async throws {
     let server = try PeerProcess(

@@ -34,7 +34,22 @@ struct TutorialTests {
     try #require(!doc.isEmpty, "docs/tutorial.md not found")
     var blocks: [[Substring]] = []
     var current: [Substring]?
+    var inShellBlock = false
     for line in doc.split(separator: "\n", omittingEmptySubsequences: false) {
+      // Any other way of opening a Swift block would escape the check.
+      let fence = line.drop { $0 == " " }
+      if fence.hasPrefix("```") && current == nil {
+        if inShellBlock {
+          inShellBlock = fence != "```"
+          continue
+        }
+        #expect(
+          line == "```swift" || line == "```sh", "only ```swift and ```sh blocks, unindented: \(line)")
+        if line == "```sh" {
+          inShellBlock = true
+          continue
+        }
+      }
       if line == "```swift" {
         current = []
       } else if line == "```", let block = current {
