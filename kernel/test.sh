@@ -12,8 +12,9 @@
 #  4. boots the stock kernel: efd_mask_conformance --expect-fallback --strict
 #     and the probe (must choose the fallback);
 #  5. prints the guests' summary lines and exits non-zero on any failure.
-#     The last line is "kernel: N passed, M failed, K skipped" (the guests'
-#     checks added up, plus one failure per failed boot).
+#     The last line is "kernel: N passed, M failed, K skipped; Swift: R suite
+#     runs, T tests, F runs failed" (the guests' checks added up, plus one
+#     failure per failed boot and per failed Swift suite run).
 #
 # usage: kernel/test.sh [options]
 #   --guest-elf SRC[:DEST]    add a (dynamically linked) program and the shared
@@ -176,7 +177,7 @@ if [ "$STOCK" = 1 ]; then
 fi
 
 # 5. summary
-PASSED=0 FAILED=0 SKIPPED=0
+PASSED=0 FAILED=0 SKIPPED=0 SWIFT_RUNS=0 SWIFT_TESTS=0 SWIFT_FAILED=0
 SUMMARY_RE='^[A-Za-z][A-Za-z0-9_.-]*: [0-9]+ passed, [0-9]+ failed'
 for name in patched stock; do
 	[ -n "${BOOT_RESULT[$name]:-}" ] || continue
@@ -188,12 +189,19 @@ for name in patched stock; do
 	done < <(grep -E "$SUMMARY_RE" "$OUT/$name.log" |
 		sed -E 's/^[^:]*: ([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?.*/\1 \2 \4/' |
 		awk '{ print $1, $2, ($3 == "" ? 0 : $3) }')
+	# Swift Testing's last line per suite run: "Test run with N tests in M
+	# suites passed|failed ...".
+	while read -r n verdict; do
+		SWIFT_RUNS=$((SWIFT_RUNS + 1)) SWIFT_TESTS=$((SWIFT_TESTS + n))
+		[ "$verdict" = passed ] || SWIFT_FAILED=$((SWIFT_FAILED + 1))
+	done < <(grep -a -E 'Test run with [0-9]+ tests? in [0-9]+ suites? (passed|failed)' "$OUT/$name.log" |
+		sed -E 's/.*Test run with ([0-9]+) tests? in [0-9]+ suites? (passed|failed).*/\1 \2/')
 done
-FAILED=$((FAILED + FAILED_BOOTS))
+FAILED=$((FAILED + FAILED_BOOTS + SWIFT_FAILED))
 echo "----- timings: patched kernel build ${T_BUILD} s, stock kernel fetch ${T_STOCK_FETCH} s," \
 	"patched boot ${BOOT_TIME[patched]:-0} s, stock boot ${BOOT_TIME[stock]:-n/a} s, total $(since "$T_ALL") s"
 if [ "$FAILED_BOOTS" -gt 0 ]; then
 	echo "test.sh: $FAILED_BOOTS boot(s) failed; see the logs in $OUT"
 fi
-echo "kernel: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+echo "kernel: $PASSED passed, $FAILED failed, $SKIPPED skipped; Swift: $SWIFT_RUNS suite runs, $SWIFT_TESTS tests, $SWIFT_FAILED runs failed"
 [ "$FAILED_BOOTS" = 0 ] && [ "$FAILED" = 0 ]
