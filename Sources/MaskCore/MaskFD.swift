@@ -43,7 +43,9 @@ public final class MaskFD: Sendable {
   /// What the caller will set, so the cheapest exact mechanism is picked.
   public enum Usage: Hashable, Sendable {
     /// Readiness as a TCP socket reports it: POLLIN and POLLOUT freely;
-    /// POLLERR and POLLHUP together with POLLOUT. Two fds on the emulation.
+    /// POLLERR and POLLHUP together with POLLOUT, POLLHUP also with POLLIN
+    /// (and terminal), POLLPRI only with POLLERR. Two fds on the emulation;
+    /// every combination on the kernel backend.
     case socket
     /// Any combination. Three fds on the emulation.
     case anyEvents

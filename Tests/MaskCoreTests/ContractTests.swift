@@ -128,6 +128,7 @@ struct ProbeImpostorTests {
     var writeSize = 12  // the 2015 EFD_MASK v3 takes 4-byte writes
     var refuseReads = false  // ... and refuses reads
     var refuseTwelveByteWrites = false  // EFD_VPOLL takes 8-byte commands
+    var readSize = 12  // a counter-style read returns 8 bytes
     var extraPollBits: UInt32 = 0  // a counter eventfd is always POLLOUT
     var acceptInvalidBits = false
     var initialEvents: UInt32 = 0
@@ -146,7 +147,7 @@ struct ProbeImpostorTests {
       if refuseReads { return -Int(EINVAL) }
       events = self.events | initialEvents
       data = self.data
-      return 12
+      return readSize
     }
 
     func poll() -> UInt32? { (events | initialEvents | extraPollBits) & MaskEvents.all.rawValue }
@@ -164,6 +165,8 @@ struct ProbeImpostorTests {
       ("refused reads (2015 EFD_MASK v3)", "read failed"),
       ("4-byte writes (2015 EFD_MASK v3)", "write returned 4"),
       ("8-byte commands (EFD_VPOLL)", "write failed"),
+      ("8-byte commands, longer writes taken as 8 (EFD_VPOLL)", "write returned 8"),
+      ("8-byte reads (a counter eventfd)", "read returned 8"),
       ("always writable (a counter eventfd)", "poll"),
       ("invalid bits accepted", "invalid bit"),
       ("events on a new fd", "new fd"),
@@ -174,6 +177,8 @@ struct ProbeImpostorTests {
     case "refused reads (2015 EFD_MASK v3)": fake.refuseReads = true
     case "4-byte writes (2015 EFD_MASK v3)": fake.writeSize = 4
     case "8-byte commands (EFD_VPOLL)": fake.refuseTwelveByteWrites = true
+    case "8-byte commands, longer writes taken as 8 (EFD_VPOLL)": fake.writeSize = 8
+    case "8-byte reads (a counter eventfd)": fake.readSize = 8
     case "always writable (a counter eventfd)": fake.extraPollBits = MaskEvents.writable.rawValue
     case "invalid bits accepted": fake.acceptInvalidBits = true
     default: fake.initialEvents = MaskEvents.readable.rawValue
