@@ -440,6 +440,57 @@ struct SocketTests {
     await loop.shutdown()
   }
 
+  /// A `for await` consumer that stops taking messages: the receiver stops
+  /// reading at its high watermark, the sender's async `send` suspends at
+  /// its own, and memory stays bounded on both sides. Then everything
+  /// arrives, in order.
+  @Test("async backpressure: a stalled consumer suspends the async sender; nothing is lost", arguments: loopBackends)
+  func asyncBackpressure(backend: EventLoop.BackendChoice) async throws {
+    let loop = try makeLoop(backend)
+    let options = SocketOptions(
+      receiveHighWatermark: 4096, receiveLowWatermark: 1024, sendHighWatermark: 4096, sendLowWatermark: 1024)
+    let (a, b) = try makeSocketPair(FramedSocket.self, loop: loop, options: options)
+    let count = 3000
+    func payload(_ i: Int) -> [UInt8] { [UInt8(i & 0xff), UInt8(i >> 8)] + [UInt8](repeating: 7, count: 98) }
+    let sent = SentCounter()
+    let producer = Task {
+      for i in 0..<count {
+        try await a.send(payload(i))
+        sent.value.add(1, ordering: .relaxed)
+      }
+      try a.shutdownWrite()
+    }
+    var iterator = b.messages.makeAsyncIterator()
+    #expect(try await iterator.next() == payload(0))
+    // The consumer stalls: the sender must end up suspended in send().
+    var stalled = false
+    for _ in 0..<2000 where !stalled {
+      stalled = a.state.withLock { !$0.sendWaiters.isEmpty } && b.state.withLock { $0.readingPaused }
+      if !stalled { try await Task.sleep(for: .milliseconds(5)) }
+    }
+    #expect(stalled, "the async sender suspended and the receiver paused reading")
+    let held = sent.value.load(ordering: .relaxed)
+    #expect(held < count - 1, "the sender is held back (sent \(held) of \(count))")
+    // Bounded: the receive queue by its high watermark plus one flushed
+    // batch (at most the sender's high watermark and a message), the
+    // sender's queue by its own.
+    let perMessage = 4 + 100 + SocketOptions.perMessageCost
+    #expect(
+      b.state.withLock { $0.receiveBytes } <= options.receiveHighWatermark + options.sendHighWatermark + perMessage)
+    #expect(a.state.withLock { $0.pendingBytes } <= options.sendHighWatermark + perMessage)
+    // Resume: every message arrives once, in order, then end-of-stream.
+    var next = 1
+    while let message = try await iterator.next() {
+      #expect(message == payload(next), "message \(next)")
+      next += 1
+    }
+    try await producer.value
+    #expect(next == count)
+    a.abort()
+    b.abort()
+    await loop.shutdown()
+  }
+
   @Test("half-close: the peer sees end-of-stream and can still send back", arguments: loopBackends, Transport.allCases)
   func halfClose(backend: EventLoop.BackendChoice, transport: Transport) throws {
     let loop = try makeLoop(backend)
@@ -513,4 +564,9 @@ final class Thread<T: Sendable>: Sendable {
     done.wait()
     return result.withLock { $0! }
   }
+}
+
+/// A counter the producer task updates and the test reads.
+final class SentCounter: Sendable {
+  let value = Atomic<Int>(0)
 }
