@@ -148,6 +148,32 @@ struct EventLoopURingTests {
     #expect(try onLoop(loop) { loop.operationsInFlight } == 1, "the watch is still live")
   }
 
+  @Test("a multishot accept refused with EINVAL becomes single-shot and accepts every connection")
+  func multishotAcceptDowngrade() throws {
+    let faults = LoopFaults()
+    let loop = try loop(faults)
+    defer { loop.shutdownAndWait() }
+    let (listener, address) = try tcpListener()
+    defer { close(listener) }
+    let accepted = Collector<Int32>()
+    faults.inject(.uringMultishot, EINVAL)
+    _ = try onLoop(loop) {
+      try loop.accept(listener: listener) { result in
+        if case .success(let fd) = result { accepted.append(fd) }
+      }
+    }
+    var clients: [Int32] = []
+    defer { for fd in clients + accepted.values { close(fd) } }
+    for round in 1...3 {
+      let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      clients.append(client)
+      #expect(address.withSockaddr { connect(client, $0, $1) } == 0)
+      #expect(eventually { accepted.count >= round }, "connection \(round) accepted")
+    }
+    #expect(loop.capabilities.contains { $0.hasPrefix("accept: multishot refused") }, "\(loop.capabilities)")
+    #expect(try onLoop(loop) { loop.operationsInFlight } == 1, "the accept is still live")
+  }
+
   @Test("a multishot receive refused with EINVAL becomes single-shot and loses nothing")
   func multishotReceiveDowngrade() throws {
     let faults = LoopFaults()
