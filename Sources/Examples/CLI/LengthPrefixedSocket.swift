@@ -8,14 +8,18 @@ final class LengthPrefixedSocket: ProtocolSocket, @unchecked Sendable {
 
   override func received(_ bytes: [UInt8]) throws {
     buffer += bytes
-    while buffer.count >= 4 {
-      let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
-      if length > options.maximumMessageSize {
+    // Parse from an offset and drop what was consumed once per call: a
+    // removeFirst per frame would move the rest of the buffer each time.
+    var offset = 0
+    defer { buffer.removeFirst(offset) }
+    while buffer.count - offset >= 4 {
+      let length = buffer[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) }
+      if length > options.maximumMessageSize {  // refuse before buffering it
         throw SocketError.messageTooLarge(size: length, limit: options.maximumMessageSize)
       }
-      guard buffer.count >= 4 + length else { return }
-      try deliver(Array(buffer[4..<(4 + length)]))
-      buffer.removeFirst(4 + length)
+      guard buffer.count - offset >= 4 + length else { return }
+      try deliver(Array(buffer[(offset + 4)..<(offset + 4 + length)]))
+      offset += 4 + length
     }
   }
 
