@@ -36,9 +36,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       do throws(MaskError) {
         try mask.set(events)
       } catch {
-        let code: Int32
-        if case .system(_, let errno) = error { code = errno } else { code = EIO }
-        maskFailure = .transport(IOError("listener mask fd update (\(error))", code))
+        maskFailure = .maskUpdateFailed(error, "listener mask fd update")
       }
     }
   }

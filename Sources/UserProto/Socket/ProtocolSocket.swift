@@ -454,9 +454,7 @@ open class ProtocolSocket: @unchecked Sendable {
       return !failed
     }
     guard first else { return }
-    let code: Int32
-    if case .system(_, let errno) = failure { code = errno } else { code = EIO }
-    let reason = SocketError.transport(IOError("mask fd update (\(failure))", code))
+    let reason = SocketError.maskUpdateFailed(failure, "mask fd update")
     let failOnLoop: @Sendable () -> Void = { [self] in
       if state.withLock({ $0.closedByUser }) { return }  // the mask was closed by close()/abort()
       fail(reason)

@@ -1,3 +1,6 @@
+import Glibc
+import MaskCore
+
 /// Errors a protocol socket reports.
 public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
   /// The socket was closed (or aborted) by this side: use after close.
@@ -25,5 +28,15 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
     case .peerVanished: "the peer vanished"
     case .notSupported(let what): "not supported: \(what)"
     }
+  }
+}
+
+extension SocketError {
+  /// The mask fd could not be written (`what` names whose): a transport
+  /// error carrying the mask error's errno (EIO when it has none).
+  static func maskUpdateFailed(_ error: MaskError, _ what: String) -> SocketError {
+    let code: Int32
+    if case .system(_, let errno) = error { code = errno } else { code = EIO }
+    return .transport(IOError("\(what) (\(error))", code))
   }
 }
