@@ -18,7 +18,9 @@ import UserProto
   "SP interop with nngcat (NNG)",
   .enabled(
     if: PeerTool.nngcat.shouldRun, "nngcat (nng-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
-  .timeLimit(.minutes(1)))
+  // Per test: the waits of the longest scenario add up to over a minute
+  // on a loaded machine (they end as soon as their condition holds).
+  .timeLimit(.minutes(2)))
 struct NNGInteropTests {
   @Test("nngcat --req against our echo server gets each distinct body back", arguments: interopBackends)
   func theirRequests(backend: EventLoop.BackendChoice) async throws {
@@ -66,7 +68,9 @@ struct NNGInteropTests {
   .enabled(
     if: PeerTool.nanocat.shouldRun,
     "nanocat (nanomsg-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
-  .timeLimit(.minutes(1)))
+  // Per test: the waits of the longest scenario add up to over a minute
+  // on a loaded machine (they end as soon as their condition holds).
+  .timeLimit(.minutes(2)))
 struct NanomsgInteropTests {
   @Test("nanocat --req against our echo server gets each distinct body back", arguments: interopBackends)
   func theirRequests(backend: EventLoop.BackendChoice) async throws {
