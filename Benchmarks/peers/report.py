@@ -1047,8 +1047,8 @@ def losses(V, rr_head, ps_head, profile_text, profile_link, missing_cells, cappe
             "host's for the same binary, partly measured (2026-12-02, `Benchmarks/c/mechanisms.c` built static and "
             "run three times on the host and three times in the EFD_MASK guest through `kernel/test.sh --no-stock "
             "--guest-elf`): under TCG the raw mechanisms cost more against eventfd than on the host, the SO_SNDBUF "
-            "toggle with a parked datagram (the emulation's POLLOUT) 1.8-2.3x eventfd write+read against 1.3-1.6x "
-            "on the host, the empty datagram send+recv (POLLIN) 2.8-3.0x against 2.9-3.6x. So TCG inflates the "
+            "toggle with a parked datagram (the emulation's POLLOUT) 1.8-2.3x eventfd write+read against 1.4-1.5x "
+            "on the host, while the empty datagram send+recv (POLLIN) is 2.6-3.4x against 2.9-3.7x. So TCG inflates the "
             "POLLOUT mechanism itself; what the library adds on top in the guest (its POLLOUT cells are about 1.5x "
             "the raw toggle there, about 1.1x on the host) has not been explained.")
     m = V.missed("wake-emu")
