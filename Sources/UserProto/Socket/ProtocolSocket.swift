@@ -516,35 +516,46 @@ open class ProtocolSocket: @unchecked Sendable {
       return all
     }
     guard !batch.isEmpty else { return }
-    for message in batch {
-      guard let transport else {
-        update { s in
-          s.pendingBytes -= message.count + SocketOptions.perMessageCost
-          s.updateWritableLatch()
-        }
-        continue
+    guard let transport else {
+      update { s in
+        for message in batch { s.pendingBytes -= message.count + SocketOptions.perMessageCost }
+        s.updateWritableLatch()
       }
+      return
+    }
+    // Encode the whole batch, then move it from the pending count to the
+    // transport's in one state update (one lock and one readiness check per
+    // flush, not per message), then write it. A message that cannot be
+    // encoded fails the connection after the ones before it are written.
+    var wires: [[UInt8]] = []
+    wires.reserveCapacity(batch.count)
+    var failure: SocketError?
+    for message in batch {
       let wire: [UInt8]
       do {
         wire = try encode(message)
       } catch {
-        fail(error as? SocketError ?? .protocolViolation("encode failed: \(error)"))
-        return
+        failure = error as? SocketError ?? .protocolViolation("encode failed: \(error)")
+        break
       }
       if let maximum = maximumDatagramSize, wire.count > maximum {
         // encode added more than messageOverhead: a clear error, not EMSGSIZE.
-        fail(.messageTooLarge(size: wire.count, limit: maximum))
-        return
+        failure = .messageTooLarge(size: wire.count, limit: maximum)
+        break
       }
-      // A zero-length stream message is nothing on the wire.
-      let writes = !wire.isEmpty || transport.isDatagram
-      update { s in
-        s.pendingBytes -= message.count + SocketOptions.perMessageCost
-        if writes { s.transportBytes += wire.count + SocketOptions.perMessageCost }
-        s.updateWritableLatch()
-      }
-      if writes { transport.write(wire) }
+      wires.append(wire)
     }
+    // A zero-length stream message is nothing on the wire.
+    let datagrams = transport.isDatagram
+    update { s in
+      for message in batch.prefix(wires.count) { s.pendingBytes -= message.count + SocketOptions.perMessageCost }
+      for wire in wires where !wire.isEmpty || datagrams {
+        s.transportBytes += wire.count + SocketOptions.perMessageCost
+      }
+      s.updateWritableLatch()
+    }
+    for wire in wires where !wire.isEmpty || datagrams { transport.write(wire) }
+    if let failure { fail(failure) }
   }
 
   /// Closes the connection once both directions are done: the peer has
