@@ -36,7 +36,7 @@ public final class SubSocket: SPSocket, @unchecked Sendable {
     if handlesMessagesOnLoop {
       // No queue: the handler runs inside deliver and may change the
       // subscriptions, so the lock is not held there.
-      if matches(message) { try deliver(message) }
+      if filter.withLock({ Self.matches(message, &$0) }) { try deliver(message) }
       return
     }
     // Queued under the lock: once unsubscribe returns, no message that
@@ -46,8 +46,6 @@ public final class SubSocket: SPSocket, @unchecked Sendable {
       try deliver(message)
     }
   }
-
-  private func matches(_ message: [UInt8]) -> Bool { filter.withLock { Self.matches(message, &$0) } }
 
   private static func matches(_ message: [UInt8], _ f: inout (prefixes: [[UInt8]], filtered: Int)) -> Bool {
     let match = f.prefixes.contains { message.starts(with: $0) }

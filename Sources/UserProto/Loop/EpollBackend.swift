@@ -240,20 +240,20 @@ final class EpollBackend: LoopBackend {
     } else if let timeout {
       spec = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
     }
-    var n = withUnsafePointer(to: &spec) { p -> Int32 in
-      guard waitsWithPwait2 else { return -1 }
-      if let injected = faults.take(.epollWait) {
-        errno = injected
-        return -1
+    var n: Int32 = -1
+    if waitsWithPwait2 {
+      n = withUnsafePointer(to: &spec) { p -> Int32 in
+        if let injected = faults.take(.epollWait) {
+          errno = injected
+          return -1
+        }
+        let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
+        return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
       }
-      let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
-      return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
-    }
-    if n < 0 && waitsWithPwait2 && (errno == ENOSYS || errno == EPERM) {
       // A kernel before 5.11, or a seccomp filter that allows epoll_wait
       // but not epoll_pwait2 (the sandboxes where this fallback runs):
       // millisecond timeouts from now on, rounded up so no timer fires early.
-      waitsWithPwait2 = false
+      if n < 0 && (errno == ENOSYS || errno == EPERM) { waitsWithPwait2 = false }
     }
     if !waitsWithPwait2 {
       let milliseconds: Int32
