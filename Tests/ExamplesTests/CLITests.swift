@@ -69,13 +69,16 @@ struct CLITests {
     #expect(output.contains(" t="), "progress lines: \(demo)")
   }
 
-  @Test("echo-server prints each failed connection's reason and a summary")
-  func echoServerPrintsFailures() async throws {
-    let server = try PeerProcess(
-      executable: Self.binary, ["echo-server", "--listen", "tcp://127.0.0.1:0", "--seconds", "8"])
+  /// Runs `echo-server` until the signal, which ends it with its summary
+  /// (exit 0) rather than killing it mid-line.
+  @Test(
+    "echo-server prints each failed connection's reason, and its summary when SIGINT or SIGTERM stops it",
+    arguments: [SIGTERM, SIGINT])
+  func echoServerPrintsFailures(stopSignal: Int32) async throws {
+    let server = try PeerProcess(executable: Self.binary, ["echo-server", "--listen", "tcp://127.0.0.1:0"])
     defer { server.terminate() }
     var port: UInt16?
-    _ = await waitUntil(.seconds(10)) {
+    _ = await waitUntil(.seconds(20)) {
       // "echo server on tcp://127.0.0.1:PORT (loop: ...)"
       guard let line = server.standardOutput.split(separator: "\n").first,
         let address = line.split(separator: " ").dropFirst(3).first,
@@ -87,16 +90,34 @@ struct CLITests {
     let raw = try RawClient(connectingTo: try loopback(try #require(port, "\(server)")))
     try raw.send(spHeader(0x20))
     #expect(await raw.waitForClose(within: .seconds(5)).closure != nil)
-    #expect(await server.finish(within: .seconds(30)) == .code(0), "\(server)")
+    let failure =
+      "connection failed: protocol violation: incompatible SP peer: protocol 0x20 (PUB), rep needs 0x30 (REQ)"
+    // Printed while it runs, within its 100 ms reporting period.
+    #expect(await waitUntil(.seconds(10)) { server.standardOutput.contains(failure) }, "\(server)")
+    #expect(!server.hasExited, "\(server)")
+    server.send(signal: stopSignal)
+    #expect(await server.finish(within: .seconds(20)) == .code(0), "\(server)")
     let lines = server.standardOutput.split(separator: "\n")
-    #expect(
-      lines.contains(
-        "connection failed: protocol violation: incompatible SP peer: protocol 0x20 (PUB), rep needs 0x30 (REQ)"),
-      "\(server)")
+    #expect(lines.filter { $0 == failure }.count == 1, "\(server)")
     #expect(
       lines.last
         == "served 0 requests, dropped 0 replies (send queue full), 0 malformed requests, 1 failed connections",
       "\(server)")
+  }
+
+  @Test("pub --count 0 publishes until SIGTERM, then prints its summary and exits 0")
+  func pubStopsOnSignal() async throws {
+    let publisher = try PeerProcess(
+      executable: Self.binary, ["pub", "--listen", "tcp://127.0.0.1:0", "--interval-ms", "5"])
+    defer { publisher.terminate() }
+    #expect(
+      await waitUntil(.seconds(20)) { publisher.standardOutput.hasPrefix("publishing on tcp://127.0.0.1:") },
+      "\(publisher)")
+    publisher.send(signal: SIGTERM)
+    #expect(await publisher.finish(within: .seconds(20)) == .code(0), "\(publisher)")
+    let last = publisher.standardOutput.split(separator: "\n").last ?? ""
+    #expect(last.hasPrefix("published "), "\(publisher)")
+    #expect(last.hasSuffix(", delivered 0 copies, dropped 0, 0 failed connections"), "\(publisher)")
   }
 
   @Test("echo-server on ipc:// prints its address as ipc:// and removes the socket file when done")

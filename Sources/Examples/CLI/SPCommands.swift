@@ -10,7 +10,7 @@ struct EchoServerCommand: ParsableCommand {
 
   @Option(help: "Address to listen on, e.g. tcp://127.0.0.1:5555.")
   var listen: String = "tcp://127.0.0.1:5555"
-  @Option(help: "Stop after this many seconds (0: run until killed).")
+  @Option(help: "Stop after this many seconds (0: until SIGINT or SIGTERM).")
   var seconds: Int = 0
 
   func validate() throws {
@@ -20,6 +20,7 @@ struct EchoServerCommand: ParsableCommand {
 
   func run() throws {
     let address = try SPAddress.parse(listen)
+    let stop = StopSignals()
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
     let server = try EchoServer(on: address, loop: loop)
@@ -29,8 +30,9 @@ struct EchoServerCommand: ParsableCommand {
     let deadline = EventLoop.now() + UInt64(seconds) * 1_000_000_000
     var reported = 0
     while seconds == 0 || EventLoop.now() < deadline {
-      sleepMilliseconds(100)
+      let stopping = stop.wait(milliseconds: 100)
       reported = printFailures(server.failures, after: reported)
+      if stopping { break }
     }
     let s = server.statistics
     print(
@@ -91,7 +93,7 @@ struct PubCommand: ParsableCommand {
 
   @Option(help: "Address to listen on.") var listen: String = "tcp://127.0.0.1:5556"
   @Option(help: "Message to publish (repeatable; published in turn).") var data: [String] = ["news: hello"]
-  @Option(help: "Messages to publish (0: forever).") var count: Int = 0
+  @Option(help: "Messages to publish (0: until SIGINT or SIGTERM).") var count: Int = 0
   @Option(help: "Milliseconds between messages.") var intervalMs: Int = 100
 
   func validate() throws {
@@ -103,6 +105,7 @@ struct PubCommand: ParsableCommand {
 
   func run() throws {
     let address = try SPAddress.parse(listen)
+    let stop = StopSignals()
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
     let publisher = try Publisher(on: address, loop: loop)
@@ -114,8 +117,9 @@ struct PubCommand: ParsableCommand {
     while count == 0 || i < count {
       _ = publisher.publish(data[i % data.count])
       i += 1
-      sleepMilliseconds(intervalMs)
+      let stopping = stop.wait(milliseconds: intervalMs)
       reported = printFailures(publisher.failures, after: reported)
+      if stopping { break }
     }
     let s = publisher.statistics
     print(
@@ -193,11 +197,35 @@ func checkAddress(_ option: String, _ url: String) throws {
   }
 }
 
-/// Sleeps (nanosleep, resumed after signals) for `milliseconds`.
-func sleepMilliseconds(_ milliseconds: Int) {
-  var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
-  var remaining = timespec()
-  while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+/// SIGINT and SIGTERM as a request to stop: a server prints its summary and
+/// exits 0 instead of dying mid-line. Created before the event loop, so that
+/// its thread inherits the blocked mask and every such signal stays pending
+/// for `wait` (a signal delivered to an unblocking thread would kill the
+/// process with its default action).
+struct StopSignals {
+  private var set = sigset_t()
+
+  init() {
+    sigemptyset(&set)
+    sigaddset(&set, SIGINT)
+    sigaddset(&set, SIGTERM)
+    pthread_sigmask(SIG_BLOCK, &set, nil)
+  }
+
+  /// Waits up to `milliseconds`; true when a stop signal arrived.
+  func wait(milliseconds: Int) -> Bool {
+    var set = self.set
+    var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+    let deadline = EventLoop.now() + UInt64(milliseconds) * 1_000_000
+    while true {
+      if sigtimedwait(&set, nil, &timeout) > 0 { return true }
+      guard errno == EINTR else { return false }  // EAGAIN: the time is up
+      let now = EventLoop.now()
+      guard now < deadline else { return false }
+      let left = Int(deadline - now)
+      timeout = timespec(tv_sec: left / 1_000_000_000, tv_nsec: left % 1_000_000_000)
+    }
+  }
 }
 
 /// Prints the failures recorded after the first `seen`; returns the new count.

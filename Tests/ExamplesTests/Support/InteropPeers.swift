@@ -186,6 +186,11 @@ final class PeerProcess: CustomStringConvertible {
     return terminate()
   }
 
+  /// Sends `signal` unless the process has exited.
+  func send(signal: Int32) {
+    if !hasExited { Glibc.kill(pid, signal) }
+  }
+
   /// Kills the process (SIGKILL) unless it has exited, and reaps it.
   @discardableResult
   func terminate() -> ProcessExit {
