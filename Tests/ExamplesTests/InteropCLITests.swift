@@ -50,7 +50,7 @@ struct InteropCLITests {
   @Test("nngcat --req against userproto echo-server gets its body back")
   func reqAgainstEchoServer() async throws {
     try PeerTool.nngcat.require()
-    let server = try userproto(["echo-server", "--listen", "tcp://127.0.0.1:0", "--seconds", "30"])
+    let server = try userproto(["echo-server", "--listen", "tcp://127.0.0.1:0"])
     defer { server.terminate() }
     let port = try #require(await announcedPort(server), "\(server)")
     let req = try PeerProcess(
@@ -58,6 +58,12 @@ struct InteropCLITests {
     defer { req.terminate() }
     #expect(await req.finish(within: .seconds(20)) == .code(0), "\(req)")
     #expect(req.quotedMessages == ["ping from nngcat"], "\(req)")
+    server.send(signal: SIGTERM)
+    #expect(await server.finish(within: .seconds(20)) == .code(0), "\(server)")
+    #expect(
+      server.standardOutput.split(separator: "\n").last
+        == "served 1 requests, dropped 0 replies (send queue full), 0 malformed requests, 0 failed connections",
+      "\(server)")
   }
 
   @Test("userproto sub against nngcat --pub prints the matching messages")
