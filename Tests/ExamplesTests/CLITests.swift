@@ -38,14 +38,17 @@ struct CLITests {
       (["demo", "--seconds=-1"], "--seconds must be more than 0 and at most 3600, not -1.0"),
       (["demo", "--seconds=nan"], "--seconds must be more than 0 and at most 3600, not nan"),
       (
-        ["echo-server", "--listen", "tcp://[::1]:5555"],
-        "--listen: bad address tcp://[::1]:5555: IPv6 addresses are not supported"
+        ["echo-server", "--listen", "tcp://::1:5555"],
+        "--listen: bad address tcp://::1:5555: an IPv6 address goes in brackets: tcp://[::1]:5555"
       ),
       (
         ["echo-client", "--dial", "tcp://127.0.0.1:99999"],
         "--dial: bad address tcp://127.0.0.1:99999: the port must be a number from 0 to 65535"
       ),
-      (["sub", "--dial", "udp://x:1"], "--dial: bad address udp://x:1: expected tcp://HOST:PORT or ipc://PATH"),
+      (
+        ["sub", "--dial", "udp://x:1"],
+        "--dial: bad address udp://x:1: expected tcp://HOST:PORT, tcp4://, tcp6:// or ipc://PATH"
+      ),
     ])
   func refusesBadValues(arguments: [String], message: String) async throws {
     let process = try await Self.run(arguments)
@@ -133,9 +136,17 @@ struct CLITests {
 
 @Suite("SP addresses")
 struct SPAddressTests {
-  @Test("IPv4, any and host names resolve; the URL of an address round-trips")
+  @Test("IPv4, IPv6, any and host names resolve; tcp4:// and tcp6:// keep to a family; URLs round-trip")
   func parses() throws {
     #expect(try SPAddress.parse("tcp://127.0.0.1:5555") == SocketAddress(ipv4: "127.0.0.1", port: 5555))
+    #expect(try SPAddress.parse("tcp://[::1]:5555") == SocketAddress(ipv6: "::1", port: 5555))
+    #expect(try SPAddress.parse("tcp6://[::1]:5555") == SocketAddress(ipv6: "::1", port: 5555))
+    #expect(try SPAddress.parse("tcp4://127.0.0.1:5555") == SocketAddress(ipv4: "127.0.0.1", port: 5555))
+    #expect(try SPAddress.parse("tcp://[fe80::1%lo]:1") == SocketAddress(ipv6: "fe80::1%lo", port: 1))
+    #expect(try SPAddress.parse("tcp6://*:80") == SocketAddress(ipv6: "::", port: 80))
+    #expect(try SPAddress.parse("tcp://[::]:80") == SocketAddress(ipv6: "::", port: 80))
+    #expect(try SPAddress.parse("tcp4://localhost:7") == SocketAddress(ipv4: "127.0.0.1", port: 7))
+    #expect(SPAddress.url(for: try SPAddress.parse("tcp://[::1]:5555")) == "tcp://[::1]:5555")
     #expect(try SPAddress.parse("tcp://*:80") == SocketAddress(ipv4: "0.0.0.0", port: 80))
     #expect(try SPAddress.parse("tcp://:80") == SocketAddress(ipv4: "0.0.0.0", port: 80))
     // From /etc/hosts through getaddrinfo.
@@ -147,14 +158,21 @@ struct SPAddressTests {
   @Test(
     "bad addresses are address errors that say what is wrong",
     arguments: [
-      ("tcp://[::1]:5555", "IPv6 addresses are not supported; use an IPv4 address or a host name with one"),
-      ("tcp://::1:5555", "IPv6 addresses are not supported; use an IPv4 address or a host name with one"),
+      ("tcp://::1:5555", "an IPv6 address goes in brackets: tcp://[::1]:5555"),
+      ("tcp://[::1:5555", "expected [IPv6 address]:PORT"),
+      ("tcp://[::1]5555", "expected tcp://[IPv6 address]:PORT"),
+      ("tcp://[127.0.0.1]:1", "127.0.0.1 is not an IPv6 address"),
+      ("tcp://[example.com]:1", "example.com is not an IPv6 address"),
+      ("tcp4://[::1]:1", "tcp4:// takes an IPv4 address"),
+      ("tcp6://127.0.0.1:1", "127.0.0.1 is not an IPv6 address"),
+      ("tcp4://::1:1", "an IPv6 address goes in brackets: tcp4://[::1]:1"),
+      ("tcp6://no-such-host.invalid:1", "cannot resolve no-such-host.invalid: "),
       ("tcp://127.0.0.1", "expected tcp://HOST:PORT"),
       ("tcp://127.0.0.1:x", "the port must be a number from 0 to 65535, not \"x\""),
       ("tcp://no-such-host.invalid:1", "cannot resolve no-such-host.invalid: "),
       ("ipc://", "expected ipc://PATH"),
       ("ipc:///" + String(repeating: "p", count: 200), "the path is longer than a Unix-domain socket path can be"),
-      ("inproc://x", "expected tcp://HOST:PORT or ipc://PATH"),
+      ("inproc://x", "expected tcp://HOST:PORT, tcp4://, tcp6:// or ipc://PATH"),
     ])
   func refuses(url: String, reason: String) {
     do {

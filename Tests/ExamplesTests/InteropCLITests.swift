@@ -66,6 +66,33 @@ struct InteropCLITests {
       "\(server)")
   }
 
+  @Test(
+    "over IPv6: nngcat --req against userproto echo-server on tcp://[::1], and userproto echo-client against nngcat --rep",
+    .enabled(if: ipv6LoopbackAvailable, "this machine cannot bind ::1 (no IPv6)"))
+  func ipv6() async throws {
+    try PeerTool.nngcat.require()
+    let server = try userproto(["echo-server", "--listen", "tcp://[::1]:0"])
+    defer { server.terminate() }
+    let port = try #require(await announcedPort(server), "\(server)")
+    #expect(server.standardOutput.hasPrefix("echo server on tcp://[::1]:\(port) "), "\(server)")
+    let req = try PeerProcess(
+      .nngcat, PeerTool.nngcat.requester(dial: "tcp://[::1]:\(port)", body: "ping over IPv6", seconds: 10))
+    defer { req.terminate() }
+    #expect(await req.finish(within: .seconds(20)) == .code(0), "\(req)")
+    #expect(req.quotedMessages == ["ping over IPv6"], "\(req)")
+
+    let (rep, repPort) = try await startListeningPeer(.nngcat, host: "[::1]") {
+      PeerTool.nngcat.replier(listen: $0, reply: "world6")
+    }
+    defer { rep.terminate() }
+    let client = try userproto(["echo-client", "--dial", "tcp6://[::1]:\(repPort)", "--data", "hello6"])
+    defer { client.terminate() }
+    #expect(await client.finish(within: .seconds(20)) == .code(0), "\(client)")
+    #expect(client.standardOutput.split(separator: "\n").contains("world6"), "\(client)")
+    _ = await rep.finish(within: .seconds(10))
+    #expect(rep.quotedMessages == ["hello6"], "\(rep)")
+  }
+
   @Test("userproto sub against nngcat --pub prints the matching messages")
   func subAgainstPub() async throws {
     try PeerTool.nngcat.require()

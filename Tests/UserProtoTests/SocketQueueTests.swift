@@ -14,7 +14,7 @@ final class RecordingDelegate: TransportDelegate, Sendable {
   /// Bytes the transport reported as written.
   var written: Int { bytes.load(ordering: .acquiring) }
   var reachedEnd: Bool { ended.load(ordering: .acquiring) }
-  func transportConnected() {}
+  func transportConnected(local: SocketAddress?, remote: SocketAddress?) {}
   func transportReceived(_ bytes: [UInt8]) {}
   func transportReachedEnd() { ended.store(true, ordering: .releasing) }
   func transportFinishedWriting() {}

@@ -17,16 +17,21 @@ public struct SPAddressError: Error, Hashable, Sendable, CustomStringConvertible
   public var description: String { "bad address \(url): \(reason)" }
 }
 
-/// Addresses in the nanomsg/NNG convention: `tcp://HOST:PORT` (an IPv4
-/// address, `*` for any, or a host name resolved to IPv4), or
-/// `ipc:///path/to/socket` for a Unix-domain socket, which SP peers frame
-/// differently (see ``SPSocket/Framing``).
+/// Addresses in the nanomsg/NNG convention: `tcp://HOST:PORT`, where HOST is
+/// an IPv4 address, an IPv6 address in brackets (`tcp://[::1]:5555`, with
+/// an optional `%zone`), `*` for any (IPv4), or a host name, resolved with
+/// getaddrinfo (its IPv4 address if it has one, else its IPv6 address);
+/// `tcp4://` and `tcp6://` (as NNG) keep to one family, and `tcp6://*:PORT`
+/// is the IPv6 any address. `ipc:///path/to/socket` is a Unix-domain socket,
+/// which SP peers frame differently (see ``SPSocket/Framing``).
 public enum SPAddress {
-  /// Parses `url` into a socket address; host names are resolved with
-  /// getaddrinfo (IPv4 only).
+  /// Parses `url` into a socket address.
   /// - Throws: ``SPAddressError`` saying what is wrong.
   public static func parse(_ url: String) throws(SPAddressError) -> SocketAddress {
-    if url.hasPrefix("tcp://") { return try parseTCP(url, String(url.dropFirst("tcp://".count))) }
+    for (scheme, families) in [("tcp://", [AF_INET, AF_INET6]), ("tcp4://", [AF_INET]), ("tcp6://", [AF_INET6])]
+    where url.hasPrefix(scheme) {
+      return try parseTCP(url, String(url.dropFirst(scheme.count)), families: families)
+    }
     if url.hasPrefix("ipc://") {
       let path = String(url.dropFirst("ipc://".count))
       guard !path.isEmpty else { throw SPAddressError(url, "expected ipc://PATH") }
@@ -36,47 +41,75 @@ public enum SPAddress {
         throw SPAddressError(url, "the path is longer than a Unix-domain socket path can be (107 bytes)")
       }
     }
-    throw SPAddressError(url, "expected tcp://HOST:PORT or ipc://PATH")
+    throw SPAddressError(url, "expected tcp://HOST:PORT, tcp4://, tcp6:// or ipc://PATH")
   }
 
-  private static func parseTCP(_ url: String, _ rest: String) throws(SPAddressError) -> SocketAddress {
+  private static func parseTCP(
+    _ url: String, _ rest: String, families: [Int32]
+  ) throws(SPAddressError) -> SocketAddress {
+    let scheme = String(url.prefix { $0 != ":" })
+    var host: String
+    let portText: Substring
     if rest.hasPrefix("[") {
-      throw SPAddressError(url, "IPv6 addresses are not supported; use an IPv4 address or a host name with one")
+      // [IPv6]:PORT
+      guard let close = rest.firstIndex(of: "]") else { throw SPAddressError(url, "expected [IPv6 address]:PORT") }
+      host = String(rest[rest.index(after: rest.startIndex)..<close])
+      let after = rest[rest.index(after: close)...]
+      guard after.hasPrefix(":") else { throw SPAddressError(url, "expected \(scheme)://[IPv6 address]:PORT") }
+      portText = after.dropFirst()
+      guard families.contains(AF_INET6) else { throw SPAddressError(url, "tcp4:// takes an IPv4 address") }
+    } else {
+      guard let colon = rest.lastIndex(of: ":") else { throw SPAddressError(url, "expected \(scheme)://HOST:PORT") }
+      host = String(rest[..<colon])
+      portText = rest[rest.index(after: colon)...]
+      if host.contains(":") {
+        throw SPAddressError(url, "an IPv6 address goes in brackets: \(scheme)://[\(host)]:\(portText)")
+      }
     }
-    guard let colon = rest.lastIndex(of: ":") else { throw SPAddressError(url, "expected tcp://HOST:PORT") }
-    let portText = rest[rest.index(after: colon)...]
     guard let port = UInt16(portText) else {
       throw SPAddressError(url, "the port must be a number from 0 to 65535, not \"\(portText)\"")
     }
-    var host = String(rest[..<colon])
-    if host.contains(":") {
-      throw SPAddressError(url, "IPv6 addresses are not supported; use an IPv4 address or a host name with one")
+    if rest.hasPrefix("[") {
+      guard let address = try? SocketAddress(ipv6: host, port: port) else {
+        throw SPAddressError(url, "\(host.isEmpty ? "[]" : host) is not an IPv6 address")
+      }
+      return address
     }
-    if host == "*" || host.isEmpty { host = "0.0.0.0" }
-    if let address = try? SocketAddress(ipv4: host, port: port) { return address }
-    let resolved = try resolve(url, host)
-    guard let address = try? SocketAddress(ipv4: resolved, port: port) else {
-      throw SPAddressError(url, "\(host) resolved to \(resolved), which is not an IPv4 address")
+    if host == "*" || host.isEmpty { host = families == [AF_INET6] ? "::" : "0.0.0.0" }
+    if let address = try? SocketAddress(ip: host, port: port) {
+      guard families.contains(address.family) else {
+        throw SPAddressError(url, "\(host) is not an \(families == [AF_INET] ? "IPv4" : "IPv6") address")
+      }
+      return address
     }
-    return address
+    return try resolve(url, host, port: port, families: families)
   }
 
-  /// The first IPv4 address of `host`, in dotted form.
-  private static func resolve(_ url: String, _ host: String) throws(SPAddressError) -> String {
+  /// The address of `host` in the first of `families` that it has.
+  private static func resolve(
+    _ url: String, _ host: String, port: UInt16, families: [Int32]
+  ) throws(SPAddressError) -> SocketAddress {
     var hints = addrinfo()
-    hints.ai_family = AF_INET
+    hints.ai_family = families.count == 1 ? families[0] : AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
     var list: UnsafeMutablePointer<addrinfo>?
     let rc = getaddrinfo(host, nil, &hints, &list)
     defer { if let list { freeaddrinfo(list) } }
-    guard rc == 0, let first = list, let address = first.pointee.ai_addr else {
-      let why = rc == 0 ? "no IPv4 address" : String(cString: gai_strerror(rc))
-      throw SPAddressError(url, "cannot resolve \(host): \(why)")
+    guard rc == 0 else { throw SPAddressError(url, "cannot resolve \(host): \(String(cString: gai_strerror(rc)))") }
+    var found: [SocketAddress] = []
+    var entry = list
+    while let current = entry {
+      if let raw = current.pointee.ai_addr, families.contains(current.pointee.ai_family),
+        let address = try? SocketAddress(sockaddr: raw, length: current.pointee.ai_addrlen)
+      {
+        found.append(address.withPort(port))
+      }
+      entry = current.pointee.ai_next
     }
-    let bytes = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
-      withUnsafeBytes(of: pointer.pointee.sin_addr) { Array($0) }
+    for family in families {
+      if let address = found.first(where: { $0.family == family }) { return address }
     }
-    return bytes.map(String.init).joined(separator: ".")
+    throw SPAddressError(url, "cannot resolve \(host): no address of that family")
   }
 
   /// Removes the file a listener on a Unix-domain `address` created (nng

@@ -13,6 +13,44 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     storage = withUnsafeBytes(of: &address) { Array($0) }
   }
 
+  /// An IPv6 address and port, e.g. `SocketAddress(ipv6: "::1", port: 5555)`.
+  /// A link-local address may name its interface after `%`
+  /// (`"fe80::1%eth0"`, or the interface's index, `"fe80::1%2"`); so may
+  /// `scopeID`, which a `%` suffix overrides.
+  public init(ipv6 host: String, port: UInt16, scopeID: UInt32 = 0) throws(IOError) {
+    var address = sockaddr_in6()
+    address.sin6_family = sa_family_t(AF_INET6)
+    address.sin6_port = port.bigEndian
+    address.sin6_scope_id = scopeID
+    var text = host
+    if let percent = host.firstIndex(of: "%") {
+      text = String(host[..<percent])
+      let zone = String(host[host.index(after: percent)...])
+      if let index = UInt32(zone) {
+        address.sin6_scope_id = index
+      } else {
+        let index = if_nametoindex(zone)
+        guard index != 0 else { throw IOError("if_nametoindex(\(zone)) for \(host)", errno == 0 ? ENODEV : errno) }
+        address.sin6_scope_id = index
+      }
+    }
+    guard inet_pton(AF_INET6, text, &address.sin6_addr) == 1 else { throw IOError("inet_pton(\(host))", EINVAL) }
+    storage = withUnsafeBytes(of: &address) { Array($0) }
+  }
+
+  /// An IPv4 or IPv6 address (whichever `host` is in numeric form) and port.
+  public init(ip host: String, port: UInt16) throws(IOError) {
+    if let v4 = try? SocketAddress(ipv4: host, port: port) {
+      self = v4
+    } else {
+      do {
+        self = try SocketAddress(ipv6: host, port: port)
+      } catch {
+        throw IOError("\(host) is neither an IPv4 nor an IPv6 address", EINVAL)
+      }
+    }
+  }
+
   /// A Unix-domain socket path.
   public init(unixPath path: String) throws(IOError) {
     var address = sockaddr_un()
@@ -30,20 +68,70 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 
   init(raw: UnsafeRawBufferPointer) { storage = Array(raw) }
 
+  /// The address in a C `sockaddr` of `length` bytes (from getaddrinfo,
+  /// getpeername, recvfrom...).
+  /// - Throws: `IOError` with EAFNOSUPPORT for a family other than AF_INET,
+  ///   AF_INET6 and AF_UNIX, or EINVAL when `length` is too short for it.
+  public init(sockaddr address: UnsafePointer<sockaddr>, length: socklen_t) throws(IOError) {
+    let raw = UnsafeRawBufferPointer(start: address, count: Int(length))
+    guard raw.count >= MemoryLayout<sa_family_t>.size else { throw IOError("sockaddr of \(length) bytes", EINVAL) }
+    let family = Int32(raw.loadUnaligned(as: sa_family_t.self))
+    let needed: Int
+    switch family {
+    case AF_INET: needed = MemoryLayout<sockaddr_in>.size
+    case AF_INET6: needed = MemoryLayout<sockaddr_in6>.size
+    case AF_UNIX: needed = MemoryLayout<sa_family_t>.size
+    default: throw IOError("sockaddr of family \(family)", EAFNOSUPPORT)
+    }
+    guard raw.count >= needed else { throw IOError("sockaddr of family \(family) in \(length) bytes", EINVAL) }
+    self.init(raw: raw)
+  }
+
+  /// The same address with another port (unchanged unless ``isIP``).
+  public func withPort(_ port: UInt16) -> SocketAddress {
+    guard isIP else { return self }
+    var copy = self
+    copy.storage.withUnsafeMutableBytes { $0.storeBytes(of: port.bigEndian, toByteOffset: 2, as: UInt16.self) }
+    return copy
+  }
+
   /// The address family (AF_INET, AF_UNIX...).
   public var family: Int32 { storage.withUnsafeBytes { Int32($0.load(as: sa_family_t.self)) } }
 
+  /// True for an IPv4 or IPv6 address.
+  public var isIP: Bool { family == AF_INET || family == AF_INET6 }
+
+  /// The numeric host of an IP address (`"127.0.0.1"`, `"::1"`,
+  /// `"fe80::1%2"` with its scope), else nil.
+  public var host: String? {
+    switch family {
+    case AF_INET:
+      return storage[4..<8].map(String.init).joined(separator: ".")
+    case AF_INET6:
+      return storage.withUnsafeBytes { raw -> String in
+        var address = raw.loadUnaligned(as: sockaddr_in6.self)
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        _ = inet_ntop(AF_INET6, &address.sin6_addr, &text, socklen_t(text.count))
+        let numeric = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return address.sin6_scope_id == 0 ? numeric : numeric + "%\(address.sin6_scope_id)"
+      }
+    default:
+      return nil
+    }
+  }
+
   /// The port of an IP address, else nil.
   public var port: UInt16? {
-    guard family == AF_INET || family == AF_INET6 else { return nil }
+    guard isIP else { return nil }
     return storage.withUnsafeBytes { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
   }
 
   public var description: String {
     switch family {
     case AF_INET:
-      let bytes = storage[4..<8]
-      return "\(bytes.map(String.init).joined(separator: ".")):\(port ?? 0)"
+      return "\(host ?? "?"):\(port ?? 0)"
+    case AF_INET6:
+      return "[\(host ?? "?")]:\(port ?? 0)"
     case AF_UNIX:
       let path = storage.dropFirst(2).prefix { $0 != 0 }
       return "unix:" + String(decoding: path, as: UTF8.self)

@@ -22,7 +22,7 @@ enum Sockets {
   static func listen(on address: SocketAddress, backlog: Int32 = 512) throws(IOError) -> (Int32, SocketAddress) {
     let fd = try stream(family: address.family)
     var one: Int32 = 1
-    if address.family == AF_INET { _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4) }
+    if address.isIP { _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4) }
     do throws(IOError) {
       guard address.withSockaddr({ bind(fd, $0, $1) }) == 0 else { throw IOError("bind(\(address))", errno) }
       guard Glibc.listen(fd, backlog) == 0 else { throw IOError("listen", errno) }
@@ -34,12 +34,24 @@ enum Sockets {
   }
 
   static func localAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
+    try address(of: fd, "getsockname", getsockname)
+  }
+
+  /// The address of a connected socket's peer.
+  static func remoteAddress(_ fd: Int32) throws(IOError) -> SocketAddress {
+    try address(of: fd, "getpeername", getpeername)
+  }
+
+  private static func address(
+    of fd: Int32, _ name: String,
+    _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32
+  ) throws(IOError) -> SocketAddress {
     var storage = sockaddr_storage()
     var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
     let rc = withUnsafeMutablePointer(to: &storage) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &length) }
     }
-    guard rc == 0 else { throw IOError("getsockname", errno) }
+    guard rc == 0 else { throw IOError(name, errno) }
     return withUnsafeBytes(of: &storage) { SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)])) }
   }
 

@@ -102,7 +102,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       Glibc.close(client)
       return
     }
-    if localAddress.family == AF_INET { Sockets.setNoDelay(client) }
+    if localAddress.isIP { Sockets.setNoDelay(client) }
     let socket: S
     do {
       socket = try S(loop: loop, options: options)

@@ -8,9 +8,11 @@ extension ProtocolSocket: TransportDelegate {
     transport.start(self)
   }
 
-  func transportConnected() {
+  func transportConnected(local: SocketAddress?, remote: SocketAddress?) {
     update { s in
       if case .connecting = s.connection { s.connection = .connected }
+      s.localAddress = local
+      s.remoteAddress = remote
     }
     notify(.connected)
     flush()
@@ -74,7 +76,7 @@ extension ProtocolSocket: TransportDelegate {
 
   // MARK: Transports
 
-  /// Connects to a TCP (`SocketAddress(ipv4:port:)`) or Unix-domain
+  /// Connects to a TCP (`SocketAddress(ipv4:port:)`, `SocketAddress(ipv6:port:)`) or Unix-domain
   /// (`SocketAddress(unixPath:)`) address. Returns at once; messages sent
   /// before the connection is up are queued.
   public static func connect(
@@ -82,7 +84,7 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.stream(family: address.family)
-    if address.family == AF_INET { Sockets.setNoDelay(fd) }
+    if address.isIP { Sockets.setNoDelay(fd) }
     try socket.start(StreamTransport(loop: loop, fd: fd, connectTo: address), fd: fd)
     return socket
   }

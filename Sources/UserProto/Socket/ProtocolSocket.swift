@@ -232,6 +232,15 @@ open class ProtocolSocket: @unchecked Sendable {
   /// The connection's state.
   public final var connectionState: ConnectionState { state.withLock { $0.connection } }
 
+  /// This end's address once connected (kept after the connection ends);
+  /// nil before, and for in-memory pairs.
+  public final var localAddress: SocketAddress? { state.withLock { $0.localAddress } }
+
+  /// The peer's address once connected (kept after the connection ends):
+  /// for an accepted TCP connection, the client's address and port; nil
+  /// before, and for in-memory pairs.
+  public final var remoteAddress: SocketAddress? { state.withLock { $0.remoteAddress } }
+
   /// The readiness the socket shows, derived from its buffers.
   public final var readiness: MaskEvents { state.withLock { $0.readiness } }
 

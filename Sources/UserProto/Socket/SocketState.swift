@@ -20,6 +20,9 @@ struct SocketState {
   var flushScheduled = false
 
   var connection: ConnectionState = .connecting
+  /// The connection's addresses, from when it connected.
+  var localAddress: SocketAddress?
+  var remoteAddress: SocketAddress?
   var peerFinished = false
   var writeShut = false
   var closedByUser = false

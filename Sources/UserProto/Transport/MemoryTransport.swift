@@ -33,7 +33,7 @@ final class MemoryTransport: Transport, @unchecked Sendable {
 
   func start(_ delegate: any TransportDelegate) {
     self.delegate = delegate
-    delegate.transportConnected()
+    delegate.transportConnected(local: nil, remote: nil)
     drain()
   }
 

@@ -5,7 +5,8 @@ import Glibc
 final class StreamTransport: Transport, @unchecked Sendable {
   let loop: EventLoop
   let isDatagram: Bool
-  private let fd: Int32
+  /// The kernel socket (owned: closed with the transport).
+  let fd: Int32
   private var connectTo: SocketAddress?
   private weak var delegate: (any TransportDelegate)?
   private var receiveHandle: IOHandle?
@@ -38,7 +39,8 @@ final class StreamTransport: Transport, @unchecked Sendable {
           switch result {
           case .success:
             self.connectTo = nil
-            self.delegate?.transportConnected()
+            self.delegate?.transportConnected(
+              local: try? Sockets.localAddress(self.fd), remote: try? Sockets.remoteAddress(self.fd))
             self.startReading()
             self.pump()
           case .failure(let error):
@@ -49,7 +51,7 @@ final class StreamTransport: Transport, @unchecked Sendable {
         fail(error as? IOError ?? IOError("connect", EIO))
       }
     } else {
-      delegate.transportConnected()
+      delegate.transportConnected(local: try? Sockets.localAddress(fd), remote: try? Sockets.remoteAddress(fd))
       startReading()
     }
   }

@@ -1,7 +1,8 @@
 /// What a transport reports to the socket above it. Called on the loop.
 protocol TransportDelegate: AnyObject {
-  /// The connection is established (immediately for accepted ones).
-  func transportConnected()
+  /// The connection is established (immediately for accepted ones), between
+  /// these addresses (nil where the transport has none: in memory).
+  func transportConnected(local: SocketAddress?, remote: SocketAddress?)
   /// Bytes (stream) or one datagram arrived.
   func transportReceived(_ bytes: [UInt8])
   /// The peer finished sending (stream end-of-stream).
