@@ -131,6 +131,59 @@ case "socket-leak":
   } catch {
     fail("\(error)")
   }
+case "udp-leak":
+  // A UDP listener and n peers, each making a socket, answered, then closed
+  // (gracefully, aborted or dropped in turn); then the listener closes while
+  // its last peer's socket is still open, which keeps the UDP socket until
+  // that one closes too.
+  guard arguments.count == 4, let n = Int(arguments[3]) else { fail("usage") }
+  let choice: EventLoop.BackendChoice = arguments[2] == "epoll" ? .epoll : .ioUring
+  do {
+    let loop = try EventLoop(configuration: .init(backend: choice))
+    let before = openDescriptorCount()
+    let listener = try ProtocolListener<ProtocolSocket>.udp(
+      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
+    var last: ProtocolSocket?
+    for i in 0..<n {
+      let client = try ProtocolSocket.udp(
+        local: try SocketAddress(ipv4: "127.0.0.1", port: 0), remote: listener.localAddress, loop: loop)
+      _ = try client.trySend([UInt8(i & 0xff)])
+      var server: ProtocolSocket?
+      let deadline = EventLoop.now() + 10_000_000_000
+      while server == nil {
+        server = try listener.tryAccept()
+        if EventLoop.now() > deadline { fail("no peer socket for datagram \(i)") }
+      }
+      _ = try server?.trySend([UInt8(i & 0xff)])
+      while true {
+        if case .message = try client.tryReceive() { break }
+        if EventLoop.now() > deadline { fail("no answer to datagram \(i)") }
+      }
+      if i == n - 1 {
+        last = server
+        client.abort()
+      } else if i % 10 == 0 {
+        client.abort()
+        server?.abort()
+      } else if i % 10 == 5 {
+        client.abort()
+        server = nil
+      } else {
+        try client.close()
+        try server?.close()
+      }
+    }
+    try listener.close()
+    let open = openDescriptorCount()
+    last?.abort()
+    last = nil
+    let deadline = EventLoop.now() + 30_000_000_000
+    while openDescriptorCount() > before && EventLoop.now() < deadline { usleep(10_000) }
+    print("before=\(before) listenerClosed=\(open) after=\(openDescriptorCount())")
+    loop.shutdownAndWait()
+  } catch {
+    fail("\(error)")
+  }
 case "setup-leak":
   guard arguments.count == 3, let n = Int(arguments[2]) else { fail("usage") }
   let scenarios: [(name: String, call: LoopFaults.Call, code: Int32)] = [

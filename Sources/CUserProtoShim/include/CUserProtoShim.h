@@ -111,6 +111,33 @@ int up_ring_prep_send(up_ring *ring, int fd, const void *buf, size_t len,
                       uint64_t user_data);
 int up_ring_prep_read(up_ring *ring, int fd, void *buf, size_t len,
                       uint64_t user_data);
+
+/// A datagram with its peer's address, for recvmsg(2)/sendmsg(2) and their
+/// io_uring forms: one allocation holding the msghdr, its iovec, a
+/// sockaddr_storage and `capacity` bytes of data. It must stay valid until
+/// the operation using it completes.
+typedef struct up_msg up_msg;
+up_msg *up_msg_alloc(size_t capacity);
+void up_msg_free(up_msg *msg);
+void *up_msg_data(up_msg *msg);
+size_t up_msg_capacity(const up_msg *msg);
+/// Before a receive: the whole buffer and address space are offered.
+void up_msg_prepare_receive(up_msg *msg);
+/// Before a send of the first `length` data bytes to `addr`.
+void up_msg_prepare_send(up_msg *msg, size_t length, const void *addr,
+                         uint32_t addrlen);
+/// After a receive: the sender's address and its length.
+const void *up_msg_address(const up_msg *msg, uint32_t *addrlen);
+/// After a receive: the msghdr's flags (MSG_TRUNC: the datagram was cut).
+int up_msg_flags(const up_msg *msg);
+/// recvmsg(2)/sendmsg(2) on a non-blocking socket (MSG_DONTWAIT; sends add
+/// MSG_NOSIGNAL): bytes, or -errno.
+long up_msg_recv_now(int fd, up_msg *msg);
+long up_msg_send_now(int fd, up_msg *msg);
+int up_ring_prep_recvmsg(up_ring *ring, int fd, up_msg *msg,
+                         uint64_t user_data);
+int up_ring_prep_sendmsg(up_ring *ring, int fd, up_msg *msg,
+                         uint64_t user_data);
 /// Cancels the request with `target_user_data`.
 int up_ring_prep_cancel(up_ring *ring, uint64_t target_user_data,
                         uint64_t user_data);
@@ -154,6 +181,8 @@ extern const int up_IORING_OP_ASYNC_CANCEL;
 extern const int up_IORING_OP_CONNECT;
 extern const int up_IORING_OP_RECV;
 extern const int up_IORING_OP_SEND;
+extern const int up_IORING_OP_RECVMSG;
+extern const int up_IORING_OP_SENDMSG;
 extern const int up_IORING_OP_READ;
 
 // MARK: - Process restrictions (for tests of the fallback)

@@ -72,6 +72,20 @@ enum Sockets {
     }
   }
 
+  /// An unconnected UDP socket bound to `address`, with its actual address.
+  static func udpBound(on address: SocketAddress) throws(IOError) -> (Int32, SocketAddress) {
+    let fd = socket(
+      address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw IOError("socket", errno) }
+    do throws(IOError) {
+      guard address.withSockaddr({ bind(fd, $0, $1) }) == 0 else { throw IOError("bind(\(address))", errno) }
+      return (fd, try localAddress(fd))
+    } catch {
+      Glibc.close(fd)
+      throw error
+    }
+  }
+
   static func udp(local: SocketAddress, remote: SocketAddress) throws(IOError) -> Int32 {
     let fd = socket(
       local.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

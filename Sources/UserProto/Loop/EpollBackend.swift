@@ -24,8 +24,10 @@ final class EpollBackend: LoopBackend {
     var receiveToken: UInt64?
     /// Datagram receives: an empty read is an empty datagram, not the end.
     var datagram = false
+    /// Receives report the sender's address (recvfrom).
+    var withAddress = false
     var connect: (token: UInt64, address: SocketAddress, started: Bool)?
-    var sends: [(token: UInt64, bytes: [UInt8])] = []
+    var sends: [(token: UInt64, bytes: [UInt8], address: SocketAddress?)] = []
     init(fd: Int32, serial: UInt64) {
       self.fd = fd
       self.serial = serial
@@ -168,18 +170,31 @@ final class EpollBackend: LoopBackend {
       entry.datagram = datagram
       owners[token] = entry
       attempts.append((entry, true, false))
-    case .send(let fd, let bytes):
-      // Sends skip the closed-while-registered check (one epoll_ctl per
-      // send, on the hot path), as io_uring's sends do: the fd's watch or
-      // receive, which every connection has, already made that check.
-      let entry: Entry
-      if let existing = entries[fd] { entry = existing } else { entry = try self.entry(for: fd) }
-      entry.sends.append((token, bytes))
+    case .receiveFrom(let fd):
+      let entry = try entry(for: fd)
+      entry.receiveToken = token
+      entry.datagram = true
+      entry.withAddress = true
       owners[token] = entry
-      // Only the new output is tried: a speculative read here would cost a
-      // recv returning EAGAIN after every send.
-      attempts.append((entry, false, true))
+      attempts.append((entry, true, false))
+    case .send(let fd, let bytes):
+      try queueSend(fd: fd, bytes: bytes, address: nil, token: token)
+    case .sendTo(let fd, let bytes, let address):
+      try queueSend(fd: fd, bytes: bytes, address: address, token: token)
     }
+  }
+
+  private func queueSend(fd: Int32, bytes: [UInt8], address: SocketAddress?, token: UInt64) throws(IOError) {
+    // Sends skip the closed-while-registered check (one epoll_ctl per
+    // send, on the hot path), as io_uring's sends do: the fd's watch or
+    // receive, which every connection has, already made that check.
+    let entry: Entry
+    if let existing = entries[fd] { entry = existing } else { entry = try self.entry(for: fd) }
+    entry.sends.append((token, bytes, address))
+    owners[token] = entry
+    // Only the new output is tried: a speculative read here would cost a
+    // recv returning EAGAIN after every send.
+    attempts.append((entry, false, true))
   }
 
   func cancel(token: UInt64) {
@@ -337,7 +352,14 @@ final class EpollBackend: LoopBackend {
     }
     if writable {
       while let first = entry.sends.first {
-        let n = first.bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+        let flags = Int32(MSG_DONTWAIT | MSG_NOSIGNAL)
+        let n = first.bytes.withUnsafeBytes { bytes in
+          if let address = first.address {
+            address.withSockaddr { sendto(fd, bytes.baseAddress, bytes.count, flags, $0, $1) }
+          } else {
+            send(fd, bytes.baseAddress, bytes.count, flags)
+          }
+        }
         let code = errno
         if n < 0 && code == EINTR { continue }
         if n < 0 && code == EAGAIN { break }
@@ -362,7 +384,24 @@ final class EpollBackend: LoopBackend {
     }
     if readable, let token = entry.receiveToken {
       while entry.receiveToken == token {
-        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        var from = sockaddr_storage()
+        var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let n = receiveBuffer.withUnsafeMutableBytes { buffer in
+          guard entry.withAddress else { return recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) }
+          return withUnsafeMutablePointer(to: &from) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+              recvfrom(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &fromLength)
+            }
+          }
+        }
+        if n >= 0 && entry.withAddress {
+          let bytes = Array(receiveBuffer[0..<n])
+          let sender = withUnsafeBytes(of: &from) {
+            SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(fromLength)]))
+          }
+          deliver(LoopCompletion(token: token, value: .receivedFrom(bytes, sender), isFinal: false))
+          continue
+        }
         if n > 0 || (n == 0 && entry.datagram) {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
           if !drain && !entry.datagram && n < receiveBuffer.count { break }

@@ -101,6 +101,39 @@ extension EventLoop {
     }
   }
 
+  /// Receives datagrams with their senders' addresses from an unconnected
+  /// datagram socket (UDP), on the loop, one handler call per datagram
+  /// (empty ones included), until an error or cancel. io_uring: RECVMSG;
+  /// epoll: recvfrom(2) until EAGAIN.
+  public func receiveDatagrams(
+    socket fd: Int32, _ handler: @escaping (Result<(bytes: [UInt8], from: SocketAddress), IOError>) -> Void
+  ) throws -> IOHandle {
+    try requireLoop("receiveDatagrams(socket:)")
+    return try start(.receiveFrom(fd: fd)) { value in
+      switch value {
+      case .receivedFrom(let bytes, let sender): handler(.success((bytes, sender)))
+      case .failed(let error): handler(.failure(error))
+      default: break
+      }
+    }
+  }
+
+  /// Sends one datagram to `address` from an unconnected datagram socket,
+  /// on the loop; the handler gets the bytes sent (the whole datagram).
+  /// io_uring: SENDMSG; epoll: sendto(2).
+  public func send(
+    socket fd: Int32, _ bytes: [UInt8], to address: SocketAddress, _ handler: @escaping (Result<Int, IOError>) -> Void
+  ) throws -> IOHandle {
+    try requireLoop("send(socket:to:)")
+    return try start(.sendTo(fd: fd, bytes: bytes, address: address)) { value in
+      switch value {
+      case .sent(let n): handler(.success(n))
+      case .failed(let error): handler(.failure(error))
+      default: break
+      }
+    }
+  }
+
   /// Cancels an operation or watch, on the loop. Its handler is not called
   /// again, not even with the cancellation.
   public func cancel(_ handle: IOHandle) {

@@ -15,6 +15,11 @@ enum LoopOperation {
   case receive(fd: Int32, datagram: Bool)
   /// Send bytes once; the completion says how many were sent.
   case send(fd: Int32, bytes: [UInt8])
+  /// Receive datagrams with their senders' addresses from an unconnected
+  /// datagram socket, until an error or cancel.
+  case receiveFrom(fd: Int32)
+  /// Send one datagram to `address`.
+  case sendTo(fd: Int32, bytes: [UInt8], address: SocketAddress)
 }
 
 /// One result of an operation.
@@ -25,6 +30,8 @@ enum CompletionValue {
   /// Received bytes; empty means end-of-stream.
   case received([UInt8])
   case sent(Int)
+  /// One datagram and its sender.
+  case receivedFrom([UInt8], SocketAddress)
   case failed(IOError)
 }
 

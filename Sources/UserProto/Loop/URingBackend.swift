@@ -37,12 +37,15 @@ final class URingBackend: LoopBackend {
     /// A multishot receive has no buffer of its own (provided buffers).
     case receive(fd: Int32, buffer: UnsafeMutableRawBufferPointer?, datagram: Bool)
     case send(UnsafeMutableRawBufferPointer)
+    /// A single-shot RECVMSG into `message`, armed again after each datagram.
+    case receiveFrom(fd: Int32, message: OpaquePointer)
+    case sendTo(message: OpaquePointer)
 
     var multishot: Bool {
       switch self {
       case .poll(_, _, let multishot), .accept(_, let multishot): multishot
       case .receive(_, let buffer, _): buffer == nil
-      case .connect, .send: false
+      case .connect, .send, .receiveFrom, .sendTo: false
       }
     }
   }
@@ -81,7 +84,8 @@ final class URingBackend: LoopBackend {
   private static let requiredOpcodes: [(String, Int32)] = [
     ("POLL_ADD", up_IORING_OP_POLL_ADD), ("ASYNC_CANCEL", up_IORING_OP_ASYNC_CANCEL),
     ("ACCEPT", up_IORING_OP_ACCEPT), ("CONNECT", up_IORING_OP_CONNECT), ("RECV", up_IORING_OP_RECV),
-    ("SEND", up_IORING_OP_SEND), ("READ", up_IORING_OP_READ),
+    ("SEND", up_IORING_OP_SEND), ("READ", up_IORING_OP_READ), ("RECVMSG", up_IORING_OP_RECVMSG),
+    ("SENDMSG", up_IORING_OP_SENDMSG),
   ]
 
   init(_ configuration: EventLoop.Configuration) throws(IOError) {
@@ -218,6 +222,48 @@ final class URingBackend: LoopBackend {
         throw error
       }
       records[token] = .send(buffer)
+    case .receiveFrom(let fd):
+      try checkFile(fd)
+      try armReceiveFrom(fd: fd, token: token)
+      track(fd, token)
+    case .sendTo(let fd, let bytes, let address):
+      guard let message = up_msg_alloc(bytes.count) else { throw IOError("sendmsg buffer", ENOMEM) }
+      bytes.withUnsafeBytes { source in
+        if let base = source.baseAddress { up_msg_data(message).copyMemory(from: base, byteCount: source.count) }
+      }
+      address.withSockaddr { up_msg_prepare_send(message, bytes.count, $0, $1) }
+      do {
+        try prep { up_ring_prep_sendmsg(ring, fd, message, token) }
+      } catch {
+        up_msg_free(message)
+        throw error
+      }
+      records[token] = .sendTo(message: message)
+    }
+  }
+
+  /// The largest datagram a RECVMSG takes whole: 65,535 bytes of IPv4
+  /// payload less the UDP header is the most UDP can carry.
+  private static let datagramReceiveSize = 65_536
+
+  private func armReceiveFrom(fd: Int32, token: UInt64) throws(IOError) {
+    let message: OpaquePointer
+    if case .receiveFrom(_, let existing) = records[token] {
+      message = existing
+    } else {
+      guard let made = up_msg_alloc(URingBackend.datagramReceiveSize) else {
+        throw IOError("recvmsg buffer", ENOMEM)
+      }
+      message = made
+    }
+    records[token] = .receiveFrom(fd: fd, message: message)
+    up_msg_prepare_receive(message)
+    do {
+      try prep { up_ring_prep_recvmsg(ring, fd, message, token) }
+    } catch {
+      records[token] = nil
+      up_msg_free(message)
+      throw error
     }
   }
 
@@ -254,8 +300,9 @@ final class URingBackend: LoopBackend {
   private func untrack(_ token: UInt64, _ record: Record) {
     let fd: Int32
     switch record {
-    case .poll(let f, _, _), .accept(let f, _), .connect(let f, _), .receive(let f, _, _): fd = f
-    case .send: return
+    case .poll(let f, _, _), .accept(let f, _), .connect(let f, _), .receive(let f, _, _), .receiveFrom(let f, _):
+      fd = f
+    case .send, .sendTo: return
     }
     guard var users = fileUsers[fd], users.tokens.remove(token) != nil else { return }
     fileUsers[fd] = users.tokens.isEmpty ? nil : users
@@ -395,7 +442,8 @@ final class URingBackend: LoopBackend {
         case .poll(let fd, let events, _): try armPoll(fd: fd, events: events, token: token)
         case .accept(let fd, _): try armAccept(fd: fd, token: token)
         case .receive(let fd, _, let datagram): try armReceive(fd: fd, token: token, datagram: datagram)
-        case .connect, .send: break
+        case .receiveFrom(let fd, _): try armReceiveFrom(fd: fd, token: token)
+        case .connect, .send, .sendTo: break
         }
       } catch {
         finish(error)
@@ -455,7 +503,7 @@ final class URingBackend: LoopBackend {
       case .receive:
         if multishotReceive { giveUp("recv") }
         multishotReceive = false
-      case .connect, .send: break
+      case .connect, .send, .receiveFrom, .sendTo: break
       }
       rearms.append(token)
       return
@@ -493,6 +541,27 @@ final class URingBackend: LoopBackend {
       finish(res < 0 ? .failed(IOError("connect", -res)) : .connected)
     case .send:
       finish(res < 0 ? .failed(IOError("send", -res)) : .sent(Int(res)))
+    case .sendTo:
+      finish(res < 0 ? .failed(IOError("sendmsg", -res)) : .sent(Int(res)))
+    case .receiveFrom(_, let message):
+      if res == -EAGAIN || res == -EINTR {
+        if !cancelled { rearms.append(token) } else { finish(.failed(IOError("cancelled", ECANCELED))) }
+        return
+      }
+      if res < 0 {
+        finish(.failed(IOError("recvmsg", -res)))
+        return
+      }
+      var length: UInt32 = 0
+      let address = up_msg_address(message, &length)
+      let sender = SocketAddress(raw: UnsafeRawBufferPointer(start: address, count: Int(length)))
+      let bytes = Array(UnsafeRawBufferPointer(start: up_msg_data(message), count: Int(res)))
+      deliver(LoopCompletion(token: token, value: .receivedFrom(bytes, sender), isFinal: false))
+      if !cancelled {
+        rearms.append(token)
+      } else {
+        finish(.failed(IOError("cancelled", ECANCELED)))
+      }
     case .receive(_, let buffer, let datagram):
       if res == -ENOBUFS && !cancelled {
         // Every provided buffer was in use: arm again (they are recycled
@@ -561,6 +630,7 @@ final class URingBackend: LoopBackend {
     case .send(let buffer): recycleSendBuffer(buffer)
     case .connect(_, let buffer): buffer.deallocate()
     case .receive(_, let buffer, _): buffer?.deallocate()
+    case .receiveFrom(_, let message), .sendTo(let message): up_msg_free(message)
     case .poll, .accept: break
     }
   }

@@ -3,8 +3,10 @@ import MaskCore
 import Synchronization
 
 /// A listening TCP or Unix-domain socket that creates a protocol socket of
-/// type `S` for each connection. Its ``fileDescriptor`` is readable exactly
-/// when ``tryAccept()`` would return a socket.
+/// type `S` for each connection, or (``udp(on:loop:options:backlog:queuesConnections:configure:)``)
+/// a UDP socket that creates one for each peer address it hears from. Its
+/// ``fileDescriptor`` is readable exactly when ``tryAccept()`` would return
+/// a socket.
 public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   public let loop: EventLoop
   /// The bound address (with the kernel-chosen port when 0 was asked).
@@ -42,6 +44,8 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   }
   private let state = Mutex(State())
   private let fd: Int32
+  /// The shared UDP socket of a datagram listener; nil for streams.
+  private let endpoint: DatagramEndpoint?
   /// Loop-confined.
   private var acceptHandle: IOHandle?
   /// Loop-confined; for tests: runs after a connection's socket is made,
@@ -57,9 +61,39 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   /// Listens on `address` (`SocketAddress(ipv4: "127.0.0.1", port: 0)` for
   /// an ephemeral port). `configure` runs on the loop for each accepted
   /// socket before it starts (e.g. to call ``ProtocolSocket/handleMessagesOnLoop(_:)``).
-  public init(
+  public convenience init(
     on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(), backlog: Int = 128,
     queuesConnections: Bool = true, configure: (@Sendable (S) -> Void)? = nil
+  ) throws {
+    try self.init(
+      datagram: false, on: address, loop: loop, options: options, backlog: backlog,
+      queuesConnections: queuesConnections, configure: configure)
+  }
+
+  /// A UDP server on `address`: one unconnected UDP socket, and one socket
+  /// of type `S` for each peer address (IP and port) a datagram arrives
+  /// from, as a TCP listener makes one per connection. Each datagram is one
+  /// message; a socket's messages go to its peer's address. The peers share
+  /// the UDP socket: each `S` still has its own mask fd, and the UDP socket
+  /// stays open (after ``close()`` too) while any of them is.
+  ///
+  /// Datagrams are dropped, and counted in ``droppedDatagrams``, from new
+  /// peers while `backlog` sockets wait to be accepted or after ``close()``,
+  /// and for a peer whose socket's receive queue is full (UDP's own policy:
+  /// nothing blocks the other peers). Closing a peer's socket forgets the
+  /// peer; its next datagram makes a new socket.
+  public static func udp(
+    on address: SocketAddress, loop: EventLoop, options: SocketOptions = SocketOptions(), backlog: Int = 128,
+    queuesConnections: Bool = true, configure: (@Sendable (S) -> Void)? = nil
+  ) throws -> ProtocolListener<S> {
+    try ProtocolListener(
+      datagram: true, on: address, loop: loop, options: options, backlog: backlog,
+      queuesConnections: queuesConnections, configure: configure)
+  }
+
+  private init(
+    datagram: Bool, on address: SocketAddress, loop: EventLoop, options: SocketOptions, backlog: Int,
+    queuesConnections: Bool, configure: (@Sendable (S) -> Void)?
   ) throws {
     self.configure = configure
     self.queuesConnections = queuesConnections
@@ -68,19 +102,37 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
     self.backlog = backlog
     mask = try MaskFD(usage: .events([.readable]))
     do {
-      (fd, localAddress) = try Sockets.listen(on: address)
+      (fd, localAddress) = try datagram ? Sockets.udpBound(on: address) : Sockets.listen(on: address)
     } catch {
       try? mask.close()
       throw error
     }
+    if datagram {
+      let box = WeakListener<S>()
+      endpoint = DatagramEndpoint(
+        loop: loop, fd: fd, localAddress: localAddress,
+        newPeer: { box.listener?.adopt(peer: $0) },
+        failed: { _ in box.listener?.state.withLock { $0.acceptErrors += 1 } })
+      box.listener = self
+    } else {
+      endpoint = nil
+    }
     try loop.execute { [self] in startAccepting() }
   }
+
+  /// Datagrams a UDP listener dropped (see ``udp(on:loop:options:backlog:queuesConnections:configure:)``);
+  /// 0 for stream listeners.
+  public var droppedDatagrams: Int { endpoint?.droppedDatagrams ?? 0 }
 
   /// Accept failures seen so far (EMFILE and the like); each one pauses
   /// accepting for 100 ms instead of failing the listener.
   public var acceptErrors: Int { state.withLock { $0.acceptErrors } }
 
   private func startAccepting() {
+    if let endpoint {
+      endpoint.start()  // new peers are refused while paused instead
+      return
+    }
     guard acceptHandle == nil, !state.withLock({ $0.closed || $0.acceptPaused }) else { return }
     acceptHandle = try? loop.accept(listener: fd) { [weak self] result in
       guard let self else { return }
@@ -114,6 +166,29 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
     }
     configure?(socket)
     socket.attach(StreamTransport(loop: loop, fd: client))
+    queue(socket)
+  }
+
+  /// A datagram came from a new peer: its socket, or nil to drop the
+  /// datagram (closed, or `backlog` sockets are waiting). On the loop.
+  private func adopt(peer address: SocketAddress) -> PeerDatagramTransport? {
+    guard let endpoint, !state.withLock({ $0.closed || $0.acceptPaused }) else { return nil }
+    let socket: S
+    do {
+      socket = try S(loop: loop, options: options)
+    } catch {
+      state.withLock { $0.acceptErrors += 1 }
+      return nil
+    }
+    socket.maximumDatagramSize = endpoint.maximumDatagramSize
+    let transport = PeerDatagramTransport(endpoint: endpoint, address: address)
+    configure?(socket)
+    socket.attach(transport)
+    queue(socket)
+    return transport
+  }
+
+  private func queue(_ socket: S) {
     guard queuesConnections else { return }
     beforeQueueing?()
     let queued = state.withLock { s -> ([CheckedContinuation<Void, Never>], Bool)? in
@@ -201,12 +276,24 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
     let listenFD = fd
     do {
       try loop.execute { [self] in
+        if let endpoint {
+          endpoint.closeListener()
+          return
+        }
         if let handle = acceptHandle { loop.cancel(handle) }
         acceptHandle = nil
         Glibc.close(listenFD)
       }
     } catch {
-      Glibc.close(listenFD)
+      // The loop is gone (its shutdown ended the endpoint's receive, which
+      // closed the UDP socket).
+      if endpoint == nil { Glibc.close(listenFD) }
     }
   }
+}
+
+/// The listener a datagram endpoint makes sockets for, without keeping it
+/// alive.
+private final class WeakListener<S: ProtocolSocket>: @unchecked Sendable {
+  weak var listener: ProtocolListener<S>?
 }

@@ -55,6 +55,12 @@ extension ProtocolSocket: TransportDelegate {
 
   func transportFinishedWriting() {
     outputFinished = true
+    // A datagram peer never sends an end: once a closing socket's output
+    // is out, there is nothing left to wait for.
+    if transport?.isDatagram == true && state.withLock({ $0.closedByUser }) {
+      finishClose()
+      return
+    }
     finishCloseIfDone()
   }
 
