@@ -57,4 +57,31 @@ struct SocketListenerTests {
       #expect(io.operation.contains("listener mask fd update"), "\(io)")
     }
   }
+
+  /// True when a socket of `type` can bind `address` now (its port is free).
+  func canBind(_ address: SocketAddress, type: Int32) -> Bool {
+    let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    return address.withSockaddr { bind(fd, $0, $1) } == 0
+  }
+
+  @Test("a listener dropped without close releases its port and its fds (TCP and UDP)", arguments: loopBackends)
+  func droppedListener(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+    var tcp: ProtocolListener<FramedSocket>? = try ProtocolListener(on: any, loop: loop)
+    var udp: ProtocolListener<FramedSocket>? = try .udp(on: any, loop: loop)
+    let (tcpAddress, udpAddress) = (tcp!.localAddress, udp!.localAddress)
+    let masks = [tcp!.mask, udp!.mask]
+    #expect(!canBind(tcpAddress, type: Int32(SOCK_STREAM.rawValue)), "the TCP port is taken while listening")
+    #expect(!canBind(udpAddress, type: Int32(SOCK_DGRAM.rawValue)), "the UDP port is taken while bound")
+    tcp = nil
+    udp = nil
+    #expect(eventually { canBind(tcpAddress, type: Int32(SOCK_STREAM.rawValue)) }, "TCP port released")
+    #expect(eventually { canBind(udpAddress, type: Int32(SOCK_DGRAM.rawValue)) }, "UDP port released")
+    #expect(masks.allSatisfy { $0.isClosed })
+    #expect(eventually { (try? onLoop(loop) { loop.operationsInFlight }) == 0 }, "the accept and receive ended")
+  }
 }

@@ -46,8 +46,14 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   private let fd: Int32
   /// The shared UDP socket of a datagram listener; nil for streams.
   private let endpoint: DatagramEndpoint?
-  /// Loop-confined.
-  private var acceptHandle: IOHandle?
+  /// Set and cleared on the loop; in a Mutex so that `deinit`, on any
+  /// thread, can read it (nothing else runs then: every closure on the loop
+  /// holds the listener weakly or has finished).
+  private let acceptSlot = Mutex<IOHandle?>(nil)
+  private var acceptHandle: IOHandle? {
+    get { acceptSlot.withLock { $0 } }
+    set { acceptSlot.withLock { $0 = newValue } }
+  }
   /// Loop-confined; for tests: runs after a connection's socket is made,
   /// before it is queued (where a concurrent ``close()`` can land).
   var beforeQueueing: (() -> Void)?
@@ -255,6 +261,34 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       } onCancel: {
         state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
       }
+    }
+  }
+
+  /// Dropped without ``close()``: the same as closing it, so the port is
+  /// released and no fd is left behind.
+  deinit {
+    let (closed, pending) = state.withLock { s -> (Bool, [S]) in
+      defer {
+        s.closed = true
+        s.pending = []
+      }
+      return (s.closed, s.pending)
+    }
+    guard !closed else { return }
+    for socket in pending { socket.abort() }
+    try? mask.close()
+    let (loop, listenFD, endpoint, handle) = (self.loop, fd, self.endpoint, acceptHandle)
+    do {
+      try loop.execute {
+        if let endpoint {
+          endpoint.closeListener()
+          return
+        }
+        if let handle { loop.cancel(handle) }
+        Glibc.close(listenFD)
+      }
+    } catch {
+      if endpoint == nil { Glibc.close(listenFD) }
     }
   }
 
