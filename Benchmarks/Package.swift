@@ -53,6 +53,11 @@ let package = Package(
     .executableTarget(name: "echo-client", path: "c/echo-client"),
     // The floor: a blocking C echo server, one pthread per connection.
     .executableTarget(name: "echo-server-c", path: "c/echo-server"),
+    // UDP request/reply: ProtocolListener.udp against a raw recvfrom/sendto echo.
+    .executableTarget(
+      name: "UDPBench",
+      dependencies: ["BenchSupport", .product(name: "UserProto", package: "UserProto")]
+    ),
     // What ProtocolSocket adds per message over the raw loop transport.
     .executableTarget(
       name: "SocketOverhead",
