@@ -40,7 +40,7 @@ final class DatagramEndpoint: @unchecked Sendable {
 
   /// Datagrams dropped: from new peers while the listener could not take
   /// them, for peers whose socket had paused reading (its receive queue was
-  /// full), and arriving after the listener closed. Any thread.
+  /// full) or was gone, and arriving after the listener closed. Any thread.
   var droppedDatagrams: Int { drops.load(ordering: .relaxed) }
 
   func countDrop() { drops.add(1, ordering: .relaxed) }
@@ -162,13 +162,15 @@ final class PeerDatagramTransport: Transport, @unchecked Sendable {
     delegate.transportConnected(local: endpoint.localAddress, remote: address)
   }
 
-  /// A datagram from the peer; dropped (and counted) while reading is paused.
+  /// A datagram from the peer; dropped (and counted) while reading is
+  /// paused, or when its socket is gone (a `configure` that kept no
+  /// reference to it).
   func deliver(_ bytes: [UInt8]) {
     guard !closed else { return }
-    if paused {
-      endpoint.countDrop()
+    if !paused, let delegate {
+      delegate.transportReceived(bytes)
     } else {
-      delegate?.transportReceived(bytes)
+      endpoint.countDrop()
     }
   }
 
