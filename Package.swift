@@ -91,7 +91,7 @@ let package = Package(
     ),
     .testTarget(
       name: "ExamplesTests",
-      dependencies: ["Examples", "ExampleProtocols", "UserProto"],
+      dependencies: ["Examples", "ExampleProtocols", "UserProto", "TestSupport"],
       swiftSettings: strict
     ),
     .testTarget(

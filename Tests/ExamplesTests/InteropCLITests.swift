@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 
 // The commands of docs/examples/echo.md and pubsub.md, run as a user runs

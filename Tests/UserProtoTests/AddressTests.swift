@@ -1,17 +1,8 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import UserProto
-
-/// True when this machine can bind a TCP socket to ::1 (a kernel without
-/// IPv6, like the QEMU guest's, cannot).
-let ipv6LoopbackAvailable: Bool = {
-  let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  guard fd >= 0 else { return false }
-  defer { close(fd) }
-  guard let address = try? SocketAddress(ipv6: "::1", port: 0) else { return false }
-  return address.withSockaddr { bind(fd, $0, $1) } == 0
-}()
 
 @Suite("Socket addresses")
 struct SocketAddressTests {

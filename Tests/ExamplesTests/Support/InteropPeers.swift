@@ -271,20 +271,6 @@ func readWholeFile(_ path: String) -> [UInt8] {
 
 // MARK: - Ports
 
-/// True when this machine can bind a TCP socket to ::1 (some kernels and
-/// containers have no IPv6).
-let ipv6LoopbackAvailable: Bool = {
-  let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  guard fd >= 0 else { return false }
-  defer { close(fd) }
-  var address = sockaddr_in6()
-  address.sin6_family = sa_family_t(AF_INET6)
-  address.sin6_addr = in6addr_loopback
-  return withUnsafePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-  } == 0
-}()
-
 /// A TCP port on 127.0.0.1 that was free a moment ago: bound to port 0,
 /// read back and closed. Another process may take it before the peer
 /// does, so peers that listen are started with ``startListeningPeer(_:_:)``.
