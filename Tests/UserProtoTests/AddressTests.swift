@@ -90,12 +90,7 @@ struct ConnectionAddressTests {
     #expect(listening.host == host && listening.port != 0, "\(listening)")
     let client = try FramedSocket.connect(to: listening, loop: loop)
     defer { client.abort() }
-    var server: FramedSocket?
-    #expect(
-      eventually {
-        server = try? listener.tryAccept(); return server != nil
-      })
-    let accepted = try #require(server)
+    let accepted = try #require(acceptSoon(listener))
     defer { accepted.abort() }
     #expect(try client.trySend([1, 2, 3]))
     #expect(eventually { (try? accepted.tryReceive()) == .message([1, 2, 3]) })

@@ -14,15 +14,6 @@ struct UDPListenerTests {
       local: try SocketAddress(ipv4: "127.0.0.1", port: 0), remote: listener.localAddress, loop: loop)
   }
 
-  func accept(_ listener: ProtocolListener<ProtocolSocket>) -> ProtocolSocket? {
-    var socket: ProtocolSocket?
-    _ = eventually {
-      socket = try? listener.tryAccept()
-      return socket != nil
-    }
-    return socket
-  }
-
   func receive(_ socket: ProtocolSocket) -> [UInt8]? {
     var got: [UInt8]?
     _ = eventually {
@@ -52,10 +43,10 @@ struct UDPListenerTests {
     #expect(eventually { pollEvents(listener.fileDescriptor) == [.readable] })
     #expect(try a.trySend(Array("a2".utf8)))
     #expect(try a.trySend([]))
-    let fromA = try #require(accept(listener))
+    let fromA = try #require(acceptSoon(listener))
     defer { fromA.abort() }
     #expect(try b.trySend(Array("b1".utf8)))
-    let fromB = try #require(accept(listener))
+    let fromB = try #require(acceptSoon(listener))
     defer { fromB.abort() }
     #expect(try listener.tryAccept() == nil)
     #expect(pollEvents(listener.fileDescriptor) == [])
@@ -104,14 +95,14 @@ struct UDPListenerTests {
     #expect(try b.trySend([2]))
     #expect(eventually { listener.droppedDatagrams == 1 })
     #expect(try a.trySend([3]))  // A's socket exists: queued for it
-    let fromA = try #require(accept(listener))
+    let fromA = try #require(acceptSoon(listener))
     defer { fromA.abort() }
     #expect(receive(fromA) == [1])
     #expect(receive(fromA) == [3])
     #expect(try listener.tryAccept() == nil)
     // Room again: B's next datagram makes its socket.
     #expect(try b.trySend([4]))
-    let fromB = try #require(accept(listener))
+    let fromB = try #require(acceptSoon(listener))
     defer { fromB.abort() }
     #expect(fromB.remoteAddress == b.localAddress)
     #expect(receive(fromB) == [4])
@@ -135,13 +126,13 @@ struct UDPListenerTests {
     defer { other.abort() }
     let datagram = [UInt8](repeating: 9, count: 100)
     #expect(try slow.trySend(datagram))
-    let fromSlow = try #require(accept(listener))
+    let fromSlow = try #require(acceptSoon(listener))
     defer { fromSlow.abort() }
     #expect(eventually { pollEvents(fromSlow.fileDescriptor).contains(.readable) })
     for _ in 0..<5 { #expect(try slow.trySend(datagram)) }
     #expect(eventually { listener.droppedDatagrams == 5 }, "\(listener.droppedDatagrams)")
     #expect(try other.trySend([1]))
-    let fromOther = try #require(accept(listener))
+    let fromOther = try #require(acceptSoon(listener))
     defer { fromOther.abort() }
     #expect(receive(fromOther) == [1])
     // The queued one is still there, and reading resumes once it is taken.
@@ -162,7 +153,7 @@ struct UDPListenerTests {
     let a = try client(of: listener, loop)
     defer { a.abort() }
     #expect(try a.trySend([1]))
-    let first = try #require(accept(listener))
+    let first = try #require(acceptSoon(listener))
     #expect(receive(first) == [1])
     // A graceful close of a datagram socket finishes once its output is
     // out (no peer end to wait for).
@@ -172,7 +163,7 @@ struct UDPListenerTests {
     #expect(eventually { first.connectionState == .closed })
     // The same address again is a new peer.
     #expect(try a.trySend([3]))
-    let second = try #require(accept(listener))
+    let second = try #require(acceptSoon(listener))
     defer { second.abort() }
     #expect(second !== first && second.remoteAddress == a.localAddress)
     #expect(receive(second) == [3])
@@ -211,7 +202,7 @@ struct UDPListenerTests {
       local: try SocketAddress(ipv6: "::1", port: 0), remote: listener.localAddress, loop: loop)
     defer { a.abort() }
     #expect(try a.trySend([6]))
-    let peer = try #require(accept(listener))
+    let peer = try #require(acceptSoon(listener))
     defer { peer.abort() }
     #expect(peer.remoteAddress == a.localAddress && peer.maximumDatagramSize == 65_527)
     #expect(receive(peer) == [6])

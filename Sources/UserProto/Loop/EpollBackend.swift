@@ -382,26 +382,11 @@ final class EpollBackend: LoopBackend {
         deliver(LoopCompletion(token: token, value: .failed(IOError("accept", code)), isFinal: true))
       }
     }
-    if readable, let token = entry.receiveToken {
+    if readable, let token = entry.receiveToken, entry.withAddress {
+      receiveDatagrams(entry, token, deliver)
+    } else if readable, let token = entry.receiveToken {
       while entry.receiveToken == token {
-        var from = sockaddr_storage()
-        var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let n = receiveBuffer.withUnsafeMutableBytes { buffer in
-          guard entry.withAddress else { return recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT)) }
-          return withUnsafeMutablePointer(to: &from) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-              recvfrom(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &fromLength)
-            }
-          }
-        }
-        if n >= 0 && entry.withAddress {
-          let bytes = Array(receiveBuffer[0..<n])
-          let sender = withUnsafeBytes(of: &from) {
-            SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(fromLength)]))
-          }
-          deliver(LoopCompletion(token: token, value: .receivedFrom(bytes, sender), isFinal: false))
-          continue
-        }
+        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
         if n > 0 || (n == 0 && entry.datagram) {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
           if !drain && !entry.datagram && n < receiveBuffer.count { break }
@@ -416,6 +401,34 @@ final class EpollBackend: LoopBackend {
       }
     }
     retireIfIdle(entry)
+  }
+
+  /// Datagrams with their senders (an unconnected UDP socket), until EAGAIN.
+  private func receiveDatagrams(_ entry: Entry, _ token: UInt64, _ deliver: (LoopCompletion) -> Void) {
+    var from = sockaddr_storage()
+    while entry.receiveToken == token {
+      var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+      let n = receiveBuffer.withUnsafeMutableBytes { buffer in
+        withUnsafeMutablePointer(to: &from) {
+          $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            recvfrom(entry.fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &length)
+          }
+        }
+      }
+      if n >= 0 {
+        let sender = withUnsafeBytes(of: &from) {
+          SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)]))
+        }
+        deliver(
+          LoopCompletion(token: token, value: .receivedFrom(Array(receiveBuffer[0..<n]), sender), isFinal: false))
+        continue
+      }
+      let code = errno
+      if code == EINTR { continue }
+      if code == EAGAIN { break }
+      entry.receiveToken = nil
+      deliver(LoopCompletion(token: token, value: .failed(IOError("recvfrom", code)), isFinal: true))
+    }
   }
 
   /// The wake-up eventfd's number (tests).

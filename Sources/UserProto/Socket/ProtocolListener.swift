@@ -46,13 +46,12 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   private let fd: Int32
   /// The shared UDP socket of a datagram listener; nil for streams.
   private let endpoint: DatagramEndpoint?
-  /// Set and cleared on the loop; in a Mutex so that `deinit`, on any
-  /// thread, can read it (nothing else runs then: every closure on the loop
-  /// holds the listener weakly or has finished).
-  private let acceptSlot = Mutex<IOHandle?>(nil)
+  /// The accept in flight. Loop-confined; in a box so that the closing
+  /// task reads it on the loop without holding `self` (from `deinit`).
+  private let accepting = AcceptBox()
   private var acceptHandle: IOHandle? {
-    get { acceptSlot.withLock { $0 } }
-    set { acceptSlot.withLock { $0 = newValue } }
+    get { accepting.handle }
+    set { accepting.handle = newValue }
   }
   /// Loop-confined; for tests: runs after a connection's socket is made,
   /// before it is queued (where a concurrent ``close()`` can land).
@@ -266,37 +265,17 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
 
   /// Dropped without ``close()``: the same as closing it, so the port is
   /// released and no fd is left behind.
-  deinit {
-    let (closed, pending) = state.withLock { s -> (Bool, [S]) in
-      defer {
-        s.closed = true
-        s.pending = []
-      }
-      return (s.closed, s.pending)
-    }
-    guard !closed else { return }
-    for socket in pending { socket.abort() }
-    try? mask.close()
-    let (loop, listenFD, endpoint, handle) = (self.loop, fd, self.endpoint, acceptHandle)
-    do {
-      try loop.execute {
-        if let endpoint {
-          endpoint.closeListener()
-          return
-        }
-        if let handle { loop.cancel(handle) }
-        Glibc.close(listenFD)
-      }
-    } catch {
-      if endpoint == nil { Glibc.close(listenFD) }
-    }
-  }
+  deinit { _ = shutDown() }
 
   /// Stops listening and aborts connections nobody accepted.
   public func close() throws(SocketError) {
-    let (pending, waiters) = try state.withLock {
-      (s: inout State) throws(SocketError) -> ([S], [CheckedContinuation<Void, Never>]) in
-      if s.closed { throw .closed }
+    guard shutDown() else { throw .closed }
+  }
+
+  /// Closes the listener once; false if it already was.
+  private func shutDown() -> Bool {
+    let taken = state.withLock { s -> ([S], [CheckedContinuation<Void, Never>])? in
+      if s.closed { return nil }
       s.closed = true
       defer {
         s.pending = []
@@ -304,18 +283,19 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       }
       return (s.pending, Array(s.waiters.values))
     }
+    guard let (pending, waiters) = taken else { return false }
     for socket in pending { socket.abort() }
     for w in waiters { w.resume() }
     try? mask.close()
-    let listenFD = fd
+    let (loop, listenFD, endpoint, accepting) = (self.loop, fd, self.endpoint, self.accepting)
     do {
-      try loop.execute { [self] in
+      try loop.execute {
         if let endpoint {
           endpoint.closeListener()
           return
         }
-        if let handle = acceptHandle { loop.cancel(handle) }
-        acceptHandle = nil
+        if let handle = accepting.handle { loop.cancel(handle) }
+        accepting.handle = nil
         Glibc.close(listenFD)
       }
     } catch {
@@ -323,7 +303,13 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       // closed the UDP socket).
       if endpoint == nil { Glibc.close(listenFD) }
     }
+    return true
   }
+}
+
+/// A listener's accept operation, loop-confined.
+private final class AcceptBox: @unchecked Sendable {
+  var handle: IOHandle?
 }
 
 /// The listener a datagram endpoint makes sockets for, without keeping it

@@ -46,6 +46,17 @@ func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () throw
   return try result.withLock { $0! }.get()
 }
 
+/// The next socket `listener` hands out (a TCP connection or a UDP peer),
+/// waiting up to 10 s; nil if none came.
+func acceptSoon<S: ProtocolSocket>(_ listener: ProtocolListener<S>) -> S? {
+  var socket: S?
+  _ = eventually {
+    socket = try? listener.tryAccept()
+    return socket != nil
+  }
+  return socket
+}
+
 /// A loopback TCP listener on an ephemeral port (non-blocking, close-on-exec).
 func tcpListener() throws -> (fd: Int32, address: SocketAddress) {
   let fd = socket(
