@@ -43,7 +43,9 @@ extension EventLoop: SerialExecutor, TaskExecutor {
     }
   }
 
-  /// Suspends for `duration` using a loop timer.
+  /// Suspends for `duration` using a loop timer. A duration too long for
+  /// the clock (over about 584 years) sleeps until the task is cancelled or
+  /// the loop stops.
   /// - Throws: ``LoopError/shutDown`` when the loop stops first;
   ///   `CancellationError` when the task is cancelled (the timer is
   ///   cancelled with it).
@@ -58,7 +60,7 @@ extension EventLoop: SerialExecutor, TaskExecutor {
         }
         do {
           let timer = try schedule(
-            atNanoseconds: EventLoop.now() &+ EventLoop.nanoseconds(duration),
+            atNanoseconds: EventLoop.deadline(after: duration),
             { once.resume(with: .success(())) },
             onShutdown: { once.resume(with: .failure(LoopError.shutDown)) })
           sleep.scheduled(timer)

@@ -94,6 +94,8 @@ public final class EventLoop: @unchecked Sendable {
   /// Consecutive failures of the engine's wait, and the current back-off.
   private(set) var engineFailures = 0
   private(set) var engineBackoffMilliseconds: Int32 = 0
+  /// Waits in the engine so far (tests: a far timer must not make it spin).
+  private(set) var engineWaits = 0
 
   /// Starts a loop with its own thread.
   ///
@@ -230,13 +232,18 @@ public final class EventLoop: @unchecked Sendable {
 
   private static let nextTimerID = Atomic<UInt64>(1)
 
-  /// Runs `task` on the loop once `delay` has passed.
+  /// Runs `task` on the loop once `delay` has passed. A zero or negative
+  /// delay runs it as soon as possible; one too long for the clock (over
+  /// about 584 years, `.seconds(Int64.max)` say) never runs it, until it is
+  /// cancelled or the loop shuts down.
   @discardableResult
   public func schedule(after delay: Duration, _ task: @escaping @Sendable () -> Void) throws(LoopError) -> Scheduled {
-    try schedule(atNanoseconds: EventLoop.now() &+ EventLoop.nanoseconds(delay), task)
+    try schedule(atNanoseconds: EventLoop.deadline(after: delay), task)
   }
 
   /// Runs `task` on the loop at a monotonic deadline (``now()`` nanoseconds).
+  /// `UInt64.max` is never: the timer does not run, and the loop does not
+  /// wake up for it.
   @discardableResult
   public func schedule(atNanoseconds deadline: UInt64, _ task: @escaping @Sendable () -> Void) throws(LoopError)
     -> Scheduled
@@ -296,10 +303,30 @@ public final class EventLoop: @unchecked Sendable {
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
   }
 
+  /// A deadline that never comes (``schedule(atNanoseconds:_:)``).
+  static let never = UInt64.max
+
+  /// The longest the engine is asked to wait at once; a later deadline is
+  /// waited for in several waits. No engine or kernel then sees a huge
+  /// timeout: one added to the current time without saturating (as
+  /// io_uring_enter may do) would wrap into the past and end every wait at
+  /// once.
+  static let longestWait: UInt64 = 86_400 * 1_000_000_000
+
+  /// `d` in whole nanoseconds, saturating: a negative duration is 0, one
+  /// over `UInt64.max` nanoseconds (about 584 years) is `UInt64.max`.
   static func nanoseconds(_ d: Duration) -> UInt64 {
-    let (seconds, attoseconds) = d.components
-    guard seconds >= 0 else { return 0 }
-    return UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    let attoseconds = d.attoseconds
+    guard attoseconds > 0 else { return 0 }
+    let nanoseconds = attoseconds / 1_000_000_000
+    return nanoseconds >= Int128(UInt64.max) ? .max : UInt64(nanoseconds)
+  }
+
+  /// The deadline `delay` after `start` (default: now), saturating at
+  /// ``never``, so a huge delay is never rather than a deadline in the past.
+  static func deadline(after delay: Duration, from start: UInt64 = EventLoop.now()) -> UInt64 {
+    let (sum, overflow) = start.addingReportingOverflow(nanoseconds(delay))
+    return overflow ? never : sum
   }
 
   // MARK: The loop
@@ -312,9 +339,12 @@ public final class EventLoop: @unchecked Sendable {
       runTimers(now: now)
       if shared.withLock({ $0.state != .running }) { break }
       var timeout: Int64? = nil
-      if let next = nextDeadline() { timeout = Int64(next > now ? next - now : 0) }
+      if let next = nextDeadline(), next != EventLoop.never {
+        timeout = Int64(min(next > now ? next - now : 0, EventLoop.longestWait))
+      }
       sleeping.store(true, ordering: .releasing)
       if shared.withLock({ !$0.tasks.isEmpty || $0.state != .running }) { timeout = 0 }
+      engineWaits += 1
       do {
         try engine.wait(timeout: timeout) { self.dispatch($0) }
         engineFailures = 0
@@ -327,7 +357,7 @@ public final class EventLoop: @unchecked Sendable {
           // instead of spinning; a wake-up or the next deadline ends it.
           engineBackoffMilliseconds = Int32(1 << min(engineFailures - 2, 7))
           var pause = engineBackoffMilliseconds
-          if let timeout { pause = Int32(min(Int64(pause), (timeout + 999_999) / 1_000_000)) }
+          if let timeout { pause = Int32(min(Int64(pause), timeout / 1_000_000 + (timeout % 1_000_000 > 0 ? 1 : 0))) }
           if pause > 0 { engine.pause(milliseconds: pause) }
         }
       }

@@ -396,7 +396,8 @@ final class URingBackend: LoopBackend {
     }
     rearmPending(deliver)
     if !refusals.isEmpty { timeout = 0 }
-    let micros = timeout.map { Int(max(0, ($0 + 999) / 1000)) } ?? -1
+    // Rounded up (no timer fires early) without overflowing near Int64.max.
+    let micros = timeout.map { Int(max(0, $0 / 1000 + ($0 % 1000 > 0 ? 1 : 0))) } ?? -1
     var rc: Int32
     if let injected = faults.take(.uringEnter) {
       throw IOError("io_uring_enter", injected)
