@@ -3,9 +3,9 @@ public import UserProto
 
 /// SP PUB (pub0), one connection to one subscriber. A subscriber never
 /// sends: anything it sends fails the connection (nng closes it too).
-public final class PubSocket: SPSocket, @unchecked Sendable {
-  public override var protocolID: ProtocolID { .pub }
-  public override var peerProtocolID: ProtocolID { .sub }
+public final class PubSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable {
+  public static let protocolID = ProtocolID.pub
+  public static let peerProtocolID = ProtocolID.sub
   public override func receivedMessage(_ message: [UInt8]) throws {
     throw SocketError.protocolViolation("a SUB peer sent a message")
   }
@@ -15,9 +15,9 @@ public final class PubSocket: SPSocket, @unchecked Sendable {
 /// matches one of its subscriptions (an empty prefix matches all; with no
 /// subscription nothing is kept). Subscriptions change at run time from any
 /// thread; filtering happens on this side, as SP specifies.
-public final class SubSocket: SPSocket, @unchecked Sendable {
-  public override var protocolID: ProtocolID { .sub }
-  public override var peerProtocolID: ProtocolID { .pub }
+public final class SubSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable {
+  public static let protocolID = ProtocolID.sub
+  public static let peerProtocolID = ProtocolID.pub
   public override var sendsMessages: Bool { false }
 
   private let filter = Mutex<(prefixes: [[UInt8]], filtered: Int)>(([], 0))

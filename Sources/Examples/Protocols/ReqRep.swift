@@ -12,9 +12,9 @@ public import UserProto
 /// queued. If no reply arrives within ``resendInterval`` the request is sent
 /// again (same id). When the connection fails or closes, the request is
 /// abandoned and its timer stops.
-public final class ReqSocket: SPSocket, @unchecked Sendable {
-  public override var protocolID: ProtocolID { .req }
-  public override var peerProtocolID: ProtocolID { .rep }
+public final class ReqSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable {
+  public static let protocolID = ProtocolID.req
+  public static let peerProtocolID = ProtocolID.rep
   /// The request id travels in the frame, so the body limit is 4 bytes less.
   public override var messageOverhead: Int { 4 }
 
@@ -144,9 +144,9 @@ public final class ReqSocket: SPSocket, @unchecked Sendable {
 /// them back the same way. Requests without a valid backtrace are dropped and
 /// counted (the connection stays up, as nanomsg does); a raw reply without
 /// one is dropped and counted too.
-public final class RepSocket: SPSocket, @unchecked Sendable {
-  public override var protocolID: ProtocolID { .rep }
-  public override var peerProtocolID: ProtocolID { .req }
+public final class RepSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable {
+  public static let protocolID = ProtocolID.rep
+  public static let peerProtocolID = ProtocolID.req
 
   /// The most backtrace words accepted (nng and nanomsg: 8).
   public static let maximumHops = 8

@@ -41,10 +41,25 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
     var prefixLength: Int { self == .ipc ? 9 : 8 }
   }
 
-  /// This socket's protocol id.
-  open var protocolID: ProtocolID { fatalError("SPSocket subclasses override protocolID") }
-  /// The only protocol id this socket accepts from its peer.
-  open var peerProtocolID: ProtocolID { fatalError("SPSocket subclasses override peerProtocolID") }
+  /// This socket's protocol id (its type's ``SPProtocolIdentity/protocolID``).
+  public final let protocolID: ProtocolID
+  /// The only protocol id this socket accepts from its peer (its type's
+  /// ``SPProtocolIdentity/peerProtocolID``).
+  public final let peerProtocolID: ProtocolID
+
+  /// Creates an unconnected socket of a type that conforms to
+  /// ``SPProtocolIdentity``, which gives the protocol ids.
+  /// - Throws: ``SocketError/notSupported(_:)`` for a subclass that does not
+  ///   conform (it has no protocol id to send), and what the base class throws.
+  public required init(loop: EventLoop, options: SocketOptions = SocketOptions()) throws {
+    guard let identity = Self.self as? any SPProtocolIdentity.Type else {
+      throw SocketError.notSupported(
+        "\(Self.self) has no SP protocol id: an SPSocket subclass must conform to SPProtocolIdentity")
+    }
+    protocolID = identity.protocolID
+    peerProtocolID = identity.peerProtocolID
+    try super.init(loop: loop, options: options)
+  }
 
   private final var buffer: [UInt8] = []
   private final var headerSeen = false
@@ -216,6 +231,16 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
   }
 
   open override func encode(_ message: [UInt8]) throws -> [UInt8] { frame(message) }
+}
+
+/// The protocol ids of an SP socket type: what it sends in its header and
+/// the only id it accepts in its peer's. Every concrete ``SPSocket`` subclass
+/// conforms; one that does not cannot be created (its initializer throws).
+public protocol SPProtocolIdentity: SPSocket {
+  /// This socket type's protocol id.
+  static var protocolID: SPSocket.ProtocolID { get }
+  /// The only protocol id this socket type accepts from its peer.
+  static var peerProtocolID: SPSocket.ProtocolID { get }
 }
 
 /// A result handed from the loop to a waiting thread.
