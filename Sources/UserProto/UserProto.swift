@@ -1,4 +1,5 @@
-// UserProto builds protocol sockets on MaskCore's mask fds. Its event loop and
-// sockets arrive with their own issues; until then it re-exports MaskCore so
-// that `import UserProto` gives the mask fd.
+// UserProto: protocol sockets, their event loop (io_uring, or epoll) and
+// transports, built on MaskCore's mask fds. It re-exports MaskCore because its
+// public API hands out MaskCore's types (`ProtocolSocket.mask` is a `MaskFD`,
+// readiness is `MaskEvents`), so `import UserProto` alone is enough to use them.
 @_exported public import MaskCore

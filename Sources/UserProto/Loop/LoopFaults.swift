@@ -35,14 +35,16 @@ import Synchronization
   }
   private let faults = Mutex<[Call: Fault]>([:])
 
-  /// Makes `times` calls (`Int.max`: every call) fail with `code`, after
-  /// letting `after` calls through.
+  /// No faults: every call goes through until one is injected.
   public init() {}
 
+  /// Makes `times` calls (`Int.max`: every call) fail with `code`, after
+  /// letting `after` calls through.
   public func inject(_ call: Call, _ code: Int32, times: Int = 1, after: Int = 0) {
     faults.withLock { $0[call] = Fault(code: code, remaining: times, skip: after) }
   }
 
+  /// Lets every further `call` through.
   public func clear(_ call: Call) { faults.withLock { $0[call] = nil } }
 
   /// The errno to fail this call with, if one was injected.
