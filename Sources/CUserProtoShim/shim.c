@@ -246,10 +246,11 @@ int up_ring_prep_connect(up_ring *r, int fd, const void *addr, uint32_t len,
   return 0;
 }
 
-int up_ring_prep_recv(up_ring *r, int fd, void *buf, size_t len, uint64_t ud) {
+int up_ring_prep_recv(up_ring *r, int fd, void *buf, size_t len, int flags,
+                      uint64_t ud) {
   struct io_uring_sqe *sqe = get_sqe(r);
   if (!sqe) return -EBUSY;
-  io_uring_prep_recv(sqe, fd, buf, len, 0);
+  io_uring_prep_recv(sqe, fd, buf, len, flags);
   io_uring_sqe_set_data64(sqe, ud);
   return 0;
 }
@@ -295,7 +296,6 @@ up_msg *up_msg_alloc(size_t capacity) {
 
 void up_msg_free(up_msg *m) { free(m); }
 void *up_msg_data(up_msg *m) { return m->data; }
-size_t up_msg_capacity(const up_msg *m) { return m->capacity; }
 
 void up_msg_prepare_receive(up_msg *m) {
   m->header.msg_namelen = sizeof m->address;
@@ -323,26 +323,10 @@ const void *up_msg_address(const up_msg *m, uint32_t *addrlen) {
 
 int up_msg_flags(const up_msg *m) { return m->header.msg_flags; }
 
-long up_msg_recv_now(int fd, up_msg *m) {
-  ssize_t r;
-  do {
-    r = recvmsg(fd, &m->header, MSG_DONTWAIT);
-  } while (r < 0 && errno == EINTR);
-  return r < 0 ? neg_errno() : r;
-}
-
-long up_msg_send_now(int fd, up_msg *m) {
-  ssize_t r;
-  do {
-    r = sendmsg(fd, &m->header, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (r < 0 && errno == EINTR);
-  return r < 0 ? neg_errno() : r;
-}
-
 int up_ring_prep_recvmsg(up_ring *r, int fd, up_msg *m, uint64_t ud) {
   struct io_uring_sqe *sqe = get_sqe(r);
   if (!sqe) return -EBUSY;
-  io_uring_prep_recvmsg(sqe, fd, &m->header, 0);
+  io_uring_prep_recvmsg(sqe, fd, &m->header, MSG_TRUNC);
   io_uring_sqe_set_data64(sqe, ud);
   return 0;
 }
@@ -426,14 +410,6 @@ up_bufring *up_bufring_create(up_ring *r, unsigned entries, unsigned size,
   io_uring_buf_ring_advance(br->ring, (int)entries);
   *error = 0;
   return br;
-}
-
-void up_bufring_destroy(up_ring *r, up_bufring *br) {
-  if (!br) return;
-  io_uring_unregister_buf_ring(&r->ring, br->group);
-  munmap(br->ring, br->ring_bytes);
-  free(br->buffers);
-  free(br);
 }
 
 void up_bufring_free(up_bufring *br) {

@@ -100,8 +100,10 @@ int up_ring_prep_accept(up_ring *ring, int fd, int multishot, uint64_t user_data
 /// `addr` must stay valid until the completion arrives.
 int up_ring_prep_connect(up_ring *ring, int fd, const void *addr,
                          uint32_t addrlen, uint64_t user_data);
-/// `buf` must stay valid until the completion arrives.
-int up_ring_prep_recv(up_ring *ring, int fd, void *buf, size_t len,
+/// recv(2) with `flags` (MSG_TRUNC for a datagram: the completion reports
+/// its real length, which may exceed `len`). `buf` must stay valid until the
+/// completion arrives.
+int up_ring_prep_recv(up_ring *ring, int fd, void *buf, size_t len, int flags,
                       uint64_t user_data);
 /// Multishot recv selecting buffers from buffer group `group`.
 int up_ring_prep_recv_multishot(up_ring *ring, int fd, uint16_t group,
@@ -120,7 +122,6 @@ typedef struct up_msg up_msg;
 up_msg *up_msg_alloc(size_t capacity);
 void up_msg_free(up_msg *msg);
 void *up_msg_data(up_msg *msg);
-size_t up_msg_capacity(const up_msg *msg);
 /// Before a receive: the whole buffer and address space are offered.
 void up_msg_prepare_receive(up_msg *msg);
 /// Before a send of the first `length` data bytes to `addr`.
@@ -130,10 +131,9 @@ void up_msg_prepare_send(up_msg *msg, size_t length, const void *addr,
 const void *up_msg_address(const up_msg *msg, uint32_t *addrlen);
 /// After a receive: the msghdr's flags (MSG_TRUNC: the datagram was cut).
 int up_msg_flags(const up_msg *msg);
-/// recvmsg(2)/sendmsg(2) on a non-blocking socket (MSG_DONTWAIT; sends add
-/// MSG_NOSIGNAL): bytes, or -errno.
-long up_msg_recv_now(int fd, up_msg *msg);
-long up_msg_send_now(int fd, up_msg *msg);
+/// recvmsg(2) with MSG_TRUNC: the completion reports the datagram's real
+/// length, which exceeds the capacity when it was cut (and the msghdr's
+/// flags then have MSG_TRUNC).
 int up_ring_prep_recvmsg(up_ring *ring, int fd, up_msg *msg,
                          uint64_t user_data);
 int up_ring_prep_sendmsg(up_ring *ring, int fd, up_msg *msg,
@@ -149,9 +149,8 @@ typedef struct up_bufring up_bufring;
 up_bufring *up_bufring_create(up_ring *ring, unsigned entries,
                               unsigned buffer_size, uint16_t group,
                               int *error);
-void up_bufring_destroy(up_ring *ring, up_bufring *br);
-/// Frees a buffer ring's memory without unregistering it: for after the
-/// ring itself was destroyed (the kernel no longer uses the buffers).
+/// Frees a buffer ring's memory, after the ring itself was destroyed (which
+/// unregisters it: the kernel no longer uses the buffers).
 void up_bufring_free(up_bufring *br);
 /// The memory of buffer `bid`.
 void *up_bufring_buffer(up_bufring *br, uint16_t bid);

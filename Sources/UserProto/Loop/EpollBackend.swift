@@ -385,8 +385,15 @@ final class EpollBackend: LoopBackend {
     if readable, let token = entry.receiveToken, entry.withAddress {
       receiveDatagrams(entry, token, deliver)
     } else if readable, let token = entry.receiveToken {
+      // A datagram is asked with MSG_TRUNC, so one longer than the buffer
+      // reports its real length (on a stream MSG_TRUNC would discard data).
+      let flags = Int32(MSG_DONTWAIT) | (entry.datagram ? Int32(MSG_TRUNC) : 0)
       while entry.receiveToken == token {
-        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, flags) }
+        if entry.datagram && n > receiveBuffer.count {
+          deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
+          continue
+        }
         if n > 0 || (n == 0 && entry.datagram) {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
           if !drain && !entry.datagram && n < receiveBuffer.count { break }
@@ -411,9 +418,14 @@ final class EpollBackend: LoopBackend {
       let n = receiveBuffer.withUnsafeMutableBytes { buffer in
         withUnsafeMutablePointer(to: &from) {
           $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            recvfrom(entry.fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT), $0, &length)
+            recvfrom(entry.fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT | MSG_TRUNC), $0, &length)
           }
         }
+      }
+      if n > receiveBuffer.count {
+        // MSG_TRUNC: a datagram longer than the buffer reports its real length.
+        deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
+        continue
       }
       if n >= 0 {
         let sender = withUnsafeBytes(of: &from) {

@@ -71,7 +71,8 @@ extension EventLoop {
 
   /// Receives a stream of chunks from a connected socket, on the loop. An
   /// empty chunk is end-of-stream; an error or end-of-stream ends it. With
-  /// `datagrams`, each chunk is one whole datagram (empty ones included).
+  /// `datagrams`, each chunk is one whole datagram (empty ones included);
+  /// one longer than 64 KiB is dropped and counted in ``truncatedDatagrams``.
   public func receive(
     socket fd: Int32, datagrams: Bool = false, _ handler: @escaping (Result<[UInt8], IOError>) -> Void
   ) throws -> IOHandle {
@@ -103,8 +104,9 @@ extension EventLoop {
 
   /// Receives datagrams with their senders' addresses from an unconnected
   /// datagram socket (UDP), on the loop, one handler call per datagram
-  /// (empty ones included), until an error or cancel. io_uring: RECVMSG;
-  /// epoll: recvfrom(2) until EAGAIN.
+  /// (empty ones included), until an error or cancel; one longer than
+  /// 64 KiB is dropped and counted in ``truncatedDatagrams``. io_uring:
+  /// RECVMSG; epoll: recvfrom(2) until EAGAIN.
   public func receiveDatagrams(
     socket fd: Int32, _ handler: @escaping (Result<(bytes: [UInt8], from: SocketAddress), IOError>) -> Void
   ) throws -> IOHandle {

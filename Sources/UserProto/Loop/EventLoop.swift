@@ -96,6 +96,13 @@ public final class EventLoop: @unchecked Sendable {
   private(set) var engineBackoffMilliseconds: Int32 = 0
   /// Waits in the engine so far (tests: a far timer must not make it spin).
   private(set) var engineWaits = 0
+  private let truncated = Atomic<Int>(0)
+
+  /// Datagrams dropped because they were longer than the receive buffer
+  /// (64 KiB, more than UDP carries, so only other datagram sockets, such as
+  /// Unix-domain ones, can send such a datagram). A receive never delivers
+  /// a datagram cut short. Safe from any thread.
+  public var truncatedDatagrams: Int { truncated.load(ordering: .relaxed) }
 
   /// Starts a loop with its own thread.
   ///
@@ -399,6 +406,10 @@ public final class EventLoop: @unchecked Sendable {
       return
     }
     if completion.isFinal { operations.release(completion.token) }
+    if case .truncated = completion.value {
+      truncated.add(1, ordering: .relaxed)
+      return
+    }
     handler(completion.value)
   }
 

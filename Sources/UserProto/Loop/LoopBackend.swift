@@ -32,6 +32,10 @@ enum CompletionValue {
   case sent(Int)
   /// One datagram and its sender.
   case receivedFrom([UInt8], SocketAddress)
+  /// A datagram longer than the receive buffer (its length as the kernel
+  /// reported it): dropped and counted, not delivered cut short. The
+  /// receive goes on.
+  case truncated(Int)
   case failed(IOError)
 }
 

@@ -352,7 +352,9 @@ final class URingBackend: LoopBackend {
       }
       records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
       do {
-        try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, token) }
+        // MSG_TRUNC on a stream socket would discard data: datagrams only.
+        let flags = datagram ? Int32(MSG_TRUNC) : 0
+        try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, flags, token) }
       } catch {
         records[token] = nil
         buffer.deallocate()
@@ -553,6 +555,13 @@ final class URingBackend: LoopBackend {
         finish(.failed(IOError("recvmsg", -res)))
         return
       }
+      // Asked with MSG_TRUNC: a cut datagram reports its real length, and
+      // the msghdr's flags say so.
+      if Int(res) > URingBackend.datagramReceiveSize || up_msg_flags(message) & Int32(MSG_TRUNC) != 0 {
+        deliver(LoopCompletion(token: token, value: .truncated(Int(res)), isFinal: false))
+        if !cancelled { rearms.append(token) } else { finish(.failed(IOError("cancelled", ECANCELED))) }
+        return
+      }
       var length: UInt32 = 0
       let address = up_msg_address(message, &length)
       let sender = SocketAddress(raw: UnsafeRawBufferPointer(start: address, count: Int(length)))
@@ -578,17 +587,23 @@ final class URingBackend: LoopBackend {
         finish(.received([]))
         return
       }
-      var bytes: [UInt8]
-      if let buffer {
-        bytes = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(res)]))
+      if let buffer, Int(res) > buffer.count {
+        // A datagram (asked with MSG_TRUNC) longer than the buffer reports
+        // its real length: it was cut.
+        deliver(LoopCompletion(token: token, value: .truncated(Int(res)), isFinal: false))
       } else {
-        let bid = UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT)
-        let base = up_bufring_buffer(bufferRing, bid)!
-        bytes = Array(UnsafeRawBufferPointer(start: base, count: Int(res)))
-        up_bufring_recycle(bufferRing, bid)
+        var bytes: [UInt8]
+        if let buffer {
+          bytes = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(res)]))
+        } else {
+          let bid = UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT)
+          let base = up_bufring_buffer(bufferRing, bid)!
+          bytes = Array(UnsafeRawBufferPointer(start: base, count: Int(res)))
+          up_bufring_recycle(bufferRing, bid)
+        }
+        deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
+        bytes = []
       }
-      deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
-      bytes = []
       if !more && !cancelled {
         rearms.append(token)
       } else if !more {
