@@ -23,7 +23,7 @@ let package = Package(
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
-    // eventfd2, select/SCM_RIGHTS macros, and liburing (kept out of the header).
+    // eventfd2, accept4, and liburing (kept out of the header).
     .target(
       name: "CUserProtoShim",
       cSettings: [.define("_GNU_SOURCE")],
@@ -58,26 +58,33 @@ let package = Package(
       path: "Sources/Examples/CLI",
       swiftSettings: strict
     ),
+    // C for the tests and their helper programs only (select, SCM_RIGHTS,
+    // pipe2, seccomp): in no product.
+    .target(
+      name: "CUserProtoTestShim",
+      path: "Tests/CUserProtoTestShim",
+      cSettings: [.define("_GNU_SOURCE")]
+    ),
     // A small helper the tests run in another process: it inspects an
     // inherited or SCM_RIGHTS-passed mask fd, and runs EMFILE and leak checks
     // in a process of its own.
     .executableTarget(
       name: "maskcore-inspect",
-      dependencies: ["MaskCore"],
+      dependencies: ["MaskCore", "CUserProtoTestShim"],
       path: "Sources/MaskCoreInspect",
       swiftSettings: strict
     ),
     // Process-isolated checks for the UserProto tests (seccomp, fd leaks).
     .executableTarget(
       name: "userproto-check",
-      dependencies: ["UserProto", "CUserProtoShim"],
+      dependencies: ["UserProto", "CUserProtoTestShim"],
       path: "Sources/UserProtoCheck",
       swiftSettings: strict
     ),
     // Helpers shared by the test targets (running helper processes).
     .target(
       name: "TestSupport",
-      dependencies: ["CUserProtoShim"],
+      dependencies: ["CUserProtoTestShim"],
       path: "Tests/TestSupport",
       swiftSettings: strict
     ),
@@ -96,7 +103,7 @@ let package = Package(
     ),
     .testTarget(
       name: "MaskCoreTests",
-      dependencies: ["MaskCore", "CUserProtoShim", "maskcore-inspect", "TestSupport"],
+      dependencies: ["MaskCore", "CUserProtoShim", "CUserProtoTestShim", "maskcore-inspect", "TestSupport"],
       swiftSettings: strict
     ),
   ]

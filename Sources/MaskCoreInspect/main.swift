@@ -9,7 +9,7 @@
 //   maskcore-inspect fork BACKEND          a mask fd across fork(): what the child may do
 //
 // Output is one line of key=value pairs; the exit status is 0 on success.
-import CUserProtoShim
+import CUserProtoTestShim
 import Glibc
 import MaskCore
 

@@ -6,7 +6,7 @@
 //   userproto-check setup-leak N            N rounds of io_uring set-ups failing at each step
 //                                           (setup, ring enable, opcode probe), forced and
 //                                           automatic, counting /proc/self/fd before and after
-import CUserProtoShim
+import CUserProtoTestShim
 import Dispatch
 import Glibc
 @_spi(Testing) import UserProto

@@ -1,4 +1,4 @@
-import CUserProtoShim
+import CUserProtoTestShim
 import Glibc
 import MaskCore
 import Testing

@@ -1,4 +1,4 @@
-import CUserProtoShim
+import CUserProtoTestShim
 import Glibc
 
 /// Runs a helper executable built next to the test binary (SwiftPM puts

@@ -3,7 +3,7 @@
 // - The packed 12-byte `efd_mask` ABI struct of the EFD_MASK eventfd proposal,
 //   with its size and offsets asserted at compile time.
 // - eventfd2 through the raw syscall (sys/eventfd.h is not in SwiftGlibc).
-// - select(2) and SCM_RIGHTS helpers (their macros do not import).
+// - accept4 and thread naming helpers.
 // - A thin, opaque wrapper over liburing. liburing.h is included only by the
 //   .c file: its sys/select.h clashes with SwiftGlibc.
 //
@@ -50,24 +50,14 @@ ssize_t up_efd_mask_read(int fd, uint32_t *events, uint64_t *data);
 /// The first call registers the handler; later calls are one atomic load.
 unsigned long up_fork_generation(void);
 
-// MARK: - select and fd passing
-
-/// select(2) on one fd with a timeout in microseconds (-1: block).
-/// Returns a bit set: 1 readable, 2 writable, 4 exceptional; or -errno.
-int up_select_one(int fd, long timeout_us);
-
-/// pipe2(2) with O_CLOEXEC. Returns 0 or -errno.
-int up_pipe_cloexec(int fds[2]);
+// MARK: - Sockets and threads
+// (The tests' C helpers, select, SCM_RIGHTS, pipe2 and seccomp, are in
+// Tests/CUserProtoTestShim.)
 
 /// accept4(2) with SOCK_CLOEXEC|SOCK_NONBLOCK. Returns the fd or -errno.
 int up_accept(int fd);
 /// Names the calling thread (at most 15 bytes are kept).
 void up_set_thread_name(const char *name);
-
-/// Sends one fd over a connected AF_UNIX socket with SCM_RIGHTS.
-int up_send_fd(int sock, int fd);
-/// Receives one fd (made close-on-exec) sent with SCM_RIGHTS.
-int up_recv_fd(int sock);
 
 // MARK: - io_uring (liburing, opaque)
 
@@ -183,12 +173,6 @@ extern const int up_IORING_OP_SEND;
 extern const int up_IORING_OP_RECVMSG;
 extern const int up_IORING_OP_SENDMSG;
 extern const int up_IORING_OP_READ;
-
-// MARK: - Process restrictions (for tests of the fallback)
-
-/// Installs a seccomp filter making the io_uring syscalls fail with `err`
-/// in this process and its children. Returns 0 or -errno.
-int up_seccomp_deny_io_uring(int err);
 
 #ifdef __cplusplus
 }

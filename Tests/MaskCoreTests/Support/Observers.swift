@@ -1,4 +1,5 @@
 import CUserProtoShim
+import CUserProtoTestShim
 import Glibc
 import MaskCore
 import Testing
