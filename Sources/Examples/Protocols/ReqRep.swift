@@ -30,7 +30,8 @@ public final class ReqSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable 
   private var resendTimer: ProtocolTimer?
 
   /// How long to wait for a reply before sending the request again (default
-  /// 60 s, as nng and nanomsg); zero or less never resends.
+  /// 60 s, as nng and nanomsg); zero or less never resends, and neither does
+  /// one too long for the loop's clock (over about 584 years).
   public var resendInterval: Duration {
     get { settings.withLock { $0.resend } }
     set { settings.withLock { $0.resend = newValue } }

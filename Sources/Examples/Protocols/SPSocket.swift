@@ -13,6 +13,9 @@ public import UserProto
 /// length. A wrong header (magic, version, reserved bytes or an incompatible
 /// protocol id) fails the connection with a clear error, as does a frame
 /// longer than the maximum message size; nothing else is affected.
+///
+/// A concrete SP socket type subclasses it and conforms to
+/// ``SPProtocolIdentity``, which gives its protocol ids.
 open class SPSocket: ProtocolSocket, @unchecked Sendable {
   /// SP protocol ids.
   public enum ProtocolID: UInt16, Sendable {
@@ -78,7 +81,9 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
   }
 
   /// How long the peer has to send its header once connected (default
-  /// ``headerTimeout``). Set it before the connection starts.
+  /// ``headerTimeout``); one too long for the loop's clock (over about 584
+  /// years, `.seconds(Int64.max)` say) waits for ever. Set it before the
+  /// connection starts.
   public final var peerHeaderTimeout: Duration {
     get { settings.withLock { $0.headerTimeout } }
     set { settings.withLock { $0.headerTimeout = newValue } }
