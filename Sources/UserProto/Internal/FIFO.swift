@@ -11,6 +11,9 @@ struct FIFO<Element> {
 
   mutating func append(_ element: Element) { storage.append(element) }
 
+  /// The element `popFirst()` would return, without taking it.
+  var first: Element? { head < storage.count ? storage[head] : nil }
+
   mutating func popFirst() -> Element? {
     guard head < storage.count else { return nil }
     let element = storage[head].take()

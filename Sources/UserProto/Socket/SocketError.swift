@@ -17,6 +17,11 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
   case peerVanished
   /// The socket type does not do this (e.g. a SUB socket sending).
   case notSupported(String)
+  /// A dial or listen address that cannot be used: the URL and why.
+  case badAddress(String, String)
+  /// A loop-confined operation (a handler's context, a pipe) was called
+  /// off its socket's event loop, or after the callback that lent it.
+  case notOnLoop(String)
 
   public var description: String {
     switch self {
@@ -27,6 +32,8 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
     case .messageTooLarge(let size, let limit): "message of \(size) bytes exceeds the limit of \(limit) bytes"
     case .peerVanished: "the peer vanished"
     case .notSupported(let what): "not supported: \(what)"
+    case .badAddress(let url, let why): "bad address \(url): \(why)"
+    case .notOnLoop(let what): "\(what) must be called on the socket's event loop"
     }
   }
 }

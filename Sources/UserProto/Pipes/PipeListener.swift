@@ -1,0 +1,147 @@
+import Glibc
+
+/// Accepts pipes for a socket on one address: a TCP or Unix-domain
+/// listening socket (a pipe per connection), a UDP socket (a pipe per peer
+/// address), or an in-process name. Loop-confined once started.
+final class PipeListener {
+  let url: TransportURL
+  private weak var core: SocketCore?
+  private let loop: EventLoop
+  private var fd: Int32 = -1
+  private var endpoint: DatagramEndpoint?
+  private var acceptHandle: IOHandle?
+  private var retry: EventLoop.Scheduled?
+  private var closed = false
+
+  /// Binds (on the calling thread, so that errors and the chosen port come
+  /// back at once); ``start()`` then accepts on the loop.
+  init(url: TransportURL, core: SocketCore) throws(SocketError) {
+    self.core = core
+    loop = core.loop
+    do throws(IOError) {
+      switch url {
+      case .tcp(let address), .ipc(let address):
+        let (fd, bound) = try Sockets.listen(on: address)
+        self.fd = fd
+        self.url = address.isIP ? .tcp(bound) : .ipc(bound)
+      case .udp(let address):
+        let (fd, bound) = try Sockets.udpBound(on: address)
+        self.fd = fd
+        self.url = .udp(bound)
+      case .inproc:
+        self.url = url
+      }
+    } catch {
+      throw .transport(error)
+    }
+    if case .inproc(let name) = url {
+      try Inproc.register(name, self, loop: loop)
+    }
+  }
+
+  /// Starts accepting. On the loop.
+  func start() {
+    guard !closed else { return }
+    switch url {
+    case .tcp, .ipc: accept()
+    case .udp(let address):
+      let weak = WeakLoopConfined(self)
+      let endpoint = DatagramEndpoint(
+        loop: loop, fd: fd, localAddress: address,
+        newPeer: { peer in weak.value?.adoptPeer(peer) },
+        failed: { _ in weak.value?.countAcceptError() })
+      self.endpoint = endpoint
+      endpoint.start()
+    case .inproc: break
+    }
+  }
+
+  private func accept() {
+    guard !closed, acceptHandle == nil else { return }
+    acceptHandle = try? loop.accept(listener: fd) { [weak self] result in
+      guard let self else { return }
+      switch result {
+      case .success(let client):
+        self.adopt(client)
+      case .failure(let error):
+        self.acceptHandle = nil
+        guard !error.isCancellation, !self.closed else { return }
+        // Out of fds or memory: keep the listener, retry shortly, without
+        // spinning.
+        self.countAcceptError()
+        let weak = WeakLoopConfined(self)
+        self.retry = try? self.loop.schedule(after: .milliseconds(100)) { weak.value?.accept() }
+      }
+    }
+  }
+
+  private func countAcceptError() { core?.update { $0.statistics.acceptErrors += 1 } }
+
+  private func adopt(_ client: Int32) {
+    guard !closed, let core, !core.closing else {
+      Glibc.close(client)
+      return
+    }
+    if url.isIP { Sockets.setNoDelay(client) }
+    core.attach(StreamTransport(loop: loop, fd: client), dialer: nil, url: url)
+  }
+
+  private func adoptPeer(_ address: SocketAddress) -> PeerDatagramTransport? {
+    guard !closed, let core, !core.closing, let endpoint else { return nil }
+    let transport = PeerDatagramTransport(endpoint: endpoint, address: address)
+    core.attach(transport, dialer: nil, url: url)
+    return transport
+  }
+
+  /// An in-process dialer's transport; false when this listener is closed
+  /// or its socket closing.
+  func adoptInproc(_ transport: MemoryTransport) -> Bool {
+    guard !closed, let core, !core.closing else { return false }
+    core.attach(transport, dialer: nil, url: url)
+    return true
+  }
+
+  /// Datagrams the UDP endpoint dropped.
+  var droppedDatagrams: Int { endpoint?.droppedDatagrams ?? 0 }
+
+  /// Stops accepting and releases the address (the Unix socket file
+  /// included). Pipes already accepted stay. On the loop, or before start.
+  func close() {
+    guard !closed else { return }
+    closed = true
+    retry?.cancel()
+    switch url {
+    case .inproc(let name):
+      Inproc.unregister(name, self)
+    case .udp:
+      if let endpoint {
+        endpoint.closeListener()  // the UDP socket closes with its last peer
+      } else {
+        Glibc.close(fd)
+      }
+    case .tcp, .ipc(_):
+      if let acceptHandle { loop.cancel(acceptHandle) }
+      acceptHandle = nil
+      Glibc.close(fd)
+      if case .ipc(let address) = url {
+        let path = String(address.description.dropFirst("unix:".count))
+        if !path.isEmpty { unlink(path) }
+      }
+    }
+  }
+
+  deinit {
+    // Never started (the loop was gone): release the fd here.
+    if !closed && endpoint == nil && fd >= 0 { Glibc.close(fd) }
+    if !closed, case .inproc(let name) = url { Inproc.unregister(name, self) }
+  }
+}
+
+extension TransportURL {
+  var isIP: Bool {
+    switch self {
+    case .tcp, .udp: true
+    case .ipc, .inproc: false
+    }
+  }
+}

@@ -1,0 +1,260 @@
+import Glibc
+import MaskCore
+import Synchronization
+
+/// The shared engine of a ``Socket``: the application-facing state under a
+/// lock, the mask fd that mirrors it, and the loop-confined side (the
+/// handler, its context, the pipes, dialers and listeners).
+///
+/// Application calls take the lock once per call. The loop side runs
+/// hooks, batching what a hook delivers into one state update after it
+/// returns, so a chunk of many messages costs one lock and at most one
+/// mask-fd write.
+final class SocketCore: @unchecked Sendable {
+  let loop: EventLoop
+  let options: SocketOptions
+  let mask: MaskFD
+  let shared: Mutex<HandleState>
+  /// The sequence number of the last readiness written to the mask fd.
+  private let appliedReadiness = Mutex<UInt64>(0)
+  private let maskFailed = Atomic<Bool>(false)
+  let sendsMessages: Bool
+  let sendCancelsReceive: Bool
+  let validateSend: @Sendable ([UInt8]) throws(SocketError) -> Void
+
+  // MARK: Loop-confined
+
+  /// Nil once the socket is finished (closed or aborted and torn down).
+  var handler: (any SocketHandler)?
+  private(set) lazy var context = SocketContext(core: self)
+  var pipes: [SocketPipe] = []
+  /// Pipes still connecting or closing, not (or no longer) shown to the handler.
+  var hiddenPipes: Set<ObjectIdentifier> = []
+  var allPipes: [ObjectIdentifier: SocketPipe] = [:]
+  /// Sends taken from the shared queue, not yet taken by the handler.
+  var outbox = FIFO<[UInt8]>()
+  var handledSends: UInt64 = 0
+  var deliveries: [[UInt8]] = []
+  var hookDepth = 0
+  var dialers: [Dialer] = []
+  var listeners: [PipeListener] = []
+  var closing = false
+  var lingerTimer: EventLoop.Scheduled?
+  var nextPipeID: UInt64 = 0
+  var offering = false
+
+  init<H: SocketHandler>(handler: H, loop: EventLoop, options: SocketOptions) throws(SocketError) {
+    self.loop = loop
+    self.options = options
+    sendsMessages = H.sendsMessages
+    sendCancelsReceive = H.sendCancelsReceive
+    validateSend = { (message: [UInt8]) throws(SocketError) in try H.validateSend(message) }
+    do {
+      mask = try MaskFD(usage: .socket)
+    } catch {
+      throw .maskUpdateFailed(error, "mask fd creation")
+    }
+    shared = Mutex(HandleState(options: options, sendsMessages: H.sendsMessages))
+    self.handler = handler
+  }
+
+  // MARK: State and readiness
+
+  @discardableResult
+  func update<T>(_ body: (inout HandleState) -> T) -> T {
+    let (result, change, wake) = shared.withLock { s -> (T, ReadinessChange?, Bool) in
+      let before = s.readiness
+      let result = body(&s)
+      let (change, wake) = s.readinessChange(from: before)
+      return (result, change, wake)
+    }
+    if let change { apply(change) }
+    if wake { wakeWaiters() }
+    return result
+  }
+
+  @discardableResult
+  func updateThrowing<T>(_ body: (inout HandleState) throws(SocketError) -> T) throws(SocketError) -> T {
+    let (result, change, wake) = try shared.withLock {
+      (s: inout HandleState) throws(SocketError) -> (T, ReadinessChange?, Bool) in
+      let before = s.readiness
+      let result = try body(&s)
+      let (change, wake) = s.readinessChange(from: before)
+      return (result, change, wake)
+    }
+    if let change { apply(change) }
+    if wake { wakeWaiters() }
+    return result
+  }
+
+  /// The fd number for the application: from now on the mask fd follows
+  /// the state (it is brought up to date here).
+  var handedOutDescriptor: Int32 {
+    let change = shared.withLock { s -> ReadinessChange? in
+      guard !s.maskActive, !s.closedByUser else { return nil }
+      s.maskActive = true
+      s.readinessSequence += 1
+      return ReadinessChange(sequence: s.readinessSequence, events: s.readiness)
+    }
+    if let change { apply(change) }
+    return mask.fileDescriptor
+  }
+
+  /// Writes a readiness to the mask fd after the lock is released, in state
+  /// order: a write older than the last one applied is dropped.
+  private func apply(_ change: ReadinessChange) {
+    let failure = appliedReadiness.withLock { applied -> MaskError? in
+      guard change.sequence > applied else { return nil }
+      applied = change.sequence
+      do throws(MaskError) {
+        try mask.set(change.events)
+        return nil
+      } catch {
+        return error
+      }
+    }
+    if let failure { maskWriteFailed(failure) }
+  }
+
+  /// The fd could not show the state: rather than leave it stale, the
+  /// socket fails (once), with the reason.
+  private func maskWriteFailed(_ failure: MaskError) {
+    guard !maskFailed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    let reason = SocketError.maskUpdateFailed(failure, "mask fd update")
+    update { s in if !s.closedByUser { s.fail(reason) } }
+  }
+
+  // MARK: Application side (any thread)
+
+  func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
+    if message.count > options.maximumMessageSize {
+      throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
+    }
+    try validateSend(message)
+    let cancels = sendCancelsReceive
+    let (accepted, schedule, resume) = try updateThrowing {
+      (s: inout HandleState) throws(SocketError) -> (Bool, Bool, Bool) in
+      try s.checkCanSend()
+      if !s.sendsMessages { throw .notSupported("this socket type does not send messages") }
+      guard s.sendWouldNotBlock else { return (false, false, false) }
+      var resume = false
+      if cancels {
+        s.statistics.staleDrops += s.discardReceived()
+        resume = s.shouldResumeReading
+      }
+      s.acceptedSends &+= 1
+      s.pendingSends.append(message)
+      s.sendBytes += message.count + SocketOptions.perMessageCost
+      s.updateWritableLatch()
+      if s.drainScheduled { return (true, false, resume) }
+      s.drainScheduled = true
+      return (true, true, resume)
+    }
+    if schedule {
+      do {
+        try loop.enqueue { [self] in drainSends() }
+      } catch {
+        update { s in s.fail(.transport(IOError("event loop shut down", ESHUTDOWN))) }
+      }
+    }
+    if resume { resumeReadingSoon() }
+    return accepted
+  }
+
+  func tryReceive() throws(SocketError) -> ReceiveResult {
+    let (result, resume) = update { s -> (Result<ReceiveResult, SocketError>, Bool) in
+      let result = s.takeNext()
+      return (result, s.shouldResumeReading)
+    }
+    if resume { resumeReadingSoon() }
+    return try result.get()
+  }
+
+  func resumeReadingSoon() {
+    try? loop.enqueue { [self] in
+      let resume = update { s -> Bool in
+        guard s.shouldResumeReading else { return false }
+        s.readingPaused = false
+        return true
+      }
+      if resume { for pipe in allPipes.values { pipe.transport?.resumeReading() } }
+    }
+  }
+
+  // MARK: Async waiting
+
+  func wakeWaiters() {
+    let waiters = shared.withLock { s -> [CheckedContinuation<Void, Never>] in
+      let all = Array(s.receiveWaiters.values) + Array(s.sendWaiters.values)
+      s.receiveWaiters = [:]
+      s.sendWaiters = [:]
+      return all
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  enum Wait { case receive, send }
+
+  /// Suspends until the socket shows readable (or writable), it is closed,
+  /// or the task is cancelled; the caller re-checks.
+  func wait(for kind: Wait) async {
+    let id = shared.withLock { s -> UInt64 in
+      s.nextWaiter += 1
+      return s.nextWaiter
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let ready = shared.withLock { s -> Bool in
+          if Task.isCancelled || s.closedByUser { return true }
+          switch kind {
+          case .receive:
+            if s.readiness.contains(.readable) { return true }
+            s.receiveWaiters[id] = continuation
+          case .send:
+            if s.readiness.contains(.writable) { return true }
+            s.sendWaiters[id] = continuation
+          }
+          return false
+        }
+        if ready { continuation.resume() }
+      }
+    } onCancel: {
+      let waiter = shared.withLock { s in
+        s.receiveWaiters.removeValue(forKey: id) ?? s.sendWaiters.removeValue(forKey: id)
+      }
+      waiter?.resume()
+    }
+  }
+
+  // MARK: Closing (any thread)
+
+  /// Marks the socket closed for the application; false if it already was.
+  func markClosed() -> Bool {
+    let first = update { s -> Bool in
+      defer {
+        s.closedByUser = true
+        s.writeShut = true
+      }
+      return !s.closedByUser
+    }
+    guard first else { return false }
+    wakeWaiters()
+    try? mask.close()
+    return true
+  }
+
+  /// close() and abort(): the loop side ends gracefully or at once.
+  func shutDown(graceful: Bool) {
+    do {
+      try loop.enqueue { [self] in graceful ? beginClose() : finish() }
+    } catch {
+      // The loop is gone: its shutdown cancelled every operation, so only
+      // the fds are left to release, where that is safe.
+      if loop.inEventLoop || loop.isShutDown { finish() }
+    }
+  }
+
+  deinit {
+    if !mask.isClosed { try? mask.close() }
+  }
+}

@@ -1,0 +1,125 @@
+import Glibc
+
+/// One connection of a ``Socket``: dialed, accepted by one of its
+/// listeners, a UDP peer, or an in-process peer.
+///
+/// Pipes are loop-confined: a handler gets them in its hooks and from
+/// ``SocketContext/pipes``, keeps them (or their ``id``) in its own state,
+/// and writes to them on the loop. Called off the loop, ``write(_:)`` throws
+/// ``SocketError/notOnLoop(_:)``.
+public final class SocketPipe: Hashable, CustomStringConvertible {
+  /// Unique within its socket, never reused.
+  public let id: UInt64
+  /// The dialer's or listener's address this pipe belongs to.
+  public let url: TransportURL
+  /// True for a pipe the socket dialed (it is re-dialed when it goes).
+  public var isDialed: Bool { dialer != nil }
+  /// True for datagram pipes (UDP): each receive is one datagram.
+  public let isDatagram: Bool
+  /// This end's and the peer's address, once connected (nil in memory).
+  public private(set) var localAddress: SocketAddress?
+  public private(set) var remoteAddress: SocketAddress?
+
+  weak var core: SocketCore?
+  var transport: (any Transport)?
+  let dialer: Dialer?
+  var input = InboundBuffer()
+  private(set) var isUp = false
+  var peerEnded = false
+  var outputFinished = false
+  /// Written bytes not yet taken by the kernel (or the in-memory peer),
+  /// plus ``SocketOptions/perMessageCost`` per write.
+  public private(set) var queuedOutputBytes = 0
+  private var writableLatch = true
+  private let highWatermark: Int
+  private let lowWatermark: Int
+
+  init(id: UInt64, core: SocketCore, transport: any Transport, dialer: Dialer?, url: TransportURL) {
+    self.id = id
+    self.core = core
+    self.transport = transport
+    self.dialer = dialer
+    self.url = url
+    isDatagram = transport.isDatagram
+    highWatermark = core.options.sendHighWatermark
+    lowWatermark = core.options.sendLowWatermark
+  }
+
+  public static func == (a: SocketPipe, b: SocketPipe) -> Bool { a === b }
+  public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
+  public var description: String {
+    "pipe \(id) (\(url)\(remoteAddress.map { ", peer \($0)" } ?? ""))"
+  }
+
+  /// True while the pipe is up and its output is below its high watermark
+  /// (the socket's send high watermark), with hysteresis down to the low
+  /// one. A handler routes to writable pipes; a write to a full pipe is
+  /// still queued.
+  public var isWritable: Bool { isUp && writableLatch }
+
+  /// True until the pipe is removed.
+  public var isOpen: Bool { isUp }
+
+  /// Queues bytes (a frame) for the peer, in order; on a datagram pipe,
+  /// one datagram.
+  /// - Throws: ``SocketError/notOnLoop(_:)`` off the loop;
+  ///   ``SocketError/peerVanished`` once the pipe is gone.
+  public func write(_ bytes: [UInt8]) throws(SocketError) {
+    guard let core, core.loop.inEventLoop else { throw .notOnLoop("SocketPipe.write") }
+    guard isUp, let transport else { throw .peerVanished }
+    if bytes.isEmpty && !isDatagram { return }
+    queuedOutputBytes += bytes.count + SocketOptions.perMessageCost
+    if queuedOutputBytes >= highWatermark { writableLatch = false }
+    transport.write(bytes)
+  }
+
+  /// Closes the pipe (with `error`, counted as a failure); the handler's
+  /// ``SocketHandler/pipeRemoved(_:error:context:)`` follows. A dialed pipe
+  /// is re-dialed after the back-off. Off the loop, or on a pipe already
+  /// gone, it does nothing.
+  public func close(error: SocketError? = nil) {
+    guard let core, core.loop.inEventLoop else { return }
+    core.removePipe(self, error: error, notify: true)
+  }
+
+  /// Releases the transport; no callbacks follow.
+  func finish() {
+    isUp = false
+    transport?.close()
+    transport = nil
+    input.removeAll()
+  }
+}
+
+extension SocketPipe: TransportDelegate {
+  func transportConnected(local: SocketAddress?, remote: SocketAddress?) {
+    localAddress = local
+    remoteAddress = remote
+    isUp = true
+    core?.pipeConnected(self)
+  }
+
+  func transportReceived(_ bytes: [UInt8]) { core?.pipeReceived(self, bytes) }
+
+  func transportReachedEnd() { core?.pipeReachedEnd(self) }
+
+  func transportFinishedWriting() {
+    outputFinished = true
+    core?.finishPipeIfDone(self)
+  }
+
+  func transportWrote(_ count: Int, messages: Int) {
+    queuedOutputBytes = max(0, queuedOutputBytes - count - messages * SocketOptions.perMessageCost)
+    if !writableLatch && queuedOutputBytes <= lowWatermark {
+      writableLatch = true
+      core?.pipeWritable(self)
+    }
+  }
+
+  func transportFailed(_ error: IOError) {
+    transport = nil
+    let reason: SocketError = error.code == ECONNRESET || error.code == EPIPE ? .peerVanished : .transport(error)
+    core?.removePipe(self, error: reason, notify: true)
+  }
+}

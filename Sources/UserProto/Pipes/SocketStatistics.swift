@@ -1,0 +1,29 @@
+/// Counters of a ``Socket``, readable from any thread.
+public struct SocketStatistics: Sendable, Hashable {
+  /// Messages the handler delivered to the application, and their bytes.
+  public var messagesReceived = 0
+  public var bytesReceived = 0
+  /// Messages the application sent that the handler took, and their bytes.
+  public var messagesSent = 0
+  public var bytesSent = 0
+  /// Pipes up now, and pipes added and removed so far.
+  public var pipes = 0
+  public var pipesAdded = 0
+  public var pipesRemoved = 0
+  /// Pipes removed because they failed (a protocol violation, a reset...).
+  public var pipeFailures = 0
+  /// Dial attempts after the first one of each dialer (re-dials after a
+  /// failed attempt or a lost connection).
+  public var reconnects = 0
+  /// Accept failures (EMFILE and the like); accepting pauses 100 ms each.
+  public var acceptErrors = 0
+  /// Messages dropped because a send abandoned them
+  /// (``SocketHandler/sendCancelsReceive``): queued ones discarded by a
+  /// send, and ones the handler delivered before it saw that send.
+  public var staleDrops = 0
+  /// Datagrams a UDP listener dropped (new peers while it could not take
+  /// them, peers whose pipe was paused or gone).
+  public var datagramDrops = 0
+
+  public init() {}
+}
