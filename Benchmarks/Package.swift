@@ -53,6 +53,12 @@ let package = Package(
     .executableTarget(name: "echo-client", path: "c/echo-client"),
     // The floor: a blocking C echo server, one pthread per connection.
     .executableTarget(name: "echo-server-c", path: "c/echo-server"),
+    // The second socket design (Socket<Handler>) against the first
+    // (ProtocolSocket), same framing, one run.
+    .executableTarget(
+      name: "HandleBench",
+      dependencies: ["BenchSupport", "LoopSupport", .product(name: "UserProto", package: "UserProto")]
+    ),
     // UDP request/reply: ProtocolListener.udp against a raw recvfrom/sendto echo.
     .executableTarget(
       name: "UDPBench",

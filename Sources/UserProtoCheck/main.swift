@@ -6,6 +6,8 @@
 //   userproto-check setup-leak N            N rounds of io_uring set-ups failing at each step
 //                                           (setup, ring enable, opcode probe), forced and
 //                                           automatic, counting /proc/self/fd before and after
+//   userproto-check pipes-leak io_uring|epoll N   N rounds of Socket<Handler> pairs over tcp, ipc, udp
+//                                           and inproc pipes, closed, aborted or dropped
 import CUserProtoTestShim
 import Dispatch
 import Glibc
@@ -127,6 +129,64 @@ case "socket-leak":
     while openDescriptorCount() > before && EventLoop.now() < deadline { usleep(10_000) }
     print("before=\(before) after=\(openDescriptorCount())")
     try listener.close()
+    loop.shutdownAndWait()
+  } catch {
+    fail("\(error)")
+  }
+case "pipes-leak":
+  // n rounds of a server Socket listening on tcp, ipc, udp and inproc and a
+  // client dialing all four; one message answered over each pipe; then
+  // both closed (gracefully, aborted or dropped in turn).
+  guard arguments.count == 4, let n = Int(arguments[3]) else { fail("usage") }
+  let choice: EventLoop.BackendChoice = arguments[2] == "epoll" ? .epoll : .ioUring
+  final class Echo: SocketHandler {
+    static var sendsMessages: Bool { false }
+    func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext) throws(SocketError) {
+      try pipe.write(input.readAll())
+    }
+  }
+  final class Spray: SocketHandler {
+    func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
+      guard context.pipes.count == 4 else { return .wait }
+      for pipe in context.pipes { try pipe.write(message) }
+      return .taken
+    }
+  }
+  do {
+    let loop = try EventLoop(configuration: .init(backend: choice))
+    let before = openDescriptorCount()
+    for i in 0..<n {
+      let server = try Socket(Echo(), loop: loop)
+      var client: Socket<Spray>? = try Socket(Spray(), loop: loop)
+      _ = server.fileDescriptor
+      _ = client?.fileDescriptor
+      let urls = [
+        try server.listen("tcp://127.0.0.1:0"), try server.listen("ipc:///tmp/userproto-check-\(getpid())-\(i)"),
+        try server.listen("udp://127.0.0.1:0"), try server.listen("inproc://check-\(getpid())-\(i)"),
+      ]
+      for url in urls { try client?.dial(url) }
+      _ = try client?.trySend([UInt8(i & 0xff)])
+      var answers = 0
+      let deadline = EventLoop.now() + 10_000_000_000
+      while answers < 4 {
+        if case .message = try client?.tryReceive() { answers += 1 } else { usleep(200) }
+        if EventLoop.now() > deadline { fail("round \(i): \(answers) of 4 answers") }
+      }
+      switch i % 3 {
+      case 0:
+        try client?.close()
+        try server.close()
+      case 1:
+        client?.abort()
+        server.abort()
+      default:
+        client = nil
+      }
+      _ = client
+    }
+    let deadline = EventLoop.now() + 30_000_000_000
+    while openDescriptorCount() > before && EventLoop.now() < deadline { usleep(10_000) }
+    print("before=\(before) after=\(openDescriptorCount())")
     loop.shutdownAndWait()
   } catch {
     fail("\(error)")

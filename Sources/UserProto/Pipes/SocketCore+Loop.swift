@@ -217,6 +217,7 @@ extension SocketCore {
       finish()
       return
     }
+    keepAliveWhileClosing = self
     let weak = WeakLoopConfined(self)
     lingerTimer = try? loop.schedule(after: .seconds(5)) { weak.value?.finish() }
     for pipe in Array(allPipes.values) {
@@ -251,5 +252,6 @@ extension SocketCore {
     context.cancelTimers()
     handler = nil
     update { s in s.statistics.pipes = 0 }
+    keepAliveWhileClosing = nil
   }
 }

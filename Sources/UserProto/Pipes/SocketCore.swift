@@ -40,6 +40,10 @@ final class SocketCore: @unchecked Sendable {
   var listeners: [PipeListener] = []
   var closing = false
   var lingerTimer: EventLoop.Scheduled?
+  /// Set while a graceful close lingers: the application may have dropped
+  /// the handle, and only timers (weakly) and transports (weakly) refer to
+  /// the core then. Cleared by ``finish()``.
+  var keepAliveWhileClosing: SocketCore?
   var nextPipeID: UInt64 = 0
   var offering = false
 

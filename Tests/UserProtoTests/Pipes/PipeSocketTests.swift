@@ -261,3 +261,14 @@ func onLoopHandler<H: SocketHandler, T: Sendable>(
 ) async throws -> T {
   try await socket.withHandler(body)
 }
+
+@Suite("Socket with pipes: fds", .timeLimit(.minutes(3)))
+struct PipeSocketLeakTests {
+  @Test("200 rounds of sockets with tcp, ipc, udp and inproc pipes leak no fd", arguments: loopBackends)
+  func noLeaks(backend: EventLoop.BackendChoice) throws {
+    if backend == .ioUring { try requireIoUring() }
+    let (status, values) = try runCheck(["pipes-leak", backend == .ioUring ? "io_uring" : "epoll", "200"])
+    #expect(status == 0, "\(values)")
+    #expect(values["before"] != nil && values["before"] == values["after"], "\(values)")
+  }
+}
