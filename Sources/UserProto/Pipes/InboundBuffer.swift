@@ -7,25 +7,31 @@
 /// Nothing is copied per consumed message: the storage is compacted only
 /// when the consumed prefix is at least half of it, and a chunk that
 /// arrives while the buffer is empty is adopted without a copy.
+@frozen
 public struct InboundBuffer: Sendable {
-  private var storage: [UInt8] = []
-  private var readerIndex = 0
+  @usableFromInline var storage: [UInt8] = []
+  @usableFromInline var readerIndex = 0
 
   /// An empty buffer.
+  @inlinable
   public init() {}
 
   /// A buffer holding `bytes` (tests, and handlers that parse a message of
   /// their own with the same methods).
+  @inlinable
   public init(_ bytes: [UInt8]) { storage = bytes }
 
   /// How many bytes are unconsumed.
+  @inlinable
   public var readableBytes: Int { storage.count - readerIndex }
 
   /// True when every byte was consumed.
+  @inlinable
   public var isEmpty: Bool { readerIndex == storage.count }
 
   /// The unconsumed byte at `offset` from the reader index.
   /// - Precondition: `offset < readableBytes`.
+  @inlinable
   public subscript(offset: Int) -> UInt8 {
     precondition(offset >= 0 && offset < readableBytes, "InboundBuffer offset \(offset) out of \(readableBytes)")
     return storage[readerIndex + offset]
@@ -33,6 +39,7 @@ public struct InboundBuffer: Sendable {
 
   /// The big-endian unsigned integer of `T`'s width at `offset`, or nil
   /// when fewer bytes than that are readable there.
+  @inlinable
   public func peekBigEndian<T: FixedWidthInteger & UnsignedInteger>(
     _: T.Type = T.self, at offset: Int = 0
   ) -> T? {
@@ -46,6 +53,7 @@ public struct InboundBuffer: Sendable {
 
   /// Consumes `count` bytes without looking at them.
   /// - Precondition: `count <= readableBytes`.
+  @inlinable
   public mutating func moveReaderIndex(forwardBy count: Int) {
     precondition(count >= 0 && count <= readableBytes, "InboundBuffer: skipping \(count) of \(readableBytes)")
     readerIndex += count
@@ -54,6 +62,7 @@ public struct InboundBuffer: Sendable {
 
   /// Consumes and returns the next `count` bytes, or nil (consuming
   /// nothing) when fewer are readable.
+  @inlinable
   public mutating func readBytes(_ count: Int) -> [UInt8]? {
     guard count >= 0, count <= readableBytes else { return nil }
     let bytes: [UInt8]
@@ -69,9 +78,11 @@ public struct InboundBuffer: Sendable {
   }
 
   /// Consumes and returns every readable byte.
+  @inlinable
   public mutating func readAll() -> [UInt8] { readBytes(readableBytes) ?? [] }
 
   /// Calls `body` with the unconsumed bytes (valid only inside `body`).
+  @inlinable
   public func withUnsafeReadableBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
     try storage.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[readerIndex...])) }
   }
@@ -92,7 +103,8 @@ public struct InboundBuffer: Sendable {
     readerIndex = 0
   }
 
-  private mutating func compactIfWorthIt() {
+  @usableFromInline
+  mutating func compactIfWorthIt() {
     if readerIndex == storage.count {
       storage.removeAll(keepingCapacity: storage.count <= 64 * 1024)
       readerIndex = 0

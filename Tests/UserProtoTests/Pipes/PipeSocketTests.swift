@@ -272,3 +272,112 @@ struct PipeSocketLeakTests {
     #expect(values["before"] != nil && values["before"] == values["after"], "\(values)")
   }
 }
+
+@Suite("Socket with pipes: async, close, UDP", .timeLimit(.minutes(2)))
+struct PipeSocketAsyncTests {
+  @Test("async send and for-await receive: 2,000 messages in order through a small queue", arguments: loopBackends)
+  func asyncInOrder(backend: EventLoop.BackendChoice) async throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let small = SocketOptions(
+      receiveHighWatermark: 1024, receiveLowWatermark: 256, sendHighWatermark: 1024, sendLowWatermark: 256)
+    let server = try Socket(LineHandler(), loop: loop, options: small)
+    let client = try Socket(LineHandler(), loop: loop, options: small)
+    defer {
+      client.abort()
+      server.abort()
+    }
+    let url = try server.listen("tcp://127.0.0.1:0")
+    try client.dial(url)
+    let count = 2000
+    let sender = Task {
+      for i in 0..<count { try await client.send(Array("m\(i)".utf8)) }
+    }
+    var received = 0
+    for try await message in server.messages {
+      #expect(text(message) == "m\(received)")
+      received += 1
+      if received == count { break }
+    }
+    try await sender.value
+    #expect(received == count)
+    #expect(server.statistics.messagesReceived == count)
+  }
+
+  @Test("close hands every accepted send to the handler and flushes it before the pipes close")
+  func gracefulCloseFlushes() throws {
+    let loop = try makeLoop(.epoll)
+    defer { loop.shutdownAndWait() }
+    let server = try Socket(LineHandler(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("tcp://127.0.0.1:0")
+    let client = try Socket(LineHandler(), loop: loop)
+    try client.dial(url)
+    #expect(eventually { client.pipeCount == 1 })
+    var sent = 0
+    while sent < 500, try client.trySend([UInt8](repeating: 0x61, count: 100)) { sent += 1 }
+    try client.close()
+    var got = 0
+    _ = eventually {
+      while case .message? = try? server.tryReceive() { got += 1 }
+      return got == sent
+    }
+    #expect(got == sent)
+    #expect(eventually { server.pipeCount == 0 })
+  }
+
+  @Test("UDP: a dialed pipe and a listener's pipe per peer address", arguments: loopBackends)
+  func udpPipes(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("udp://127.0.0.1:0")
+    let clients = try (0..<3).map { _ in try Socket(DatagramClient(), loop: loop) }
+    defer { for c in clients { c.abort() } }
+    for c in clients { try c.dial(url) }
+    #expect(eventually { clients.allSatisfy { $0.pipeCount == 1 } })
+    for (i, c) in clients.enumerated() { #expect(try c.trySend([UInt8(i), 1, 2])) }
+    for (i, c) in clients.enumerated() { #expect(receiveSoon(c) == [UInt8(i), 1, 2]) }
+    #expect(server.pipeCount == 3)
+  }
+
+  @Test("a handler's finishReceiving ends the stream for the application: POLLIN, then end-of-stream")
+  func finishReceiving() throws {
+    let loop = try makeLoop(.epoll)
+    defer { loop.shutdownAndWait() }
+    let name = uniqueName("finish")
+    let server = try Socket(OnePeerHandler(), loop: loop)
+    defer { server.abort() }
+    try server.listen("inproc://\(name)")
+    let client = try Socket(LineHandler(), loop: loop)
+    try client.dial("inproc://\(name)", reconnect: ReconnectPolicy(minimum: .seconds(30)))
+    let fd = server.fileDescriptor
+    #expect(eventually { server.pipeCount == 1 })
+    #expect(try client.trySend(Array("last".utf8)))
+    #expect(text(receiveSoon(server)) == "last\n")
+    try client.close()
+    #expect(eventually { pollEvents(fd).contains(.readable) })
+    #expect(try server.tryReceive() == .endOfStream)
+  }
+}
+
+/// Answers each datagram to its sender.
+final class DatagramEcho: SocketHandler {
+  static var sendsMessages: Bool { false }
+  func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext) throws(SocketError) {
+    try pipe.write(input.readAll())
+  }
+}
+
+/// Sends each message as one datagram; delivers each datagram.
+final class DatagramClient: SocketHandler {}
+
+/// Delivers what its one peer sends; when that peer finishes, so does the
+/// application's stream.
+final class OnePeerHandler: SocketHandler {
+  func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
+    pipe.close()
+    try context.finishReceiving()
+  }
+}
