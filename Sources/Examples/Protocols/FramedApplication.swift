@@ -4,10 +4,47 @@ public import UserProto
 /// The application side of the tutorial's protocol (docs/tutorial.md): what
 /// a program that holds a `Socket<FramedHandler>` writes.
 public enum FramedApplication {
+  /// A socket that listens on every one of `urls` (`tcp://:0` for an
+  /// ephemeral port on every address, `inproc://NAME`, ...); returns it
+  /// with the bound addresses, in order.
+  public static func server(
+    listening urls: [String], loop: EventLoop
+  ) throws(SocketError) -> (Socket<FramedHandler>, [TransportURL]) {
+    let socket = try Socket(FramedHandler(), loop: loop)
+    var bound: [TransportURL] = []
+    do {
+      for url in urls { bound.append(try socket.listen(url)) }
+    } catch {
+      socket.abort()
+      throw error
+    }
+    return (socket, bound)
+  }
+
+  /// A socket that keeps a pipe to each of `servers`: a lost pipe is
+  /// re-dialed after a back-off from 50 ms doubling up to 2 s.
+  public static func client(
+    dialing servers: [TransportURL], loop: EventLoop
+  ) throws(SocketError) -> Socket<FramedHandler> {
+    let socket = try Socket(FramedHandler(), loop: loop)
+    let policy = ReconnectPolicy(minimum: .milliseconds(50), maximum: .seconds(2))
+    do {
+      for url in servers { try socket.dial(url, reconnect: policy) }
+    } catch {
+      socket.abort()
+      throw error
+    }
+    return socket
+  }
+
   /// Which of the two descriptors poll(2) found readable.
   public struct Readable: Sendable, Hashable {
     public var socket: Bool
     public var kernel: Bool
+    public init(socket: Bool, kernel: Bool) {
+      self.socket = socket
+      self.kernel = kernel
+    }
   }
 
   /// Waits up to `milliseconds` with poll(2) until the framed socket or
