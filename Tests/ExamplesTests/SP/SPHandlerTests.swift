@@ -166,7 +166,9 @@ struct SPHandlerTests {
             var good = 0
             for k in 0..<15 {
               let body = "client \(n) request \(k)"
-              if try await request(client, body) == "rep: \(body)" { good += 1 }
+              // A misrouted reply never comes: stop at the first one missing.
+              guard try await request(client, body, within: .seconds(3)) == "rep: \(body)" else { break }
+              good += 1
             }
             return good
           }
@@ -343,6 +345,79 @@ struct SPHandlerTests {
       let stats = try await pub.withHandler { h, _ in h.statistics }
       #expect(stats.delivered + stats.drops == 2 * stats.published)
       #expect(pub.statistics.pipes == 2)
+    }
+  }
+}
+
+@Suite("SP REQ against bad REP peers", .timeLimit(.minutes(1)))
+struct SPReqBadPeerTests {
+  @Test(
+    "a wrong protocol id, and a reply id without the high bit, fail only that pipe; the request is served elsewhere")
+  func reqBadPeers() async throws {
+    try await withSPLoop { loop in
+      let rep = try Socket(Rep0Handler(), loop: loop)
+      let req = try Socket(Req0Handler(), loop: loop)
+      defer {
+        req.abort()
+        rep.abort()
+      }
+      let goodURL = try dialURL(try rep.listen("tcp://127.0.0.1:0"))
+      serve(rep, ServerControl("good"))
+      func failures() async -> [String] { (try? await req.withHandler { h, _ in h.pipes.recentFailures }) ?? [] }
+
+      // A PUB where a REP should be: never used, its pipe fails.
+      let wrong = try RawListener()
+      try req.dial(
+        "tcp://127.0.0.1:\(try #require(wrong.address.port))", reconnect: ReconnectPolicy(minimum: .seconds(30)))
+      let wrongPeer = try #require(await wrong.accept(within: .seconds(5)))
+      try wrongPeer.send(spHeader(0x20))
+      #expect(await wrongPeer.read(8, within: .seconds(5)).bytes == spHeader(0x30))
+      #expect(await wrongPeer.waitForClose(within: .seconds(5)).closure != nil)
+      let reasons = await failures()
+      #expect(
+        reasons.contains { $0.contains("incompatible SP peer: protocol 0x20 (PUB), req needs 0x31 (REP)") },
+        "\(reasons)")
+
+      // A REP that answers with an id lacking the high bit; it gets the
+      // first request (the only ready pipe), fails, and the request goes
+      // to the good REP as soon as it is up.
+      let liar = try RawListener()
+      try req.dial(
+        "tcp://127.0.0.1:\(try #require(liar.address.port))", reconnect: ReconnectPolicy(minimum: .seconds(30)))
+      let liarPeer = try #require(await liar.accept(within: .seconds(5)))
+      try liarPeer.send(spHeader(0x31))
+      #expect(await liarPeer.read(8, within: .seconds(5)).bytes == spHeader(0x30))
+      try await req.send(utf8("question"))
+      let frame = try #require(await liarPeer.readFrame(within: .seconds(5)))
+      let (id, body) = try #require(splitRequest(frame))
+      #expect(id & 0x8000_0000 != 0 && body == utf8("question"))
+      try liarPeer.send(spLength(12) + spWord(id & 0x7fff_ffff) + utf8("lies!!!!"))
+      #expect(await liarPeer.waitForClose(within: .seconds(5)).closure != nil)
+      try req.dial(goodURL)
+      #expect(string(try await nextSPMessage(req)) == "good: question")
+      let stats = try await req.withHandler { h, _ in h.statistics }
+      #expect(stats.pipeLossResends == 1 && stats.repliesDelivered == 1)
+      let later = await failures()
+      #expect(later.contains { $0.contains("lacks the high bit") }, "\(later)")
+    }
+  }
+
+  @Test("over ipc://, a frame with a message type other than 1 fails the pipe")
+  func ipcBadType() async throws {
+    try await withSPLoop { loop in
+      let rep = try Socket(Rep0Handler(), loop: loop)
+      defer { rep.abort() }
+      let path = freshIPCPath("badtype")
+      try rep.listen("ipc://" + path)
+      let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      #expect(fd >= 0)
+      let address = try SocketAddress(unixPath: path)
+      #expect(address.withSockaddr { connect(fd, $0, $1) } == 0)
+      let raw = RawClient(adopting: fd)
+      try raw.send(spHeader(0x30) + [0x02] + spLength(4) + spWord(0x8000_0001))
+      #expect(await raw.waitForClose(within: .seconds(5)).closure != nil)
+      let reasons = (try? await rep.withHandler { h, _ in h.pipes.recentFailures }) ?? []
+      #expect(reasons.contains { $0.contains("SP/IPC message type 2, expected 1") }, "\(reasons)")
     }
   }
 }
