@@ -1,0 +1,100 @@
+public import UserProto
+
+/// A PUB v0 socket: `Socket<Pub0Handler>`.
+public typealias Pub0Socket = Socket<Pub0Handler>
+
+/// SP PUB v0 (NNG's pub0, nanomsg's NN_PUB) on a socket with pipes.
+///
+/// Each message the application sends is written to every pipe that
+/// completed its SP handshake, framed once per framing (the pipes share the
+/// frame). A send never waits: a pipe whose output is not writable (its
+/// subscriber stopped reading and its queue reached the send high
+/// watermark) drops the message for that pipe only, counted in
+/// ``Statistics/drops``; with no subscriber the message is simply gone, as
+/// in NNG. Filtering happens at the subscribers (SUB v0 has no upstream
+/// subscription messages).
+///
+/// PUB receives nothing: messages a peer sends anyway are parsed (so the
+/// framing and size limits still hold), dropped and counted, as NNG does.
+///
+/// ```swift
+/// let pub = try Socket(Pub0Handler(), loop: loop)
+/// try pub.listen("tcp://*:5556")
+/// try pub.trySend(Array("news: hello".utf8))
+/// let drops = try await pub.withHandler { h, _ in h.statistics.drops }
+/// ```
+public final class Pub0Handler: SocketHandler {
+  /// The SP layer: handshakes and framing per pipe.
+  public let pipes: SPPipes
+
+  /// What the handler has done so far.
+  public struct Statistics: Sendable, Hashable {
+    /// Messages the application published.
+    public var published = 0
+    /// Copies written to subscribers' pipes.
+    public var delivered = 0
+    /// Copies dropped because a subscriber's pipe was not writable.
+    public var drops = 0
+    /// Messages subscribers sent (dropped: PUB receives nothing).
+    public var ignoredMessages = 0
+  }
+  public private(set) var statistics = Statistics()
+
+  /// Copies dropped because a subscriber's pipe was not writable.
+  public var drops: Int { statistics.drops }
+  /// Per subscriber pipe (by id): copies dropped for it so far.
+  public private(set) var dropsPerPipe: [UInt64: Int] = [:]
+
+  public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
+    pipes = SPPipes(.pub0, peer: .sub0, headerTimeout: headerTimeout)
+  }
+
+  public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
+
+  public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
+    throws(SocketError)
+  {
+    try pipes.received(&input, from: pipe, context: context) {
+      (_: inout InboundBuffer, _: Int, _: SocketPipe) throws(SocketError) in
+      statistics.ignoredMessages += 1
+    }
+  }
+
+  public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
+    try pipes.reachedEnd(pipe, input: input)
+  }
+
+  public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
+    pipes.removed(pipe, error: error)
+    dropsPerPipe[pipe.id] = nil
+  }
+
+  public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
+
+  public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
+    statistics.published += 1
+    var frames: [SPFraming: [UInt8]] = [:]
+    for pipe in pipes.ready {
+      guard pipe.isWritable else {
+        statistics.drops += 1
+        dropsPerPipe[pipe.id, default: 0] += 1
+        continue
+      }
+      let framing = pipes.framing(of: pipe)
+      let frame: [UInt8]
+      if let made = frames[framing] {
+        frame = made
+      } else {
+        frame = framing.frame(message)
+        frames[framing] = frame
+      }
+      do throws(SocketError) {
+        try pipe.write(frame)
+        statistics.delivered += 1
+      } catch {
+        statistics.drops += 1  // the pipe is going
+      }
+    }
+    return .taken
+  }
+}

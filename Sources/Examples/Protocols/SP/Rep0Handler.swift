@@ -1,0 +1,170 @@
+public import UserProto
+
+/// A REP v0 socket: `Socket<Rep0Handler>`.
+public typealias Rep0Socket = Socket<Rep0Handler>
+
+/// SP REP v0 (NNG's rep0, nanomsg's NN_REP) on a socket with pipes.
+///
+/// Each request's backtrace (the hop words devices added, then the
+/// request id, whose high bit is set: RFC sp-request-reply-01) is kept with
+/// the pipe it came from, and the application receives the body alone.
+/// The application's sends are the replies, **in the order the requests
+/// were received**: its first send answers the first request delivered to
+/// it, the second the second, and so on, each going back on its request's
+/// pipe with its backtrace. The usual server loop
+/// (`for try await request in rep.messages { try await rep.send(reply) }`)
+/// does exactly that; it may also receive several requests before
+/// answering them, in order.
+///
+/// A send with no request left to answer cannot be refused at the call:
+/// ``SocketHandler/validateSend(_:)`` is static and never sees which
+/// requests are outstanding, and a throwing ``send(_:context:)`` would fail
+/// the whole socket. So such a reply (where NNG's send returns
+/// NNG_ESTATE) is dropped on the loop and counted in
+/// ``Statistics/repliesWithoutRequest``. A reply whose requester has gone
+/// (its pipe closed) is dropped and counted too, and so is one whose pipe
+/// cannot take it (the requester stopped reading; a REQ sends its request
+/// again after its resend time).
+///
+/// A request whose backtrace is longer than ``ttl`` hops is dropped (it
+/// went through too many devices; NNG does the same, without closing the
+/// pipe); one with no word carrying the high bit before it ends is a
+/// protocol violation and fails that pipe only. At most
+/// ``maximumUnansweredRequests`` requests wait for their replies; further
+/// ones are dropped (counted) until the application catches up.
+///
+/// ```swift
+/// let rep = try Socket(Rep0Handler(), loop: loop)
+/// try rep.listen("tcp://*:5555")
+/// for try await request in rep.messages { try await rep.send(request) }  // echo
+/// ```
+public final class Rep0Handler: SocketHandler {
+  /// The SP layer: handshakes and framing per pipe.
+  public let pipes: SPPipes
+  /// The most hops a request's backtrace may have (NNG_OPT_MAXTTL; NNG's
+  /// default is 8, and it accepts 1 to 15). Values below 1 count as 1.
+  public var ttl: Int
+  /// How many delivered requests may wait for their replies.
+  public var maximumUnansweredRequests: Int
+
+  /// What the handler has done so far.
+  public struct Statistics: Sendable, Hashable {
+    /// Requests delivered to the application.
+    public var requestsDelivered = 0
+    /// Replies written to their requester's pipe.
+    public var repliesSent = 0
+    /// Requests dropped: backtrace over the TTL.
+    public var requestsOverTTL = 0
+    /// Requests dropped because too many were waiting for replies.
+    public var requestsOverLimit = 0
+    /// Sends made when no request was waiting for its reply (dropped).
+    public var repliesWithoutRequest = 0
+    /// Replies dropped because their requester's pipe had gone.
+    public var repliesToVanishedPeers = 0
+    /// Replies dropped because their requester's pipe could not take them.
+    public var repliesToStalledPeers = 0
+  }
+  public private(set) var statistics = Statistics()
+
+  private struct Pending {
+    let pipeID: UInt64
+    let backtrace: [UInt8]
+  }
+  /// Requests delivered and not answered yet, oldest first.
+  private var unanswered: [Pending] = []
+  private var unansweredStart = 0
+
+  /// Requests delivered and not answered yet.
+  public var unansweredRequests: Int { unanswered.count - unansweredStart }
+
+  public init(
+    ttl: Int = 8, maximumUnansweredRequests: Int = 1024, headerTimeout: Duration = SPPipes.defaultHeaderTimeout
+  ) {
+    self.ttl = ttl
+    self.maximumUnansweredRequests = maximumUnansweredRequests
+    pipes = SPPipes(.rep0, peer: .req0, headerTimeout: headerTimeout)
+  }
+
+  public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
+
+  public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
+    throws(SocketError)
+  {
+    try pipes.received(&input, from: pipe, context: context) {
+      (input: inout InboundBuffer, length: Int, pipe: SocketPipe) throws(SocketError) in
+      try request(&input, length: length, pipe: pipe, context: context)
+    }
+  }
+
+  public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
+    try pipes.reachedEnd(pipe, input: input)
+  }
+
+  public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
+    pipes.removed(pipe, error: error)
+  }
+
+  public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
+
+  public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
+    guard unansweredStart < unanswered.count else {
+      statistics.repliesWithoutRequest += 1
+      return .taken
+    }
+    let request = unanswered[unansweredStart]
+    unansweredStart += 1
+    if unansweredStart == unanswered.count {
+      unanswered.removeAll(keepingCapacity: true)
+      unansweredStart = 0
+    } else if unansweredStart >= 64 && unansweredStart * 2 >= unanswered.count {
+      unanswered.removeFirst(unansweredStart)
+      unansweredStart = 0
+    }
+    guard let pipe = pipes.readyPipe(id: request.pipeID) else {
+      statistics.repliesToVanishedPeers += 1
+      return .taken
+    }
+    guard pipe.isWritable else {
+      statistics.repliesToStalledPeers += 1
+      return .taken
+    }
+    do throws(SocketError) {
+      try pipe.write(pipes.framing(of: pipe).frame(request.backtrace + message))
+      statistics.repliesSent += 1
+    } catch {
+      statistics.repliesToVanishedPeers += 1
+    }
+    return .taken
+  }
+
+  // MARK: Internals
+
+  private func request(
+    _ input: inout InboundBuffer, length: Int, pipe: SocketPipe, context: SocketContext
+  ) throws(SocketError) {
+    // The backtrace: 32-bit words up to and including the first with its
+    // high bit set (the request id), read in place.
+    let hopLimit = max(ttl, 1)
+    var words = 0
+    while true {
+      guard length >= (words + 1) * 4, let word = input.peekBigEndian(UInt32.self, at: words * 4) else {
+        throw .protocolViolation(
+          "an SP request of \(length) bytes whose backtrace has no request id (no word with the high bit)")
+      }
+      words += 1
+      if word & 0x8000_0000 != 0 { break }
+      if words >= hopLimit {
+        statistics.requestsOverTTL += 1  // too many hops: dropped, the pipe stays
+        return
+      }
+    }
+    guard unansweredRequests < maximumUnansweredRequests else {
+      statistics.requestsOverLimit += 1
+      return
+    }
+    let backtrace = input.readBytes(words * 4) ?? []
+    try context.deliver(input.readBytes(length - words * 4) ?? [])
+    unanswered.append(Pending(pipeID: pipe.id, backtrace: backtrace))
+    statistics.requestsDelivered += 1
+  }
+}
