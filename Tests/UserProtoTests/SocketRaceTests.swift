@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 /// on it next to the fds under test wakes and gives up.
 final class Watchdog: Sendable {
   private let fds: (read: Int32, write: Int32)
-  private let state = Mutex<(disarmed: Bool, fired: Bool)>((false, false))
+  private let state = Lock<(disarmed: Bool, fired: Bool)>((false, false))
 
   init(seconds: Int) throws {
     let (read, write) = try streamPair()
@@ -58,7 +59,7 @@ final class Watchdog: Sendable {
 /// threads that spin); `join()` waits for its result.
 final class OSThread<T: Sendable>: @unchecked Sendable {
   private final class Box: Sendable {
-    let value = Mutex<T?>(nil)
+    let value = Lock<T?>(nil)
   }
   private let box = Box()
   private var thread = pthread_t()
