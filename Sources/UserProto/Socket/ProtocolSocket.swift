@@ -441,6 +441,8 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Whether writing the mask fd has failed (the socket failed with it).
   private final let maskFailed = Lock<Bool>(false)
 
+  /// Writes `change` to the mask fd unless a later (or the same) sequence is
+  /// already there; returns once the mask shows `change` or a later one.
   private final func apply(_ change: ReadinessChange) {
     let failure = appliedReadiness.withLock { applied -> MaskError? in
       guard change.sequence > applied else { return nil }
