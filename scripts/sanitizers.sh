@@ -35,6 +35,7 @@ for san in "${sanitizers[@]}"; do
   # it is spelled out because zero leaks is part of the contract.
   export TSAN_OPTIONS="halt_on_error=0 log_path=$reports/tsan"
   export ASAN_OPTIONS="detect_leaks=1 log_path=$reports/asan"
+  export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp print_suppressions=0"
   start=$(date +%s)
   echo "== $san: build ($scratch)"
   if ! swift build --build-tests --sanitize="$san" --scratch-path "$scratch"; then
