@@ -16,6 +16,8 @@ let package = Package(
     .executable(name: "userproto", targets: ["Examples"]),
     // The C shim, for the benchmark package only; not a supported API.
     .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
+    // The pthread lock, for the benchmark package only; not a supported API.
+    .library(name: "Locking", targets: ["Locking"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,21 +32,24 @@ let package = Package(
       linkerSettings: [.linkedLibrary("uring")]
     ),
     // The mask fd: synchronous, no event loop.
+    // The lock every module uses instead of Synchronization.Mutex: pthread
+    // based, so ThreadSanitizer sees it (Sources/Locking/Lock.swift).
+    .target(name: "Locking", swiftSettings: strict),
     .target(
       name: "MaskCore",
-      dependencies: ["CUserProtoShim"],
+      dependencies: ["CUserProtoShim", "Locking"],
       swiftSettings: strict
     ),
     // Sockets, event loop and transports, on top of MaskCore.
     .target(
       name: "UserProto",
-      dependencies: ["MaskCore", "CUserProtoShim"],
+      dependencies: ["MaskCore", "CUserProtoShim", "Locking"],
       swiftSettings: strict
     ),
     // The example protocols: nanomsg SP REQ/REP (echo) and PUB/SUB.
     .target(
       name: "ExampleProtocols",
-      dependencies: ["UserProto"],
+      dependencies: ["UserProto", "Locking"],
       path: "Sources/Examples/Protocols",
       swiftSettings: strict
     ),
@@ -52,7 +57,7 @@ let package = Package(
     .executableTarget(
       name: "Examples",
       dependencies: [
-        "UserProto", "ExampleProtocols", "CUserProtoShim",
+        "UserProto", "ExampleProtocols", "CUserProtoShim", "Locking",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Sources/Examples/CLI",
@@ -91,14 +96,14 @@ let package = Package(
     .testTarget(
       name: "UserProtoTests",
       dependencies: [
-        "UserProto", "CUserProtoShim", "userproto-check", "TestSupport",
+        "UserProto", "CUserProtoShim", "userproto-check", "TestSupport", "Locking",
         .product(name: "PropertyBased", package: "swift-property-based"),
       ],
       swiftSettings: strict
     ),
     .testTarget(
       name: "ExamplesTests",
-      dependencies: ["Examples", "ExampleProtocols", "UserProto", "TestSupport"],
+      dependencies: ["Examples", "ExampleProtocols", "UserProto", "TestSupport", "Locking"],
       swiftSettings: strict
     ),
     .testTarget(

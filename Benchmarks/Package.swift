@@ -80,6 +80,11 @@ let package = Package(
         .product(name: "CUserProtoShim", package: "UserProto"),
       ]
     ),
+    // Locking.Lock (pthread) against Synchronization.Mutex, one run.
+    .executableTarget(
+      name: "LockBench",
+      dependencies: [.product(name: "Locking", package: "UserProto")]
+    ),
     // 10,000 and 100,000 mask fds and sockets in one process.
     .executableTarget(
       name: "ScaleBench",

@@ -1,6 +1,6 @@
 import CUserProtoShim
 import Glibc
-import Synchronization
+import Locking
 
 /// A real file descriptor whose readiness the program sets.
 ///
@@ -81,7 +81,7 @@ public final class MaskFD: Sendable {
     var closed = false
   }
 
-  private let inner: Mutex<Inner>
+  private let inner: Lock<Inner>
   /// `up_fork_generation()` when this mask fd was created.
   private let forkGeneration: UInt
 
@@ -119,7 +119,7 @@ public final class MaskFD: Sendable {
     self.layout = layout
     self.selectionReason = reason
     forkGeneration = up_fork_generation()
-    inner = Mutex(Inner(mechanism: mechanism))
+    inner = Lock(Inner(mechanism: mechanism))
   }
 
   deinit {

@@ -1,6 +1,6 @@
 import ExampleProtocols
 import Glibc
-import Synchronization
+import Locking
 import Testing
 import UserProto
 
@@ -98,7 +98,7 @@ struct SPProtocolTests {
     try await withLoop(backend) { loop in
       let (req, rep, _) = try await Self.reqAgainstRawRep(loop)
       defer { req.abort() }
-      final class Replies: Sendable { let list = Mutex<[String]>([]) }
+      final class Replies: Sendable { let list = Lock<[String]>([]) }
       let replies = Replies()
       try await loop.submit {
         req.handleMessagesOnLoop { socket, reply in

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 import Testing
 
@@ -129,7 +130,7 @@ struct EventLoopDurationTests {
 
 /// Records which of its timers fired.
 private final class TimerSocket: ProtocolSocket, @unchecked Sendable {
-  let fired = Mutex<[ProtocolTimer]>([])
+  let fired = Lock<[ProtocolTimer]>([])
   override func timerFired(_ timer: ProtocolTimer) {
     fired.withLock { $0.append(timer) }
   }

@@ -1,6 +1,7 @@
 import CUserProtoShim
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 import Testing
 
@@ -47,7 +48,7 @@ struct EventLoopTests {
     let base = EventLoop.now() + 200_000_000
     var generator = SystemRandomNumberGenerator()
     let deadlines = (0..<5_000).map { _ in base + UInt64.random(in: 0..<80_000_000, using: &generator) }
-    let handles = Mutex<[EventLoop.Scheduled]>([])
+    let handles = Lock<[EventLoop.Scheduled]>([])
     // The loop is held until every timer is scheduled, so all of them reach
     // its heap in one batch even if scheduling outlasts `base` on a loaded
     // machine (timers added after earlier deadlines fired would run late,
@@ -162,7 +163,7 @@ struct EventLoopTests {
     defer { close(listener) }
     let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
     let received = Collector<[UInt8]>()
-    let serverFD = Mutex<Int32>(-1)
+    let serverFD = Lock<Int32>(-1)
     let client = tcpSocket()
     defer { close(client) }
 

@@ -1,6 +1,6 @@
 import Dispatch
 import Glibc
-import Synchronization
+import Locking
 import Testing
 
 @_spi(Testing) @testable import UserProto
@@ -8,7 +8,7 @@ import Testing
 /// Runs `body` on the loop and waits up to 10 s: a deaf loop fails the test
 /// instead of hanging it.
 private func onLoopOrTimeout<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () throws -> T) throws -> T? {
-  let result = Mutex<Result<T, any Error>?>(nil)
+  let result = Lock<Result<T, any Error>?>(nil)
   let done = DispatchSemaphore(value: 0)
   try loop.execute {
     result.withLock { $0 = Result { try body() } }

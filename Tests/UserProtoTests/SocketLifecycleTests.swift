@@ -1,12 +1,12 @@
 import Glibc
-import Synchronization
+import Locking
 import Testing
 
 @testable import UserProto
 
 /// Holds a weak reference for a test.
 final class WeakBox<T: AnyObject>: @unchecked Sendable {
-  private let lock = Mutex<Void>(())
+  private let lock = Lock<Void>(())
   private weak var object: T?
   init(_ object: T) { self.object = object }
   var isGone: Bool { lock.withLock { _ in object == nil } }

@@ -15,7 +15,10 @@ struct SocketListenerTests {
     let made = Collector<FramedSocket>()
     let listener = try ProtocolListener<FramedSocket>(
       on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop, configure: { made.append($0) })
-    try onLoop(loop) { listener.beforeQueueing = { try? listener.close() } }
+    // Weak: the listener keeps the hook, so a strong capture is a cycle that
+    // keeps the listener, its loop and the accepted socket alive for good
+    // (LeakSanitizer: 80 KB in about 100 allocations).
+    try onLoop(loop) { listener.beforeQueueing = { [weak listener] in try? listener?.close() } }
     let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     defer { close(client) }
     try #require(listener.localAddress.withSockaddr { connect(client, $0, $1) } == 0)

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
 /// on it next to the fds under test wakes and gives up.
 final class Watchdog: Sendable {
   private let fds: (read: Int32, write: Int32)
-  private let state = Mutex<(disarmed: Bool, fired: Bool)>((false, false))
+  private let state = Lock<(disarmed: Bool, fired: Bool)>((false, false))
 
   init(seconds: Int) throws {
     let (read, write) = try streamPair()
@@ -58,7 +59,7 @@ final class Watchdog: Sendable {
 /// threads that spin); `join()` waits for its result.
 final class OSThread<T: Sendable>: @unchecked Sendable {
   private final class Box: Sendable {
-    let value = Mutex<T?>(nil)
+    let value = Lock<T?>(nil)
   }
   private let box = Box()
   private var thread = pthread_t()
@@ -167,5 +168,40 @@ struct SocketSenderRaceTests {
       a.abort()
       b.abort()
     }
+  }
+}
+
+@Suite("Protocol socket readiness races")
+struct SocketReadinessRaceTests {
+  /// The loop queues the last message and end-of-stream while the
+  /// application drains them; once `tryReceive` has returned end-of-stream
+  /// the mask fd must already be readable, not a moment later when the loop
+  /// thread gets round to writing it (found by ThreadSanitizer runs: the
+  /// half-close test saw POLLOUT alone about one run in five).
+  @Test(
+    "the mask fd is readable as soon as tryReceive has returned end-of-stream",
+    arguments: loopBackends, Transport.allCases)
+  func endOfStreamReadableAtOnce(backend: EventLoop.BackendChoice, transport: Transport) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    var stale = 0
+    for round in 0..<200 {
+      let (a, b) = try socketPair(transport, loop)
+      defer {
+        a.abort()
+        b.abort()
+      }
+      #expect(try a.trySend([UInt8(truncatingIfNeeded: round)]))
+      try a.shutdownWrite()
+      var received: [ProtocolSocket.ReceiveResult] = []
+      let deadline = EventLoop.now() + 10_000_000_000
+      while received.last != .endOfStream, EventLoop.now() < deadline {
+        let result = try b.tryReceive()
+        if result != .wouldBlock { received.append(result) }
+      }
+      if !pollEvents(b.fileDescriptor).contains(.readable) { stale += 1 }
+      #expect(received == [.message([UInt8(truncatingIfNeeded: round)]), .endOfStream], "round \(round)")
+    }
+    #expect(stale == 0, "rounds where the mask fd lagged end-of-stream")
   }
 }

@@ -1,6 +1,7 @@
 import CUserProtoShim
 import Dispatch
 import Glibc
+import Locking
 import PropertyBased
 import Synchronization
 import Testing
@@ -551,7 +552,7 @@ func readFile(_ path: String) -> String {
 
 /// Runs `body` on another thread; `join()` waits for its result.
 final class Thread<T: Sendable>: Sendable {
-  private let result = Mutex<T?>(nil)
+  private let result = Lock<T?>(nil)
   private let done = DispatchSemaphore(value: 0)
   init(_ body: @escaping @Sendable () -> T) {
     DispatchQueue.global().async { [self] in

@@ -2,6 +2,7 @@ import ArgumentParser
 import CUserProtoShim  // epoll, which SwiftGlibc does not export
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 import UserProto
 
@@ -210,9 +211,9 @@ enum MixedPoll {
   }
 
   final class Shared: Sendable {
-    let report: Mutex<Report>
+    let report: Lock<Report>
     let stop = Atomic<Bool>(false)
-    init(_ report: Report) { self.report = Mutex(report) }
+    init(_ report: Report) { self.report = Lock(report) }
   }
 
   /// A connected pair of ordinary kernel TCP sockets on loopback, both

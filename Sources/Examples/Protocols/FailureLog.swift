@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 public import UserProto
 
 /// The connections a server lost to an error (refused peers, protocol
@@ -11,7 +11,7 @@ public final class FailureLog: Sendable {
   public static let defaultCapacity = 16
   /// The most reasons kept; older ones are forgotten (the count goes on).
   public let capacity: Int
-  private let state = Mutex<(total: Int, recent: [SocketError])>((0, []))
+  private let state = Lock<(total: Int, recent: [SocketError])>((0, []))
 
   /// An empty log keeping the last `capacity` reasons (at least one).
   public init(capacity: Int = FailureLog.defaultCapacity) {

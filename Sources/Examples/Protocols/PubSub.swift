@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 public import UserProto
 
@@ -20,7 +21,7 @@ public final class SubSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable 
   public static let peerProtocolID = ProtocolID.pub
   public override var sendsMessages: Bool { false }
 
-  private let filter = Mutex<(prefixes: [[UInt8]], filtered: Int)>(([], 0))
+  private let filter = Lock<(prefixes: [[UInt8]], filtered: Int)>(([], 0))
 
   public func subscribe(_ prefix: [UInt8]) {
     filter.withLock { if !$0.prefixes.contains(prefix) { $0.prefixes.append(prefix) } }
@@ -79,10 +80,10 @@ public final class Publisher: Sendable {
   private final class Shared: Sendable {
     /// Copied out (one reference) by each publish; changed on connect and
     /// disconnect only.
-    let subscribers = Mutex<[Subscriber]>([])
-    let totals = Mutex<(published: Int, delivered: Int, dropped: Int)>((0, 0, 0))
+    let subscribers = Lock<[Subscriber]>([])
+    let totals = Lock<(published: Int, delivered: Int, dropped: Int)>((0, 0, 0))
     /// Every open connection, subscribed or still in its handshake.
-    let connections = Mutex<[ObjectIdentifier: PubSocket]>([:])
+    let connections = Lock<[ObjectIdentifier: PubSocket]>([:])
     let failures: FailureLog
     init(_ failures: FailureLog) { self.failures = failures }
 

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 public import UserProto
 
 /// SP REQ (req0): sends requests and receives the matching replies.
@@ -18,12 +18,12 @@ public final class ReqSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable 
   /// The request id travels in the frame, so the body limit is 4 bytes less.
   public override var messageOverhead: Int { 4 }
 
-  private let settings = Mutex<(resend: Duration, resends: Int, ignored: Int)>((.seconds(60), 0, 0))
+  private let settings = Lock<(resend: Duration, resends: Int, ignored: Int)>((.seconds(60), 0, 0))
   /// The id a reply must carry (nil: no request awaits one) and the next
   /// id. Set by ``willSend(_:)`` on the sender's thread; checked on the loop
   /// with the lock held until the reply is queued, so a request sent
   /// meanwhile either sees the reply queued (and drops it) or rejects it.
-  private let requests = Mutex<(awaited: UInt32?, next: UInt32)>(
+  private let requests = Lock<(awaited: UInt32?, next: UInt32)>(
     (nil, UInt32.random(in: 0...UInt32.max) | 0x8000_0000))
   /// Loop-confined: the latest request put on the wire, for resends.
   private var inFlight: (id: UInt32, wire: [UInt8])?
@@ -186,7 +186,7 @@ public final class RepSocket: SPSocket, SPProtocolIdentity, @unchecked Sendable 
     }
   }
 
-  private let counters = Mutex<(dropped: Int, malformedReplies: Int)>((0, 0))
+  private let counters = Lock<(dropped: Int, malformedReplies: Int)>((0, 0))
 
   /// Requests dropped for a malformed backtrace or too many hops.
   public var droppedRequests: Int { counters.withLock { $0.dropped } }
@@ -273,8 +273,8 @@ public final class EchoServer: Sendable {
   }
 
   private final class Shared: Sendable {
-    let connections = Mutex<[ObjectIdentifier: RepSocket]>([:])
-    let statistics = Mutex(Statistics())
+    let connections = Lock<[ObjectIdentifier: RepSocket]>([:])
+    let statistics = Lock(Statistics())
     let failures: FailureLog
     init(_ failures: FailureLog) { self.failures = failures }
 

@@ -1,6 +1,6 @@
 import Dispatch
 import Glibc
-import Synchronization
+import Locking
 public import UserProto
 
 /// The nanomsg scalability protocols' stream mappings, shared by every SP
@@ -69,7 +69,7 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
   private final var headerTimer: ProtocolTimer?
   /// Loop-confined: called once the peer's header is accepted.
   private final var handshakeHandler: ((SPSocket) -> Void)?
-  private final let settings = Mutex<(framing: Framing, headerTimeout: Duration)>((.tcp, SPSocket.headerTimeout))
+  private final let settings = Lock<(framing: Framing, headerTimeout: Duration)>((.tcp, SPSocket.headerTimeout))
   /// How long the peer has to send its header by default (nng waits 10 s).
   public static let headerTimeout: Duration = .seconds(10)
 
@@ -251,7 +251,7 @@ public protocol SPProtocolIdentity: SPSocket {
 /// A result handed from the loop to a waiting thread.
 private final class OutcomeBox<T>: @unchecked Sendable {
   private var result: Result<T, any Error>?
-  private let lock = Mutex<Void>(())
+  private let lock = Lock<Void>(())
   private let ready = DispatchSemaphore(value: 0)
 
   func set(_ result: Result<T, any Error>) {

@@ -1,6 +1,6 @@
 import Dispatch
 import Glibc
-import Synchronization
+import Locking
 
 /// Swift concurrency on top of the loop: async entry points, and the loop
 /// as a serial executor so that code bound to it runs on its thread.
@@ -82,7 +82,7 @@ private final class SleepState: Sendable {
     var timer: EventLoop.Scheduled?
     var cancelled = false
   }
-  private let state = Mutex(State())
+  private let state = Lock(State())
 
   /// False when the task was already cancelled.
   func begin(_ once: ResumeOnce<Void>) -> Bool {
@@ -113,8 +113,8 @@ private final class SleepState: Sendable {
 
 /// Resumes a continuation at most once, from any thread.
 final class ResumeOnce<T: Sendable>: Sendable {
-  private let continuation: Mutex<CheckedContinuation<T, any Error>?>
-  init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Mutex(continuation) }
+  private let continuation: Lock<CheckedContinuation<T, any Error>?>
+  init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Lock(continuation) }
   func resume(with result: Result<T, any Error>) {
     let c = continuation.withLock { c -> CheckedContinuation<T, any Error>? in
       defer { c = nil }

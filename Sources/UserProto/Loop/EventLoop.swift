@@ -1,6 +1,7 @@
 import CUserProtoShim
 import Dispatch
 import Glibc
+import Locking
 import Synchronization
 
 /// An event loop that owns one thread. It runs tasks scheduled from any
@@ -60,7 +61,7 @@ public final class EventLoop: @unchecked Sendable {
     var state: State = .running
   }
   private enum State { case running, shuttingDown, shutDown }
-  private let shared = Mutex(Shared())
+  private let shared = Lock(Shared())
   /// True while the loop thread is (about to be) blocked in the backend.
   private let sleeping = Atomic<Bool>(false)
   private let threadID = Atomic<UInt>(0)
@@ -74,7 +75,7 @@ public final class EventLoop: @unchecked Sendable {
     var continuations: [CheckedContinuation<Void, Never>] = []
     var semaphores: [DispatchSemaphore] = []
   }
-  private let exit = Mutex(Exit())
+  private let exit = Lock(Exit())
 
   // Loop-confined state.
   let engine: any LoopBackend

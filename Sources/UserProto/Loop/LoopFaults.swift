@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// Test hook: the one place where the loop's system calls are made to fail.
 ///
@@ -33,7 +33,7 @@ import Synchronization
     var remaining: Int
     var skip: Int
   }
-  private let faults = Mutex<[Call: Fault]>([:])
+  private let faults = Lock<[Call: Fault]>([:])
 
   /// No faults: every call goes through until one is injected.
   public init() {}

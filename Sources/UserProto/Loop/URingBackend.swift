@@ -1,6 +1,6 @@
 import CUserProtoShim
 import Glibc
-import Synchronization
+import Locking
 
 /// The io_uring backend (liburing). Readiness is multishot POLL_ADD;
 /// accept and receive are multishot (receive selects from a ring of provided
@@ -11,7 +11,7 @@ final class URingBackend: LoopBackend {
   var capabilities: [String] { capabilityLog.withLock { $0 } }
   /// Loop-confined.
   private(set) var pressure = EnginePressure()
-  private let capabilityLog: Mutex<[String]>
+  private let capabilityLog: Lock<[String]>
 
   private let ring: OpaquePointer
   private let wake: WakeEvent
@@ -141,7 +141,7 @@ final class URingBackend: LoopBackend {
     // Multishot variants are tried; a kernel that refuses one with EINVAL
     // makes the backend use the single-shot form from then on.
     multishotReceive = bufferRing != nil
-    capabilityLog = Mutex([
+    capabilityLog = Lock([
       "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16)), \(setup)",
       "opcodes probed: " + URingBackend.requiredOpcodes.map(\.0).joined(separator: ", "),
       "multishot poll", "multishot accept",

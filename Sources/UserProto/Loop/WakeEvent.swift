@@ -1,6 +1,6 @@
 import CUserProtoShim
 import Glibc
-import Synchronization
+import Locking
 
 /// The eventfd other threads write to wake a sleeping loop.
 ///
@@ -8,7 +8,7 @@ import Synchronization
 /// writer can still hold the number: a wake-up never lands in another file
 /// that reused it.
 final class WakeEvent: Sendable {
-  private let fd: Mutex<Int32>
+  private let fd: Lock<Int32>
   /// The fd number, for the loop thread only (it alone closes it).
   let loopFD: Int32
 
@@ -18,7 +18,7 @@ final class WakeEvent: Sendable {
     let flags = up_EFD_CLOEXEC | (blocking ? 0 : up_EFD_NONBLOCK)
     let created = up_eventfd2(0, flags)
     guard created >= 0 else { throw IOError("eventfd", -created) }
-    fd = Mutex(created)
+    fd = Lock(created)
     loopFD = created
   }
 

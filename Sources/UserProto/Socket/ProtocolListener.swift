@@ -1,6 +1,6 @@
 import Glibc
+import Locking
 import MaskCore
-import Synchronization
 
 /// A listening TCP or Unix-domain socket that creates a protocol socket of
 /// type `S` for each connection, or (``udp(on:loop:options:backlog:queuesConnections:configure:)``)
@@ -42,7 +42,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       }
     }
   }
-  private let state = Mutex(State())
+  private let state = Lock(State())
   private let fd: Int32
   /// The shared UDP socket of a datagram listener; nil for streams.
   private let endpoint: DatagramEndpoint?

@@ -1,6 +1,6 @@
 import Glibc
+import Locking
 import MaskCore
-import Synchronization
 
 /// A protocol socket: subclass it to implement a protocol.
 ///
@@ -38,12 +38,12 @@ open class ProtocolSocket: @unchecked Sendable {
   /// The mask fd behind ``fileDescriptor``.
   public final let mask: MaskFD
 
-  final let state: Mutex<SocketState>
+  final let state: Lock<SocketState>
   /// Serialises senders from the room check through ``willSend(_:)`` to the
   /// enqueue, so a send whose ``willSend(_:)`` ran is queued unless the
   /// socket fails or closes meanwhile. Taken before the state lock, never
   /// inside it, and never across a wait.
-  private final let sendOrder = Mutex<Void>(())
+  private final let sendOrder = Lock<Void>(())
   /// Loop-confined.
   final var transport: (any Transport)?
   private final var lingerTimer: EventLoop.Scheduled?
@@ -56,7 +56,7 @@ open class ProtocolSocket: @unchecked Sendable {
     self.loop = loop
     self.options = options
     mask = try MaskFD(usage: .socket)
-    state = Mutex(SocketState(options: options))
+    state = Lock(SocketState(options: options))
     try mask.set(state.withLock { $0.readiness })
   }
 
@@ -436,11 +436,13 @@ open class ProtocolSocket: @unchecked Sendable {
   }
 
   /// The sequence number of the last readiness written to the mask fd.
-  private final let appliedReadiness = Mutex<UInt64>(0)
+  private final let appliedReadiness = Lock<UInt64>(0)
 
   /// Whether writing the mask fd has failed (the socket failed with it).
-  private final let maskFailed = Mutex<Bool>(false)
+  private final let maskFailed = Lock<Bool>(false)
 
+  /// Writes `change` to the mask fd unless a later (or the same) sequence is
+  /// already there; returns once the mask shows `change` or a later one.
   private final func apply(_ change: ReadinessChange) {
     let failure = appliedReadiness.withLock { applied -> MaskError? in
       guard change.sequence > applied else { return nil }
@@ -588,7 +590,7 @@ open class ProtocolSocket: @unchecked Sendable {
 
 /// A timer of a protocol socket.
 public final class ProtocolTimer: Sendable {
-  private let state = Mutex<(scheduled: EventLoop.Scheduled?, cancelled: Bool)>((nil, false))
+  private let state = Lock<(scheduled: EventLoop.Scheduled?, cancelled: Bool)>((nil, false))
 
   /// True once ``cancel()`` was called (from any thread).
   public var isCancelled: Bool { state.withLock { $0.cancelled } }

@@ -56,11 +56,21 @@ struct SocketState {
     if transmitBytes <= options.sendLowWatermark { writableLatch = true }
   }
 
-  /// After a mutation: the readiness change to write to the mask fd, if
-  /// any, and whether async waiters must re-check.
+  /// After a mutation: the readiness to write to the mask fd, if any, and
+  /// whether async waiters must re-check.
+  ///
+  /// When this mutation changed nothing it still returns the last change
+  /// (same sequence): the thread that made that change writes the mask fd
+  /// after releasing the state lock, so a caller that has just observed the
+  /// state (a `tryReceive` returning end-of-stream) could otherwise poll the
+  /// mask fd before it shows that state. Applying the same sequence twice is
+  /// a no-op (`ProtocolSocket.apply`); ThreadSanitizer runs found this.
   mutating func readinessChange(from before: MaskEvents) -> (ReadinessChange?, Bool) {
     let after = readiness
-    guard after != before else { return (nil, false) }
+    guard after != before else {
+      guard !closedByUser, readinessSequence > 0 else { return (nil, false) }
+      return (ReadinessChange(sequence: readinessSequence, events: after), false)
+    }
     let wake = hasWaiters
     guard !closedByUser else { return (nil, wake) }
     readinessSequence += 1

@@ -1,7 +1,7 @@
 import CUserProtoShim
 import Dispatch
 import Glibc
-import Synchronization
+import Locking
 import TestSupport
 import Testing
 
@@ -17,7 +17,7 @@ func makeLoop(_ backend: EventLoop.BackendChoice, entries: UInt32 = 256) throws 
 
 /// A thread-safe box for results collected by handlers on the loop.
 final class Collector<T: Sendable>: Sendable {
-  private let items = Mutex<[T]>([])
+  private let items = Lock<[T]>([])
   func append(_ item: T) { items.withLock { $0.append(item) } }
   var values: [T] { items.withLock { $0 } }
   var count: Int { items.withLock { $0.count } }
@@ -36,7 +36,7 @@ func eventually(_ seconds: Double = 10, _ condition: () -> Bool) -> Bool {
 
 /// Runs `body` on the loop and waits for it.
 func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () throws -> T) throws -> T {
-  let result = Mutex<Result<T, any Error>?>(nil)
+  let result = Lock<Result<T, any Error>?>(nil)
   let done = DispatchSemaphore(value: 0)
   try loop.execute {
     result.withLock { $0 = Result { try body() } }
