@@ -11,6 +11,11 @@
 #     pass, none skipped) and the probe (must choose the kernel backend);
 #  4. boots the stock kernel: efd_mask_conformance --expect-fallback --strict
 #     and the probe (must choose the fallback);
+#  4b. builds (cached) the efd_mask module for the stock kernel
+#     (kernel/module/build.sh --version 6.1) and boots the stock kernel again
+#     with it: efd_mask_load (finit_module, /dev/efd_mask 0666, unload refused
+#     while a mask fd is open), efd_mask_conformance --device /dev/efd_mask
+#     --strict and the probe (must choose the module);
 #  5. prints the guests' summary lines and exits non-zero on any failure.
 #     The last line is "kernel: N passed, M failed, K skipped; Swift: R suite
 #     runs, T tests, F runs failed" (the guests' checks added up, plus one
@@ -21,8 +26,12 @@
 #                             libraries ldd finds for it to both guests
 #   --guest-file SRC:DEST     add a file or directory to both guests
 #   --guest-cmd 'LINE'        run LINE in the patched-kernel guest
-#   --guest-cmd-stock 'LINE'  run LINE in the stock-kernel guest
-#   --no-stock                skip the stock-kernel boot
+#   --guest-cmd-stock 'LINE'  run LINE in the stock-kernel guest (no module)
+#   --guest-cmd-module 'LINE' run LINE in the stock-kernel guest with the
+#                             efd_mask module loaded
+#   --no-stock                skip the stock-kernel boots (with and without
+#                             the module)
+#   --no-module               skip the stock-kernel boot with the module
 #   --timeout SECS            hard limit per boot (default 180)
 #   --mem MB                  guest memory (default 512; 2048 with a payload)
 #   --smp N                   guest CPUs (default 2; the conformance test's
@@ -32,7 +41,8 @@
 # The same through the environment (lists are whitespace-separated, command
 # lists newline-separated; arguments add to them):
 #   USERPROTO_GUEST_ELF, USERPROTO_GUEST_FILES, USERPROTO_GUEST_CMDS,
-#   USERPROTO_GUEST_CMDS_STOCK, USERPROTO_GUEST_TIMEOUT, USERPROTO_GUEST_MEM,
+#   USERPROTO_GUEST_CMDS_STOCK, USERPROTO_GUEST_CMDS_MODULE,
+#   USERPROTO_GUEST_TIMEOUT, USERPROTO_GUEST_MEM,
 #   USERPROTO_GUEST_SMP
 # Other environment:
 #   USERPROTO_KERNEL_OPTIONAL=1  when QEMU, the kernel source or the stock
@@ -56,14 +66,17 @@ TIMEOUT=${USERPROTO_GUEST_TIMEOUT:-180}
 MEM=${USERPROTO_GUEST_MEM:-}
 SMP=${USERPROTO_GUEST_SMP:-2}
 STOCK=1
+MODULE=1
 ELFS=()
 FILES=()
 CMDS=()
 CMDS_STOCK=()
+CMDS_MODULE=()
 read -r -a ELFS <<<"${USERPROTO_GUEST_ELF:-}"
 read -r -a FILES <<<"${USERPROTO_GUEST_FILES:-}"
 if [ -n "${USERPROTO_GUEST_CMDS:-}" ]; then mapfile -t CMDS <<<"$USERPROTO_GUEST_CMDS"; fi
 if [ -n "${USERPROTO_GUEST_CMDS_STOCK:-}" ]; then mapfile -t CMDS_STOCK <<<"$USERPROTO_GUEST_CMDS_STOCK"; fi
+if [ -n "${USERPROTO_GUEST_CMDS_MODULE:-}" ]; then mapfile -t CMDS_MODULE <<<"$USERPROTO_GUEST_CMDS_MODULE"; fi
 
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -71,7 +84,9 @@ while [ $# -gt 0 ]; do
 	--guest-file) FILES+=("${2:?}"); shift 2 ;;
 	--guest-cmd) CMDS+=("${2:?}"); shift 2 ;;
 	--guest-cmd-stock) CMDS_STOCK+=("${2:?}"); shift 2 ;;
+	--guest-cmd-module) CMDS_MODULE+=("${2:?}"); shift 2 ;;
 	--no-stock) STOCK=0; shift ;;
+	--no-module) MODULE=0; shift ;;
 	--timeout) TIMEOUT=${2:?}; shift 2 ;;
 	--mem) MEM=${2:?}; shift 2 ;;
 	--smp) SMP=${2:?}; shift 2 ;;
@@ -87,6 +102,8 @@ fi
 nonempty() { local l; for l in "$@"; do [ -n "${l//[[:space:]]/}" ] && printf '%s\n' "$l"; done; true; }
 mapfile -t CMDS < <(nonempty ${CMDS[@]+"${CMDS[@]}"})
 mapfile -t CMDS_STOCK < <(nonempty ${CMDS_STOCK[@]+"${CMDS_STOCK[@]}"})
+mapfile -t CMDS_MODULE < <(nonempty ${CMDS_MODULE[@]+"${CMDS_MODULE[@]}"})
+[ "$STOCK" = 1 ] || MODULE=0
 
 # A prerequisite is missing.  The kernel tests are not optional unless the
 # caller says so: fail, naming what is missing and how to skip deliberately.
@@ -130,9 +147,18 @@ if [ "$STOCK" = 1 ]; then
 	T_STOCK_FETCH=$(since "$T")
 	log "stock kernel: $STOCK_IMG ($T_STOCK_FETCH s)"
 fi
+MODULE_KO=
+T_MODULE_BUILD=0
+if [ "$MODULE" = 1 ]; then
+	T=$(now)
+	MODULE_KO=$("$HERE/module/build.sh" --version 6.1 | tail -n 1) ||
+		die "building efd_mask.ko for the stock 6.1 kernel failed"
+	T_MODULE_BUILD=$(since "$T")
+	log "efd_mask module: $MODULE_KO ($T_MODULE_BUILD s)"
+fi
 
 # 2. the guest programs
-for prog in init efd_mask_conformance; do
+for prog in init efd_mask_conformance efd_mask_load; do
 	gcc -static -O2 -Wall -Wextra -Werror -o "$OUT/$prog" "$HERE/guest/$prog.c" ||
 		die "compiling guest/$prog.c failed"
 done
@@ -144,6 +170,8 @@ COMMON=(--add "$OUT/efd_mask_conformance:/bin/efd_mask_conformance" --timeout "$
 
 FAILED_BOOTS=0
 declare -A BOOT_RESULT BOOT_TIME
+declare -A BOOT_LABEL=([patched]="patched kernel" [stock]="stock kernel"
+	[stock-module]="stock kernel + efd_mask module")
 
 run_boot() {
 	local name=$1 img=$2
@@ -176,12 +204,22 @@ if [ "$STOCK" = 1 ]; then
 	run_boot stock "$STOCK_IMG" "${STOCK_TESTS[@]}"
 fi
 
+# 4b. stock kernel with the efd_mask module: the module backend must be in use
+if [ "$MODULE" = 1 ]; then
+	MODULE_TESTS=(--add "$OUT/efd_mask_load:/bin/efd_mask_load" --add "$MODULE_KO:/lib/modules/efd_mask.ko"
+		--test "/bin/efd_mask_load /lib/modules/efd_mask.ko"
+		--test "/bin/efd_mask_conformance --device /dev/efd_mask --strict"
+		--test "/bin/efd_mask_conformance --probe --device /dev/efd_mask --expect-module")
+	for c in ${CMDS_MODULE[@]+"${CMDS_MODULE[@]}"}; do MODULE_TESTS+=(--test "$c"); done
+	run_boot stock-module "$STOCK_IMG" "${MODULE_TESTS[@]}"
+fi
+
 # 5. summary
 PASSED=0 FAILED=0 SKIPPED=0 SWIFT_RUNS=0 SWIFT_TESTS=0 SWIFT_FAILED=0
 SUMMARY_RE='^[A-Za-z][A-Za-z0-9_.-]*: [0-9]+ passed, [0-9]+ failed'
-for name in patched stock; do
+for name in patched stock stock-module; do
 	[ -n "${BOOT_RESULT[$name]:-}" ] || continue
-	echo "----- $name kernel: ${BOOT_RESULT[$name]} in ${BOOT_TIME[$name]} s (log: $OUT/$name.log)"
+	echo "----- ${BOOT_LABEL[$name]}: ${BOOT_RESULT[$name]} in ${BOOT_TIME[$name]} s (log: $OUT/$name.log)"
 	grep -a -E "^USERPROTO-GUEST-BEGIN:|^USERPROTO-PROBE:|^probe: |$SUMMARY_RE|^not ok |^USERPROTO-GUEST-EXIT:|^USERPROTO-GUEST-RESULT:|^init: [0-9]+ command|Test run with|backend in use|Suite \"Kernel backend\"|^✘" \
 		"$OUT/$name.log" || echo "(no guest output)"
 	while read -r p f s; do
@@ -199,7 +237,8 @@ for name in patched stock; do
 done
 FAILED=$((FAILED + FAILED_BOOTS + SWIFT_FAILED))
 echo "----- timings: patched kernel build ${T_BUILD} s, stock kernel fetch ${T_STOCK_FETCH} s," \
-	"patched boot ${BOOT_TIME[patched]:-0} s, stock boot ${BOOT_TIME[stock]:-n/a} s, total $(since "$T_ALL") s"
+	"module build ${T_MODULE_BUILD} s, patched boot ${BOOT_TIME[patched]:-0} s, stock boot ${BOOT_TIME[stock]:-n/a} s," \
+	"stock+module boot ${BOOT_TIME[stock-module]:-n/a} s, total $(since "$T_ALL") s"
 if [ "$FAILED_BOOTS" -gt 0 ]; then
 	echo "test.sh: $FAILED_BOOTS boot(s) failed; see the logs in $OUT"
 fi

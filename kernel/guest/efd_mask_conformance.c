@@ -16,17 +16,26 @@
  *   --expect-fallback  the kernel must NOT have EFD_MASK: checks that
  *                      eventfd2(EFD_MASK) fails, that the probe chooses the
  *                      fallback, and runs the counter-eventfd controls
+ *   --device PATH      module mode: the same full conformance run on mask
+ *                      fds from open(PATH, O_RDWR) (the efd_mask module's
+ *                      /dev/efd_mask) instead of eventfd2(EFD_MASK), with
+ *                      device checks (mode 0666, each open a new 0/0 mask,
+ *                      O_CLOEXEC/O_NONBLOCK, O_RDONLY/O_WRONLY refused,
+ *                      any user may open) in place of the eventfd2 flag
+ *                      checks; io_uring, aio and memcg must refuse the
+ *                      module's fd as they refuse a mask-mode eventfd
  *   --probe            only the backend probe, with the same checks as
  *                      MaskCore's (KernelProbe.swift); prints the
- *                      decision. With --expect-kernel / --expect-fallback the
- *                      exit status says whether it matched.
+ *                      decision. With --expect-kernel / --expect-module /
+ *                      --expect-fallback the exit status says whether it
+ *                      matched (--device PATH probes the device).
  *   --strict           a skipped check counts as a failure
  *
  * Output is TAP-like ("ok N - ...", "not ok N - ...", "# diag") and ends
  * with a plan line and one summary line:
  *   efd-mask-kernel: P passed, F failed, S skipped
- * (efd-mask-fallback: ... in --expect-fallback mode, efd-mask-probe: ... for
- * --probe). Exit status 0 when nothing failed.
+ * (efd-mask-module: ... with --device, efd-mask-fallback: ... in
+ * --expect-fallback mode, efd-mask-probe: ... for --probe). Exit status 0 when nothing failed.
  *
  * Uses raw system calls only (no liburing, no libaio), and defines the
  * EFD_MASK ABI itself because the host's headers predate it.
@@ -486,6 +495,93 @@ static void test_create(void)
 	check(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC) && fl >= 0 && (fl & O_NONBLOCK) &&
 		      (fl & O_ACCMODE) == O_RDWR,
 	      "EFD_MASK|EFD_CLOEXEC|EFD_NONBLOCK gives a close-on-exec, non-blocking O_RDWR fd");
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ---- creation through the device (module mode) ------------------------------- */
+/* Exit status of `/proc/self/exe --fd-closed N` after an execve: 0 when fd N is closed. */
+static int fd_survives_exec(int fd)
+{
+	char num[16];
+	pid_t pid;
+
+	snprintf(num, sizeof(num), "%d", fd);
+	pid = fork();
+	if (pid == 0) {
+		char *args[] = { "efd_mask_conformance", "--fd-closed", num, NULL };
+
+		execv("/proc/self/exe", args);
+		_exit(127);
+	}
+	return pid > 0 ? wait_exit(pid, 5000) : -1;
+}
+
+static void test_create_device(void)
+{
+	struct stat st = { 0 };
+	int fd, fd2, fl;
+	pid_t pid;
+
+	check(stat(device, &st) == 0 && S_ISCHR(st.st_mode) && (st.st_mode & 07777) == 0666,
+	      "%s is a character device with mode 0666 (mode %04o)", device, (unsigned)(st.st_mode & 07777));
+	fd = open(device, O_RDWR);
+	check(fd >= 0, "open(%s, O_RDWR) gives an fd%s%s", device, fd < 0 ? ": " : "", fd < 0 ? ename(errno) : "");
+	if (fd < 0)
+		return;
+	check(mask_is(fd, 0, 0), "a new mask fd reads back events 0, data 0");
+	check(poll_now(fd, POLLIN | POLLPRI | POLLOUT) == 0, "a new mask fd polls as no events");
+	fd2 = open(device, O_RDWR);
+	check(fd2 >= 0 && mask_write(fd, POLLIN, 1) == 12 && mask_is(fd2, 0, 0) && mask_is(fd, POLLIN, 1),
+	      "each open is a new mask: writing one leaves another at 0/0");
+	if (fd2 >= 0)
+		close(fd2);
+	fl = fcntl(fd, F_GETFL);
+	check(!(fcntl(fd, F_GETFD) & FD_CLOEXEC) && fl >= 0 && !(fl & O_NONBLOCK) && (fl & O_ACCMODE) == O_RDWR,
+	      "open without flags: inherited across exec, blocking, O_RDWR");
+	check(fd_survives_exec(fd) == 1, "without O_CLOEXEC the fd is still open after execve");
+	close(fd);
+
+	fd = open(device, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+	check(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC) && fl >= 0 && (fl & O_NONBLOCK) && (fl & O_ACCMODE) == O_RDWR,
+	      "O_RDWR|O_CLOEXEC|O_NONBLOCK gives a close-on-exec, non-blocking O_RDWR fd");
+	check(fd >= 0 && fd_survives_exec(fd) == 0, "with O_CLOEXEC the fd is closed in an execve'd child");
+	if (fd >= 0)
+		close(fd);
+
+	errno = 0;
+	fd = open(device, O_RDONLY | O_CLOEXEC);
+	check(fd < 0 && errno == EINVAL, "open O_RDONLY fails with EINVAL (%s)", fd < 0 ? ename(errno) : "opened");
+	if (fd >= 0)
+		close(fd);
+	errno = 0;
+	fd = open(device, O_WRONLY | O_CLOEXEC);
+	check(fd < 0 && errno == EINVAL, "open O_WRONLY fails with EINVAL (%s)", fd < 0 ? ename(errno) : "opened");
+	if (fd >= 0)
+		close(fd);
+
+	/* Any user may create a mask fd, as any user may create an eventfd. */
+	pid = fork();
+	if (pid == 0) {
+		int ufd;
+
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		ufd = open(device, O_RDWR | O_CLOEXEC);
+		if (ufd < 0) {
+			diag("as uid 65534: open(%s): %s", device, ename(errno));
+			_exit(3);
+		}
+		_exit(mask_write(ufd, POLLOUT, 5) == 12 && mask_is(ufd, POLLOUT, 5) ? 0 : 4);
+	}
+	fl = pid > 0 ? wait_exit(pid, 5000) : -1;
+	check(fl == 0, "user nobody (uid 65534) opens, writes and reads a mask fd (status %d)", fl);
+
+	/* Not an eventfd: eventfd2(EFD_MASK) is still whatever the kernel says. */
+	errno = 0;
+	fd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC);
+	diag("eventfd2(EFD_MASK) on this kernel: %s", fd >= 0 ? "accepted (a patched kernel)" : ename(errno));
 	if (fd >= 0)
 		close(fd);
 }
@@ -1851,19 +1947,28 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr,
 		"usage: %s [--strict] [--expect-fallback]\n"
-		"       %s --probe [--expect-kernel | --expect-fallback]\n",
-		argv0, argv0);
+		"       %s [--strict] --device PATH\n"
+		"       %s --probe [--device PATH] [--expect-kernel | --expect-module | --expect-fallback]\n",
+		argv0, argv0, argv0);
 }
 
 int main(int argc, char **argv)
 {
-	bool probe_only = false, expect_fallback = false, expect_kernel = false;
+	bool probe_only = false, expect_fallback = false, expect_kernel = false, expect_module = false;
 	struct probe_result pr;
 	char rel[256] = "?";
+	const char *summary;
 	int maskfd;
 
+	/* The helper of fd_survives_exec: exit 0 when the fd is closed, 1 when open. */
+	if (argc == 3 && !strcmp(argv[1], "--fd-closed"))
+		return fcntl(atoi(argv[2]), F_GETFD) < 0 && errno == EBADF ? 0 : 1;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--probe"))
+		if (!strcmp(argv[i], "--device") && i + 1 < argc)
+			device = argv[++i];
+		else if (!strcmp(argv[i], "--expect-module"))
+			expect_module = true;
+		else if (!strcmp(argv[i], "--probe"))
 			probe_only = true;
 		else if (!strcmp(argv[i], "--expect-fallback"))
 			expect_fallback = true;
@@ -1876,7 +1981,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (expect_fallback && expect_kernel) {
+	if (expect_fallback + expect_kernel + expect_module > 1 || (expect_module && !device) ||
+	    (expect_kernel && device) || (device && expect_fallback && !probe_only)) {
 		usage(argv[0]);
 		return 2;
 	}
@@ -1888,15 +1994,17 @@ int main(int argc, char **argv)
 	if (probe_only) {
 		probe(&pr);
 		print_probe(&pr);
-		if (expect_kernel || expect_fallback) {
-			check(pr.passed == expect_kernel, "probe chooses the %s backend on kernel %s",
-			      expect_kernel ? "kernel" : "fallback", rel);
+		if (expect_kernel || expect_module || expect_fallback) {
+			const char *want = expect_kernel ? "kernel" : expect_module ? "module" : "fallback";
+
+			check(!strcmp(probe_backend(&pr), want), "probe chooses the %s backend on kernel %s", want, rel);
 			return finish("efd-mask-probe");
 		}
 		return 0;
 	}
 
-	diag("efd_mask_conformance on kernel %s, mode %s", rel, expect_fallback ? "expect-fallback" : "kernel");
+	diag("efd_mask_conformance on kernel %s, mode %s", rel,
+	     expect_fallback ? "expect-fallback" : device ? "module" : "kernel");
 	if (expect_fallback) {
 		errno = 0;
 		maskfd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC);
@@ -1914,15 +2022,19 @@ int main(int argc, char **argv)
 		return finish("efd-mask-fallback");
 	}
 
+	summary = device ? "efd-mask-module" : "efd-mask-kernel";
 	maskfd = mask_create(T_EFD_CLOEXEC | T_EFD_NONBLOCK);
 	if (maskfd < 0) {
-		check(0, "this kernel has EFD_MASK: eventfd2(0, EFD_MASK) fails with %s", ename(errno));
-		return finish("efd-mask-kernel");
+		check(0, "%s gives a mask fd: it fails with %s", mask_source(), ename(errno));
+		return finish(summary);
 	}
 	probe(&pr);
 	print_probe(&pr);
-	check(pr.passed, "the probe chooses the kernel backend");
-	test_create();
+	check(pr.passed, "the probe chooses the %s backend", probe_backend(&pr));
+	if (device)
+		test_create_device();
+	else
+		test_create();
 	test_all_combinations();
 	test_invalid();
 	test_never_blocks();
@@ -1940,5 +2052,5 @@ int main(int argc, char **argv)
 	check(mask_write(maskfd, POLLOUT, 77) == 12 && mask_is(maskfd, POLLOUT, 77) && poll_now(maskfd, POLLOUT) == POLLOUT,
 	      "the mask fd still works after all refusals");
 	close(maskfd);
-	return finish("efd-mask-kernel");
+	return finish(summary);
 }
