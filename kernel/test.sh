@@ -220,7 +220,7 @@ SUMMARY_RE='^[A-Za-z][A-Za-z0-9_.-]*: [0-9]+ passed, [0-9]+ failed'
 for name in patched stock stock-module; do
 	[ -n "${BOOT_RESULT[$name]:-}" ] || continue
 	echo "----- ${BOOT_LABEL[$name]}: ${BOOT_RESULT[$name]} in ${BOOT_TIME[$name]} s (log: $OUT/$name.log)"
-	grep -a -E "^USERPROTO-GUEST-BEGIN:|^USERPROTO-PROBE:|^probe: |$SUMMARY_RE|^not ok |^USERPROTO-GUEST-EXIT:|^USERPROTO-GUEST-RESULT:|^init: [0-9]+ command|Test run with|backend in use|Suite \"Kernel backend\"|^✘" \
+	grep -a -E "^USERPROTO-GUEST-BEGIN:|^USERPROTO-PROBE:|^probe: |$SUMMARY_RE|^not ok |^USERPROTO-GUEST-EXIT:|^USERPROTO-GUEST-RESULT:|^init: [0-9]+ command|Test run with|backend in use|Suite \"(Kernel|Module) backend\"|^✘" \
 		"$OUT/$name.log" || echo "(no guest output)"
 	while read -r p f s; do
 		PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
