@@ -146,6 +146,9 @@ stage_add_elf() {
 }
 
 mkdir -p "$STAGE"/{proc,sys,dev,tmp,root,etc,bin}
+# mktemp -d made the root 0700; as / it must be 0755, or no user but root
+# could reach anything (the module guest opens /dev/efd_mask as nobody).
+chmod 755 "$STAGE"
 cp -L "$INIT" "$STAGE/init"
 chmod 755 "$STAGE/init"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$STAGE/etc/passwd"

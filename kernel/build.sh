@@ -2,20 +2,28 @@
 # shellcheck source-path=SCRIPTDIR
 # Build (or fetch from the cache) the kernel images the guest tests boot.
 #
-#   kernel/build.sh            the patched 6.1 kernel (EFD_MASK): Debian's
-#                              linux-source-6.1 + patches/*.patch +
-#                              `make tinyconfig` + config/efd-mask.config,
+#   kernel/build.sh [--version 6.1|6.12]
+#                              the patched kernel (EFD_MASK): Debian's
+#                              linux-source-V + the series' patches
+#                              (6.1: patches/*.patch, 6.12: patches/6.12/*.patch)
+#                              + `make tinyconfig` + config/efd-mask.config,
 #                              `make bzImage`; cached by the sha256 of
 #                              (patches, fragment, source package version,
 #                              this script, gcc --version, ld --version).
-#   kernel/build.sh --stock    Debian's stock 6.1 kernel image (the
-#                              linux-image-6.1.*-amd64 package that
-#                              linux-image-amd64 depends on), downloaded with
-#                              apt-get download and unpacked with dpkg-deb -x
-#                              (never installed), cached by package version.
-#   kernel/build.sh --key      print the cache key of the patched build only
-#                              (needs linux-source-6.1, gcc and ld installed:
+#   kernel/build.sh --stock [--version 6.1|6.12]
+#                              Debian's stock kernel image of the series (the
+#                              linux-image-<abi>-amd64 package that
+#                              linux-image-amd64, for 6.12
+#                              linux-image-6.12-amd64, depends on), downloaded
+#                              with apt-get download and unpacked with
+#                              dpkg-deb -x (never installed), cached by
+#                              package version.
+#   kernel/build.sh --key [--version V]
+#                              print the cache key of the patched build only
+#                              (needs linux-source-V, gcc and ld installed:
 #                              fails rather than print a key without them).
+#
+# The series defaults to 6.1.
 #
 # The LAST line of stdout is the image path; everything else goes to stderr.
 # Missing Debian packages are installed with apt-get (root needed then).
@@ -35,12 +43,30 @@ CACHE=${USERPROTO_KERNEL_CACHE:-/var/cache/userproto-kernel}
 JOBS=${USERPROTO_KERNEL_JOBS:-$(nproc)}
 NICE=${USERPROTO_KERNEL_NICE:-10}
 FRAGMENT=$HERE/config/efd-mask.config
-SRC_PKG=linux-source-6.1
-SRC_TAR=/usr/src/linux-source-6.1.tar.xz
 SELF=$HERE/build.sh
 
+MODE=patched
+SERIES=6.1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--stock) MODE=stock; shift ;;
+	--key) MODE=key; shift ;;
+	--version) SERIES=${2:?--version needs 6.1 or 6.12}; shift 2 ;;
+	-h | --help) sed -n '3,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d'; exit 0 ;;
+	*) die "unknown argument: $1 (see --help)" ;;
+	esac
+done
+check_series "$SERIES"
+SRC_PKG=linux-source-$SERIES
+SRC_TAR=/usr/src/linux-source-$SERIES.tar.xz
+# 6.1's patches stay where they always were; other series have a directory.
+PATCH_DIR=$HERE/patches
+[ "$SERIES" = 6.1 ] || PATCH_DIR=$HERE/patches/$SERIES
+
 PATCHES=()
-mapfile -t PATCHES < <(find "$HERE/patches" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
+if [ -d "$PATCH_DIR" ]; then
+	mapfile -t PATCHES < <(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
+fi
 
 # The installed version of the source package; empty when not installed.
 src_version() {
@@ -133,9 +159,9 @@ build_patched() {
 	fi
 	log "extracting $SRC_TAR ($SRC_PKG $(src_version)) into $work"
 	tar -xf "$SRC_TAR" -C "$work"
-	local src=$work/linux-source-6.1 p
+	local src=$work/linux-source-$SERIES p
 	[ -d "$src" ] || die "unexpected layout of $SRC_TAR"
-	[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $HERE/patches"
+	[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $PATCH_DIR"
 	for p in "${PATCHES[@]}"; do
 		log "applying $(basename "$p")"
 		(cd "$src" && patch -p1 --batch --forward --quiet <"$p") >&2 || die "patch $(basename "$p") does not apply"
@@ -187,29 +213,24 @@ build_patched() {
 
 newest_cached_stock() {
 	local f
-	f=$(find "$CACHE/stock" -mindepth 2 -maxdepth 2 -name vmlinuz -printf '%T@ %p\n' 2>/dev/null |
+	f=$(find "$CACHE/stock" -mindepth 2 -maxdepth 2 -path "*/linux-image-$SERIES.*/vmlinuz" -printf '%T@ %p\n' 2>/dev/null |
 		sort -rn | head -1 | cut -d' ' -f2-)
 	[ -n "$f" ] && echo "$f"
 }
 
 fetch_stock() {
 	mkdir -p "$CACHE/stock"
-	local pkg ver dir cached
-	if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
-		apt_update_once || log "apt-get update failed"
-	fi
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-		awk '$1 == "Depends:" && $2 ~ /^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$/ { print $2; exit }') || true
-	if [ -z "$pkg" ]; then
+	local pkg= ver= dir cached
+	# The same package kernel/module/build.sh builds the module for.
+	read -r pkg ver < <(stock_image_pkg "$SERIES") || true
+	if [ -z "$pkg" ] || [ -z "$ver" ]; then
 		if cached=$(newest_cached_stock); then
-			log "apt does not name a linux-image-6.1 package; using the cached $cached"
+			log "apt does not name a linux-image-$SERIES package; using the cached $cached"
 			echo "$cached"
 			return 0
 		fi
-		die "cannot find the linux-image-6.1.*-amd64 package that linux-image-amd64 depends on (is apt configured for bookworm?)"
+		die "cannot find Debian's stock linux-image-$SERIES.*-amd64 package (is apt configured for bookworm and bookworm-security?)"
 	fi
-	ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | awk '$1 == "Version:" { print $2; exit }')
-	[ -n "$ver" ] || die "apt-cache knows no version of $pkg"
 	dir=$CACHE/stock/${pkg}_$ver
 	if [ -s "$dir/vmlinuz" ]; then
 		log "cache hit: $dir/vmlinuz ($pkg $ver)"
@@ -250,10 +271,8 @@ fetch_stock() {
 	echo "$dir/vmlinuz"
 }
 
-case ${1:-} in
-"") build_patched ;;
---stock) fetch_stock ;;
---key) cache_key ;;
--h | --help) sed -n '3,/^set -euo/p' "$0" | sed 's/^# \{0,1\}//; /^set -euo/d' ;;
-*) die "unknown argument: $1 (see --help)" ;;
+case $MODE in
+patched) build_patched ;;
+stock) fetch_stock ;;
+key) cache_key ;;
 esac

@@ -19,7 +19,8 @@ swift test
 echo "== swift test: sockets and examples with MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll"
 MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll swift test --skip-build --filter 'UserProtoTests|ExamplesTests'
 # kernel/: build the EFD_MASK kernel (cached), boot it and Debian's stock 6.1
-# kernel under QEMU, run the C conformance test and the Swift suites there.
+# kernel (without and with the efd_mask module) under QEMU, run the C
+# conformance test and the Swift suites there.
 echo "== kernel/: the EFD_MASK kernel backend under QEMU"
 bin=$(swift build --show-bin-path)
 guest=/opt/upt
@@ -30,5 +31,7 @@ kernel/test.sh \
   --guest-cmd "MASKCORE_EXPECT_KERNEL=1 USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter MaskCoreTests" \
   --guest-cmd "MASKCORE_BACKEND=kernel USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter 'SocketTests|SocketFaultTests'" \
   --guest-cmd-stock "USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter MaskCoreTests" \
+  --guest-cmd-module "MASKCORE_BACKEND=module MASKCORE_EXPECT_MODULE=1 USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter MaskCoreTests" \
+  --guest-cmd-module "MASKCORE_BACKEND=module USERPROTO_TIMEOUT=900 $guest/UserProtoPackageTests.xctest --testing-library swift-testing --filter 'SocketTests|SocketFaultTests'" \
   --timeout 1200
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -2,6 +2,9 @@
 public enum MaskBackendKind: String, Hashable, Sendable, CustomStringConvertible {
   /// eventfd2 with EFD_MASK: one fd, every combination, exactly.
   case kernel
+  /// The efd_mask kernel module's `/dev/efd_mask`: one fd, every
+  /// combination, exactly, on a stock kernel with the module loaded.
+  case module
   /// Stock-kernel AF_UNIX datagram sockets.
   case emulation
 
@@ -31,21 +34,28 @@ public enum EmulationLayout: String, Hashable, Sendable, CaseIterable, CustomStr
 
 /// A concrete mechanism: the kernel flag, or one emulation layout.
 public enum MaskLayout: Hashable, Sendable, CustomStringConvertible {
+  /// eventfd2(EFD_MASK) of a patched kernel.
   case kernel
+  /// An fd from the efd_mask module's `/dev/efd_mask`.
+  case module
+  /// The AF_UNIX emulation in one of its layouts.
   case emulation(EmulationLayout)
 
   /// Every mechanism, in table order.
-  public static let all: [MaskLayout] = [.kernel, .emulation(.pair), .emulation(.full)]
+  public static let all: [MaskLayout] = [.kernel, .module, .emulation(.pair), .emulation(.full)]
 
   public var backend: MaskBackendKind {
-    if case .kernel = self { return .kernel }
-    return .emulation
+    switch self {
+    case .kernel: .kernel
+    case .module: .module
+    case .emulation: .emulation
+    }
   }
 
   /// Descriptors one mask fd costs.
   public var descriptorCount: Int {
     switch self {
-    case .kernel: 1
+    case .kernel, .module: 1
     case .emulation(let layout): layout.descriptorCount
     }
   }
@@ -53,6 +63,7 @@ public enum MaskLayout: Hashable, Sendable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .kernel: "kernel"
+    case .module: "module"
     case .emulation(let layout): "emulation(\(layout))"
     }
   }
@@ -83,7 +94,7 @@ public enum MaskLayout: Hashable, Sendable, CustomStringConvertible {
   /// The combinations this mechanism shows, for error messages.
   public var supportedSummary: String {
     switch self {
-    case .kernel:
+    case .kernel, .module:
       "all 32 combinations"
     case .emulation(.pair):
       "any mix of POLLIN and POLLOUT; POLLERR (with optional POLLPRI) and POLLHUP (with POLLIN) together with POLLOUT; POLLHUP is terminal"

@@ -51,7 +51,8 @@ public struct KernelProbe: Sendable, Hashable {
   }
 
   /// Returns a description of the first deviation from the seed, or nil.
-  private static func check(_ fd: some ProbeTarget) -> String? {
+  /// ``ModuleProbe`` runs the same checks on the efd_mask module's device.
+  static func check(_ fd: some ProbeTarget) -> String? {
     var events: UInt32 = 0
     var data: UInt64 = 0
     let initial = fd.read(&events, &data)
@@ -103,7 +104,7 @@ protocol ProbeTarget {
   func poll() -> UInt32?
 }
 
-private struct DescriptorProbeTarget: ProbeTarget {
+struct DescriptorProbeTarget: ProbeTarget {
   let fd: Int32
 
   func write(_ events: UInt32, _ data: UInt64) -> Int { up_efd_mask_write(fd, events, data) }

@@ -5,8 +5,8 @@ extension MaskFD {
   /// Reads the state of a mask fd that this process did not create: one
   /// inherited across fork/exec or received with SCM_RIGHTS.
   ///
-  /// On the kernel backend this reads the 12-byte `efd_mask` (never blocks,
-  /// consumes nothing). On the emulation it polls the socket and reads the
+  /// On the kernel and module backends this reads the 12-byte `efd_mask`
+  /// (never blocks, consumes nothing). On the emulation it polls the socket and reads the
   /// data from its socket options. Nothing is changed either way.
   /// - Throws: ``MaskError/system(operation:errno:)`` with EINVAL when the
   ///   descriptor is not a mask fd (a counter eventfd is refused rather than
@@ -15,7 +15,10 @@ extension MaskFD {
   ///   then reported as a mask state.
   public static func inspect(descriptor fd: Int32) throws(MaskError) -> MaskState {
     let target = linkTarget(fd)
-    if target == "anon_inode:[eventfd]" {
+    // An EFD_MASK eventfd, or an fd of the efd_mask module's device (whose
+    // fdinfo has the same eventfd-mask line).
+    let moduleFD = target == ModuleProbe.devicePath && fdinfo(fd).contains("eventfd-mask:")
+    if target == "anon_inode:[eventfd]" || moduleFD {
       if fdinfo(fd).contains("eventfd-count") {
         throw .system(operation: "inspect: a counter eventfd is not a mask fd", errno: EINVAL)
       }

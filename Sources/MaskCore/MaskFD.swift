@@ -29,13 +29,17 @@ public final class MaskFD: Sendable {
 
   /// Which backend to use.
   public enum Backend: Hashable, Sendable {
-    /// The kernel backend when the running kernel passes the probe, else the
-    /// cheapest emulation layout for the declared usage. The environment
-    /// variable `MASKCORE_BACKEND` (`kernel`, `pair`, `full`, `emulation`)
+    /// The kernel backend when the running kernel passes the probe, else
+    /// the module backend when `/dev/efd_mask` passes it, else the cheapest
+    /// emulation layout for the declared usage. The environment variable
+    /// `MASKCORE_BACKEND` (`kernel`, `module`, `pair`, `full`, `emulation`)
     /// overrides the choice.
     case automatic
     /// eventfd2(EFD_MASK); throws when the kernel does not have it.
     case kernel
+    /// The efd_mask module's `/dev/efd_mask`; throws when the device is
+    /// missing, cannot be opened, or fails the probe.
+    case module
     /// The stock-kernel emulation; nil picks the layout from the usage.
     case emulation(EmulationLayout?)
   }
@@ -71,7 +75,8 @@ public final class MaskFD: Sendable {
   }
 
   private enum Mechanism {
-    case kernel(KernelMask)
+    /// An EFD_MASK eventfd or an efd_mask module fd: the same record and semantics.
+    case efdMask(KernelMask)
     case emulated(EmulatedMask)
   }
 
@@ -94,12 +99,13 @@ public final class MaskFD: Sendable {
 
   /// The backend in use.
   public var backend: MaskBackendKind { layout.backend }
-  /// Descriptors this mask fd costs (1 on the kernel backend).
+  /// Descriptors this mask fd costs (1 on the kernel and module backends).
   public var descriptorCount: Int { layout.descriptorCount }
 
   /// Creates a mask fd showing no events, with data 0.
   /// - Throws: ``MaskError/backendUnavailable(_:reason:)`` when `.kernel` is
-  ///   requested on a kernel without EFD_MASK; ``MaskError/system(operation:errno:)``
+  ///   requested on a kernel without EFD_MASK, or `.module` where
+  ///   `/dev/efd_mask` is missing, unusable or fails the probe; ``MaskError/system(operation:errno:)``
   ///   when the kernel refuses (EMFILE: see ``MaskError/isDescriptorLimit``).
   public init(
     backend: Backend = .automatic, usage: Usage = .socket, options: Options = [.closeOnExec]
@@ -108,12 +114,14 @@ public final class MaskFD: Sendable {
     let mechanism: Mechanism
     switch layout {
     case .kernel:
-      mechanism = .kernel(try KernelMask(options: options))
+      mechanism = .efdMask(try KernelMask(options: options))
+    case .module:
+      mechanism = .efdMask(try KernelMask(moduleDevice: ModuleProbe.devicePath, options: options))
     case .emulation(let emulationLayout):
       mechanism = .emulated(try EmulatedMask(layout: emulationLayout, options: options))
     }
     switch mechanism {
-    case .kernel(let k): fileDescriptor = k.descriptor
+    case .efdMask(let k): fileDescriptor = k.descriptor
     case .emulated(let e): fileDescriptor = e.descriptor
     }
     self.layout = layout
@@ -135,33 +143,50 @@ public final class MaskFD: Sendable {
 
   /// ``choose(_:usage:)`` with the value of `MASKCORE_BACKEND` given.
   static func choose(_ backend: Backend, usage: Usage, override: String?) throws(MaskError) -> (MaskLayout, String) {
-    let probe = KernelProbe.current
+    try choose(backend, usage: usage, override: override, kernel: KernelProbe.current, module: { ModuleProbe.current })
+  }
+
+  /// The decision with the probes given; the module is probed only when
+  /// the kernel backend is not taken.
+  static func choose(
+    _ backend: Backend, usage: Usage, override: String?, kernel probe: KernelProbe,
+    module moduleProbe: () -> ModuleProbe
+  ) throws(MaskError) -> (MaskLayout, String) {
     var request = backend
     if backend == .automatic, let forced = override {
       switch forced {
       case "kernel": request = .kernel
+      case "module": request = .module
       case "emulation": request = .emulation(nil)
       case "pair": request = .emulation(.pair)
       case "full": request = .emulation(.full)
       case "", "automatic": break
       default:
         throw .invalidConfiguration(
-          "MASKCORE_BACKEND=\(forced): expected kernel, emulation, pair, full or automatic")
+          "MASKCORE_BACKEND=\(forced): expected kernel, module, emulation, pair, full or automatic")
       }
     }
     switch request {
     case .kernel:
       guard probe.isAvailable else { throw .backendUnavailable(.kernel, reason: probe.reason) }
       return (.kernel, probe.reason)
+    case .module:
+      let module = moduleProbe()
+      guard module.isAvailable else { throw .backendUnavailable(.module, reason: module.reason) }
+      return (.module, "the module backend was requested: \(module.reason)")
     case .emulation(let layout):
       let chosen = layout ?? usage.emulationLayout
       return (.emulation(chosen), "the emulation was requested; \(chosen) layout")
     case .automatic:
       if probe.isAvailable { return (.kernel, probe.reason) }
+      let module = moduleProbe()
+      if module.isAvailable {
+        return (.module, "\(probe.reason); using the module backend: \(module.reason)")
+      }
       let chosen = usage.emulationLayout
       return (
         .emulation(chosen),
-        "\(probe.reason); using the emulation's \(chosen) layout (\(chosen.descriptorCount) fds)"
+        "\(probe.reason); no module backend: \(module.reason); using the emulation's \(chosen) layout (\(chosen.descriptorCount) fds)"
       )
     }
   }
@@ -213,7 +238,7 @@ public final class MaskFD: Sendable {
     try inner.withLock { (state: inout Inner) throws(MaskError) -> MaskState in
       if state.closed { throw .closed }
       switch state.mechanism {
-      case .kernel(let k): return try k.readBack()
+      case .efdMask(let k): return try k.readBack()
       case .emulated(let e): return try e.readBack()
       }
     }
@@ -226,7 +251,7 @@ public final class MaskFD: Sendable {
     try inner.withLock { (state: inout Inner) throws(MaskError) in
       if state.closed { throw .closed }
       switch state.mechanism {
-      case .kernel(let k):
+      case .efdMask(let k):
         try k.apply(state.current)
       case .emulated(var e):
         defer { state.mechanism = .emulated(e) }
@@ -249,7 +274,7 @@ public final class MaskFD: Sendable {
     return try inner.withLock { (state: inout Inner) throws(MaskError) -> Bool in
       if state.closed { throw .closed }
       switch state.mechanism {
-      case .kernel(let k):
+      case .efdMask(let k):
         return try k.repair(to: state.current)
       case .emulated(var e):
         defer { state.mechanism = .emulated(e) }
@@ -278,7 +303,7 @@ public final class MaskFD: Sendable {
 
   private static func release(_ state: inout Inner) {
     switch state.mechanism {
-    case .kernel(let k): k.close()
+    case .efdMask(let k): k.close()
     case .emulated(let e): e.close()
     }
     state.closed = true
@@ -296,7 +321,7 @@ public final class MaskFD: Sendable {
         reason: "POLLHUP is terminal on the emulation: once set it cannot be cleared")
     }
     switch state.mechanism {
-    case .kernel(let k):
+    case .efdMask(let k):
       try k.apply(target)
       state.current = target
     case .emulated(var e):

@@ -29,6 +29,7 @@ func describe(_ state: MaskState, prefix: String = "") -> String {
 func backend(_ name: String) -> MaskFD.Backend {
   switch name {
   case "kernel": return .kernel
+  case "module": return .module
   case "pair": return .emulation(.pair)
   case "full": return .emulation(.full)
   default: fail("unknown backend \(name)")

@@ -39,6 +39,7 @@ struct BadInputTests {
     let name: String
     switch layout {
     case .kernel: name = "kernel"
+    case .module: name = "module"
     case .emulation(let e): name = e.rawValue
     }
     let (status, values) = try runHelper(["emfile", name])

@@ -11,6 +11,7 @@ struct LeakTests {
     let name: String
     switch layout {
     case .kernel: name = "kernel"
+    case .module: name = "module"
     case .emulation(let e): name = e.rawValue
     }
     let (status, values) = try runHelper(["leak", name, "10000"])

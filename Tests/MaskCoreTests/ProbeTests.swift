@@ -30,8 +30,27 @@ struct ProbeTests {
     if KernelProbe.current.isAvailable {
       #expect(layout == .kernel)
     } else if getenv("MASKCORE_BACKEND") == nil {
-      #expect(layout == .emulation(.pair))
+      if ModuleProbe.current.isAvailable {
+        #expect(layout == .module)
+        #expect(reason.contains(ModuleProbe.current.reason))
+      } else {
+        #expect(layout == .emulation(.pair))
+        #expect(reason.contains(ModuleProbe.current.reason))
+      }
       #expect(reason.contains(KernelProbe.current.reason))
+    }
+  }
+
+  @Test("the module probe matches what /dev/efd_mask does here")
+  func moduleDetection() {
+    let probe = ModuleProbe.current
+    #expect(!probe.reason.isEmpty)
+    if access(ModuleProbe.devicePath, F_OK) != 0 {
+      #expect(!probe.isAvailable)
+      #expect(probe.reason.hasPrefix("device missing"), "\(probe.reason)")
+    }
+    if getenv("MASKCORE_EXPECT_MODULE") != nil {
+      #expect(probe.isAvailable, "MASKCORE_EXPECT_MODULE is set: /dev/efd_mask must pass the probe (\(probe.reason))")
     }
   }
 
@@ -51,6 +70,8 @@ struct ProbeTests {
       MaskEvents.allCombinations.filter { layout.fidelity($0) == fidelity }.count
     }
     #expect(count(.kernel, .exact) == 32)
+    #expect(count(.module, .exact) == 32)
+    #expect(MaskLayout.module.descriptorCount == 1)
     #expect(count(.emulation(.full), .exact) == 12)
     #expect(count(.emulation(.full), .terminal) == 6)
     #expect(count(.emulation(.pair), .exact) == 8)

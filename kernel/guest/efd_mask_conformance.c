@@ -16,17 +16,26 @@
  *   --expect-fallback  the kernel must NOT have EFD_MASK: checks that
  *                      eventfd2(EFD_MASK) fails, that the probe chooses the
  *                      fallback, and runs the counter-eventfd controls
+ *   --device PATH      module mode: the same full conformance run on mask
+ *                      fds from open(PATH, O_RDWR) (the efd_mask module's
+ *                      /dev/efd_mask) instead of eventfd2(EFD_MASK), with
+ *                      device checks (mode 0666, each open a new 0/0 mask,
+ *                      O_CLOEXEC/O_NONBLOCK, O_RDONLY/O_WRONLY refused,
+ *                      any user may open) in place of the eventfd2 flag
+ *                      checks; io_uring, aio and memcg must refuse the
+ *                      module's fd as they refuse a mask-mode eventfd
  *   --probe            only the backend probe, with the same checks as
  *                      MaskCore's (KernelProbe.swift); prints the
- *                      decision. With --expect-kernel / --expect-fallback the
- *                      exit status says whether it matched.
+ *                      decision. With --expect-kernel / --expect-module /
+ *                      --expect-fallback the exit status says whether it
+ *                      matched (--device PATH probes the device).
  *   --strict           a skipped check counts as a failure
  *
  * Output is TAP-like ("ok N - ...", "not ok N - ...", "# diag") and ends
  * with a plan line and one summary line:
  *   efd-mask-kernel: P passed, F failed, S skipped
- * (efd-mask-fallback: ... in --expect-fallback mode, efd-mask-probe: ... for
- * --probe). Exit status 0 when nothing failed.
+ * (efd-mask-module: ... with --device, efd-mask-fallback: ... in
+ * --expect-fallback mode, efd-mask-probe: ... for --probe). Exit status 0 when nothing failed.
  *
  * Uses raw system calls only (no liburing, no libaio), and defines the
  * EFD_MASK ABI itself because the host's headers predate it.
@@ -140,6 +149,26 @@ static const char *ename(int e)
 static int efd_create(unsigned int initval, int flags)
 {
 	return (int)syscall(SYS_eventfd2, initval, flags);
+}
+
+/*
+ * --device PATH (module mode): mask fds come from open(PATH, O_RDWR | ...)
+ * (the efd_mask module's /dev/efd_mask) instead of eventfd2(EFD_MASK).
+ */
+static const char *device;
+
+/* A new mask fd; `flags` is a subset of T_EFD_CLOEXEC | T_EFD_NONBLOCK. */
+static int mask_create(int flags)
+{
+	if (device)
+		return open(device, O_RDWR | (flags & (O_CLOEXEC | O_NONBLOCK)));
+	return efd_create(0, T_EFD_MASK | flags);
+}
+
+/* What makes the mask fds, for messages. */
+static const char *mask_source(void)
+{
+	return device ? device : "eventfd2(EFD_MASK)";
 }
 
 static ssize_t mask_write(int fd, uint32_t events, uint64_t data)
@@ -301,7 +330,8 @@ static uint64_t counter_wait(int efd, int timeout_ms)
  * The same sequence of checks as KernelProbe.check() in MaskCore, in the same
  * order and with the same values, so the C probe and the Swift probe decide
  * alike on any kernel; keep the two in sync:
- *   1. eventfd2(0, EFD_MASK|EFD_CLOEXEC|EFD_NONBLOCK) succeeds;
+ *   1. eventfd2(0, EFD_MASK|EFD_CLOEXEC|EFD_NONBLOCK) succeeds (with --device:
+ *      open(device, O_RDWR|O_CLOEXEC|O_NONBLOCK), as MaskCore's module probe);
  *   2. a 12-byte read of the new fd returns 12 with events 0, and poll
  *      (asking for all five bits) reports nothing;
  *   3. for {IN|PRI|ERR, 0x0123456789abcdef}, {0, 0xfedcba9876543210} and
@@ -311,7 +341,7 @@ static uint64_t counter_wait(int efd, int timeout_ms)
  *      record still reads {OUT|HUP, 42}.
  */
 struct probe_result {
-	bool kernel;
+	bool passed; /* the fd behaves like the seed's EFD_MASK */
 	char reason[256];
 };
 
@@ -334,14 +364,14 @@ static void probe(struct probe_result *res)
 	};
 	const size_t nsets = sizeof(sets) / sizeof(sets[0]);
 	struct t_efd_mask back = { 0xffffffffu, ~0ULL };
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC | T_EFD_NONBLOCK);
+	int fd = mask_create(T_EFD_CLOEXEC | T_EFD_NONBLOCK);
 	ssize_t r, w;
 	int rev;
 
-	res->kernel = false;
+	res->passed = false;
 	if (fd < 0) {
-		snprintf(res->reason, sizeof(res->reason),
-			 "eventfd2(EFD_MASK) failed: %s (%s)", ename(errno), strerror(errno));
+		snprintf(res->reason, sizeof(res->reason), "%s%s failed: %s (%s)", device ? "open " : "",
+			 mask_source(), ename(errno), strerror(errno));
 		return;
 	}
 	r = read(fd, &back, sizeof(back));
@@ -400,21 +430,25 @@ static void probe(struct probe_result *res)
 			 back.events, (uint64_t)back.data);
 		goto out;
 	}
-	res->kernel = true;
+	res->passed = true;
 	snprintf(res->reason, sizeof(res->reason),
-		 "eventfd2(EFD_MASK) passed MaskCore's probe: new fd 0/none, write/read-back/poll of 3 event sets, "
-		 "invalid bit 0x20 refused without a state change");
+		 "%s passed MaskCore's probe: new fd 0/none, write/read-back/poll of 3 event sets, "
+		 "invalid bit 0x20 refused without a state change",
+		 mask_source());
 out:
 	close(fd);
 }
 
+/* The backend the probe chose: in module mode a passing device means "module". */
+static const char *probe_backend(const struct probe_result *pr)
+{
+	return !pr->passed ? "fallback" : device ? "module" : "kernel";
+}
+
 static void print_probe(const struct probe_result *pr)
 {
-	if (pr->kernel)
-		printf("probe: kernel: %s\n", pr->reason);
-	else
-		printf("probe: fallback: %s\n", pr->reason);
-	printf("USERPROTO-PROBE: backend=%s\n", pr->kernel ? "kernel" : "fallback");
+	printf("probe: %s: %s\n", probe_backend(pr), pr->reason);
+	printf("USERPROTO-PROBE: backend=%s\n", probe_backend(pr));
 	fflush(stdout);
 }
 
@@ -465,10 +499,97 @@ static void test_create(void)
 		close(fd);
 }
 
+/* ---- creation through the device (module mode) ------------------------------- */
+/* Exit status of `/proc/self/exe --fd-closed N` after an execve: 0 when fd N is closed. */
+static int fd_survives_exec(int fd)
+{
+	char num[16];
+	pid_t pid;
+
+	snprintf(num, sizeof(num), "%d", fd);
+	pid = fork();
+	if (pid == 0) {
+		char *args[] = { "efd_mask_conformance", "--fd-closed", num, NULL };
+
+		execv("/proc/self/exe", args);
+		_exit(127);
+	}
+	return pid > 0 ? wait_exit(pid, 5000) : -1;
+}
+
+static void test_create_device(void)
+{
+	struct stat st = { 0 };
+	int fd, fd2, fl;
+	pid_t pid;
+
+	check(stat(device, &st) == 0 && S_ISCHR(st.st_mode) && (st.st_mode & 07777) == 0666,
+	      "%s is a character device with mode 0666 (mode %04o)", device, (unsigned)(st.st_mode & 07777));
+	fd = open(device, O_RDWR);
+	check(fd >= 0, "open(%s, O_RDWR) gives an fd%s%s", device, fd < 0 ? ": " : "", fd < 0 ? ename(errno) : "");
+	if (fd < 0)
+		return;
+	check(mask_is(fd, 0, 0), "a new mask fd reads back events 0, data 0");
+	check(poll_now(fd, POLLIN | POLLPRI | POLLOUT) == 0, "a new mask fd polls as no events");
+	fd2 = open(device, O_RDWR);
+	check(fd2 >= 0 && mask_write(fd, POLLIN, 1) == 12 && mask_is(fd2, 0, 0) && mask_is(fd, POLLIN, 1),
+	      "each open is a new mask: writing one leaves another at 0/0");
+	if (fd2 >= 0)
+		close(fd2);
+	fl = fcntl(fd, F_GETFL);
+	check(!(fcntl(fd, F_GETFD) & FD_CLOEXEC) && fl >= 0 && !(fl & O_NONBLOCK) && (fl & O_ACCMODE) == O_RDWR,
+	      "open without flags: inherited across exec, blocking, O_RDWR");
+	check(fd_survives_exec(fd) == 1, "without O_CLOEXEC the fd is still open after execve");
+	close(fd);
+
+	fd = open(device, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+	fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+	check(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC) && fl >= 0 && (fl & O_NONBLOCK) && (fl & O_ACCMODE) == O_RDWR,
+	      "O_RDWR|O_CLOEXEC|O_NONBLOCK gives a close-on-exec, non-blocking O_RDWR fd");
+	check(fd >= 0 && fd_survives_exec(fd) == 0, "with O_CLOEXEC the fd is closed in an execve'd child");
+	if (fd >= 0)
+		close(fd);
+
+	errno = 0;
+	fd = open(device, O_RDONLY | O_CLOEXEC);
+	check(fd < 0 && errno == EINVAL, "open O_RDONLY fails with EINVAL (%s)", fd < 0 ? ename(errno) : "opened");
+	if (fd >= 0)
+		close(fd);
+	errno = 0;
+	fd = open(device, O_WRONLY | O_CLOEXEC);
+	check(fd < 0 && errno == EINVAL, "open O_WRONLY fails with EINVAL (%s)", fd < 0 ? ename(errno) : "opened");
+	if (fd >= 0)
+		close(fd);
+
+	/* Any user may create a mask fd, as any user may create an eventfd. */
+	pid = fork();
+	if (pid == 0) {
+		int ufd;
+
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		ufd = open(device, O_RDWR | O_CLOEXEC);
+		if (ufd < 0) {
+			diag("as uid 65534: open(%s): %s", device, ename(errno));
+			_exit(3);
+		}
+		_exit(mask_write(ufd, POLLOUT, 5) == 12 && mask_is(ufd, POLLOUT, 5) ? 0 : 4);
+	}
+	fl = pid > 0 ? wait_exit(pid, 5000) : -1;
+	check(fl == 0, "user nobody (uid 65534) opens, writes and reads a mask fd (status %d)", fl);
+
+	/* Not an eventfd: eventfd2(EFD_MASK) is still whatever the kernel says. */
+	errno = 0;
+	fd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC);
+	diag("eventfd2(EFD_MASK) on this kernel: %s", fd >= 0 ? "accepted (a patched kernel)" : ename(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 /* ---- the 32 valid event combinations ---------------------------------------- */
 static void test_all_combinations(void)
 {
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	int fd = mask_create(T_EFD_NONBLOCK);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ee = { .events = EPOLLIN | EPOLLPRI | EPOLLOUT, .data.u64 = 7 };
 
@@ -533,7 +654,7 @@ static void test_invalid(void)
 {
 	static const uint32_t bad[] = { 0x20 /* POLLNVAL */, 0x40 /* RDNORM */, 0x100 /* WRNORM */,
 					0x2000 /* RDHUP */, 0x80000000u, 0xffffffffu, POLLIN | 0x20 };
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	int fd = mask_create(T_EFD_NONBLOCK);
 	const uint64_t keep = 0x5555aaaa5555aaaaULL;
 	unsigned char big[16];
 	struct t_efd_mask m;
@@ -622,7 +743,7 @@ static void on_alarm(int sig)
 static void test_never_blocks(void)
 {
 	struct sigaction sa = { .sa_handler = on_alarm };
-	int fd = efd_create(0, T_EFD_MASK); /* blocking */
+	int fd = mask_create(0); /* blocking */
 	struct t_efd_mask m;
 	ssize_t r1, r2;
 	double t0;
@@ -659,7 +780,7 @@ static void test_never_blocks(void)
 /* ---- epoll edge-triggered and one-shot --------------------------------------- */
 static void test_epoll_et(void)
 {
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	int fd = mask_create(T_EFD_NONBLOCK);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ee = { .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET, .data.u64 = 1 };
 	int64_t a, b;
@@ -707,7 +828,7 @@ static void test_epoll_et(void)
 /* ---- waking a blocked process ----------------------------------------------- */
 static void test_wakeups(void)
 {
-	int fd = efd_create(0, T_EFD_MASK);
+	int fd = mask_create(0);
 	pid_t pid;
 	int st;
 	double t0;
@@ -800,7 +921,7 @@ static long nvcsw_of(pid_t pid)
  */
 static void test_refused_writes_wake_nobody(void)
 {
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	int fd = mask_create(T_EFD_NONBLOCK);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ee = { .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET, .data.u64 = 1 };
 	struct t_efd_mask m = { POLLIN, 1 };
@@ -1059,7 +1180,7 @@ static int stress_reader(int fd, struct stress_shm *sh)
 static void test_smp_stress(void)
 {
 	struct stress_shm *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	int fd = efd_create(0, T_EFD_MASK);
+	int fd = mask_create(0);
 	int startfd[2] = { efd_create(0, 0), efd_create(0, 0) }, ackfd = efd_create(0, 0);
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	uint64_t rounds = 0, final_seq = 0, rng = 0x9e3779b97f4a7c15ULL, slow = 0;
@@ -1174,9 +1295,58 @@ static void test_smp_stress(void)
 }
 
 /* ---- fdinfo ---------------------------------------------------------------------- */
+/*
+ * The lines after the generic pos/flags/mnt_id/ino: exactly
+ *   eventfd-mask: %x        (lower-case hex, no padding: the seed's line)
+ *   eventfd-data: %016llx
+ *   eventfd-id: %d
+ * for the patched eventfd and the module alike.  Returns 1 when they match
+ * for the given events and data; `shown` gets the fdinfo on one line.
+ */
+static int fdinfo_matches(int fd, uint32_t events, uint64_t data, char *shown, size_t len)
+{
+	char path[64], buf[1024], want_mask[64], want_data[64];
+	char *lines[32], *save = NULL, *l;
+	int n = 0, at = -1;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	if (read_file(path, buf, sizeof(buf)) < 0) {
+		snprintf(shown, len, "cannot read %s: %s", path, ename(errno));
+		return 0;
+	}
+	snprintf(shown, len, "%s", buf);
+	for (char *p = shown; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = *p == '\n' ? '|' : ' ';
+	for (l = strtok_r(buf, "\n", &save); l && n < 32; l = strtok_r(NULL, "\n", &save))
+		lines[n++] = l;
+	snprintf(want_mask, sizeof(want_mask), "eventfd-mask: %x", events);
+	snprintf(want_data, sizeof(want_data), "eventfd-data: %016" PRIx64, data);
+	for (int i = 0; i < n; i++) {
+		if (strstr(lines[i], "eventfd-count"))
+			return 0;
+		if (!strncmp(lines[i], "eventfd-mask:", 13))
+			at = at < 0 ? i : -2; /* exactly one mask line */
+	}
+	if (at < 0 || at + 2 >= n)
+		return 0;
+	if (strcmp(lines[at], want_mask) || strcmp(lines[at + 1], want_data) ||
+	    strncmp(lines[at + 2], "eventfd-id: ", 12))
+		return 0;
+	for (const char *p = lines[at + 2] + 12; *p; p++)
+		if (*p < '0' || *p > '9')
+			return 0;
+	return lines[at + 2][12] != 0;
+}
+
 static void test_fdinfo(void)
 {
-	int fd = efd_create(0, T_EFD_MASK | T_EFD_NONBLOCK);
+	static const struct t_efd_mask cases[] = {
+		{ POLLIN | POLLOUT, 0xfeedface12345678ULL }, /* "5" */
+		{ VALID_EVENTS, 0 },                        /* "1f": lower case, data zero-padded */
+		{ 0, 0x0123456789abcdefULL },               /* "0" */
+	};
+	int fd = mask_create(T_EFD_NONBLOCK);
 	int cfd = efd_create(5, T_EFD_NONBLOCK);
 	char path[64], buf[1024];
 
@@ -1184,19 +1354,17 @@ static void test_fdinfo(void)
 		check(0, "create fds for fdinfo");
 		return;
 	}
-	mask_write(fd, POLLIN | POLLOUT, 0xfeedface12345678ULL);
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	if (read_file(path, buf, sizeof(buf)) < 0) {
+	if (access(path, R_OK) < 0) {
 		skip("no /proc", "fdinfo of a mask fd");
 	} else {
-		for (size_t n = strlen(buf); n > 0 && buf[n - 1] == '\n'; n--)
-			buf[n - 1] = 0;
-		for (char *p = buf; *p; p++)
-			if (*p == '\n' || *p == '\t')
-				*p = *p == '\n' ? '|' : ' ';
-		check(strstr(buf, "eventfd-mask: 00000005") && strstr(buf, "eventfd-data: feedface12345678") &&
-			      !strstr(buf, "eventfd-count"),
-		      "fdinfo shows eventfd-mask and eventfd-data and no count [%s]", buf);
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			mask_write(fd, cases[i].events, cases[i].data);
+			check(fdinfo_matches(fd, cases[i].events, cases[i].data, buf, sizeof(buf)),
+			      "fdinfo after writing {0x%x, 0x%" PRIx64 "}: \"eventfd-mask: %x\", then eventfd-data "
+			      "(%%016llx) and eventfd-id, no count [%s]",
+			      cases[i].events, (uint64_t)cases[i].data, cases[i].events, buf);
+		}
 	}
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", cfd);
 	if (read_file(path, buf, sizeof(buf)) >= 0)
@@ -1779,19 +1947,28 @@ static void usage(const char *argv0)
 {
 	fprintf(stderr,
 		"usage: %s [--strict] [--expect-fallback]\n"
-		"       %s --probe [--expect-kernel | --expect-fallback]\n",
-		argv0, argv0);
+		"       %s [--strict] --device PATH\n"
+		"       %s --probe [--device PATH] [--expect-kernel | --expect-module | --expect-fallback]\n",
+		argv0, argv0, argv0);
 }
 
 int main(int argc, char **argv)
 {
-	bool probe_only = false, expect_fallback = false, expect_kernel = false;
+	bool probe_only = false, expect_fallback = false, expect_kernel = false, expect_module = false;
 	struct probe_result pr;
 	char rel[256] = "?";
+	const char *summary;
 	int maskfd;
 
+	/* The helper of fd_survives_exec: exit 0 when the fd is closed, 1 when open. */
+	if (argc == 3 && !strcmp(argv[1], "--fd-closed"))
+		return fcntl(atoi(argv[2]), F_GETFD) < 0 && errno == EBADF ? 0 : 1;
 	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--probe"))
+		if (!strcmp(argv[i], "--device") && i + 1 < argc)
+			device = argv[++i];
+		else if (!strcmp(argv[i], "--expect-module"))
+			expect_module = true;
+		else if (!strcmp(argv[i], "--probe"))
 			probe_only = true;
 		else if (!strcmp(argv[i], "--expect-fallback"))
 			expect_fallback = true;
@@ -1804,7 +1981,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (expect_fallback && expect_kernel) {
+	if (expect_fallback + expect_kernel + expect_module > 1 || (expect_module && !device) ||
+	    (expect_kernel && device) || (device && expect_fallback && !probe_only)) {
 		usage(argv[0]);
 		return 2;
 	}
@@ -1816,15 +1994,17 @@ int main(int argc, char **argv)
 	if (probe_only) {
 		probe(&pr);
 		print_probe(&pr);
-		if (expect_kernel || expect_fallback) {
-			check(pr.kernel == expect_kernel, "probe chooses the %s backend on kernel %s",
-			      expect_kernel ? "kernel" : "fallback", rel);
+		if (expect_kernel || expect_module || expect_fallback) {
+			const char *want = expect_kernel ? "kernel" : expect_module ? "module" : "fallback";
+
+			check(!strcmp(probe_backend(&pr), want), "probe chooses the %s backend on kernel %s", want, rel);
 			return finish("efd-mask-probe");
 		}
 		return 0;
 	}
 
-	diag("efd_mask_conformance on kernel %s, mode %s", rel, expect_fallback ? "expect-fallback" : "kernel");
+	diag("efd_mask_conformance on kernel %s, mode %s", rel,
+	     expect_fallback ? "expect-fallback" : device ? "module" : "kernel");
 	if (expect_fallback) {
 		errno = 0;
 		maskfd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC);
@@ -1834,7 +2014,7 @@ int main(int argc, char **argv)
 			close(maskfd);
 		probe(&pr);
 		print_probe(&pr);
-		check(!pr.kernel, "the probe chooses the fallback backend");
+		check(!pr.passed, "the probe chooses the fallback backend");
 		test_counter_regression();
 		test_io_uring(-1, false);
 		test_aio(-1, false);
@@ -1842,15 +2022,19 @@ int main(int argc, char **argv)
 		return finish("efd-mask-fallback");
 	}
 
-	maskfd = efd_create(0, T_EFD_MASK | T_EFD_CLOEXEC | T_EFD_NONBLOCK);
+	summary = device ? "efd-mask-module" : "efd-mask-kernel";
+	maskfd = mask_create(T_EFD_CLOEXEC | T_EFD_NONBLOCK);
 	if (maskfd < 0) {
-		check(0, "this kernel has EFD_MASK: eventfd2(0, EFD_MASK) fails with %s", ename(errno));
-		return finish("efd-mask-kernel");
+		check(0, "%s gives a mask fd: it fails with %s", mask_source(), ename(errno));
+		return finish(summary);
 	}
 	probe(&pr);
 	print_probe(&pr);
-	check(pr.kernel, "the probe chooses the kernel backend");
-	test_create();
+	check(pr.passed, "the probe chooses the %s backend", probe_backend(&pr));
+	if (device)
+		test_create_device();
+	else
+		test_create();
 	test_all_combinations();
 	test_invalid();
 	test_never_blocks();
@@ -1868,5 +2052,5 @@ int main(int argc, char **argv)
 	check(mask_write(maskfd, POLLOUT, 77) == 12 && mask_is(maskfd, POLLOUT, 77) && poll_now(maskfd, POLLOUT) == POLLOUT,
 	      "the mask fd still works after all refusals");
 	close(maskfd);
-	return finish("efd-mask-kernel");
+	return finish(summary);
 }

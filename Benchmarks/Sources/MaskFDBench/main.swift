@@ -57,6 +57,7 @@ let eventfdPair = measure {
 
 var available: [MaskLayout] = [.emulation(.pair), .emulation(.full)]
 if KernelProbe.current.isAvailable { available.insert(.kernel, at: 0) }
+if ModuleProbe.current.isAvailable { available.insert(.module, at: available.firstIndex(of: .emulation(.pair)) ?? 0) }
 
 struct Row {
   var name: String
@@ -68,6 +69,7 @@ for layout in available {
   let backend: MaskFD.Backend =
     switch layout {
     case .kernel: .kernel
+    case .module: .module
     case .emulation(let e): .emulation(e)
     }
   let mask = try MaskFD(backend: backend, usage: .anyEvents)
@@ -209,6 +211,7 @@ for layout in available {
   let backend: MaskFD.Backend =
     switch layout {
     case .kernel: .kernel
+    case .module: .module
     case .emulation(let e): .emulation(e)
     }
   let pair = [try MaskFD(backend: backend), try MaskFD(backend: backend)]

@@ -234,7 +234,7 @@ struct Demo: ParsableCommand {
     }
     print("  tcp:     \(tickerLines) lines from an ordinary kernel TCP socket in the same poll set")
     print(
-      "  mask fd: \(requesters[0].mask.layout): \(requesters[0].mask.layout.backend == .kernel ? "kernel EFD_MASK" : "stock-kernel emulation") (\(requesters[0].mask.selectionReason))"
+      "  mask fd: \(requesters[0].mask.layout): \(MaskDemo.describe(requesters[0].mask.layout.backend)) (\(requesters[0].mask.selectionReason))"
     )
     print("  loop:    \(loop.backend) (\(loop.backendReason))")
     let problems = summary.problems

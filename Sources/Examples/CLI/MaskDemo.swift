@@ -10,7 +10,7 @@ struct MaskDemo: ParsableCommand {
     commandName: "mask-demo",
     abstract: "Show the mask fd: backend, fidelity, and a live poll of transitions.")
 
-  @Option(help: "Backend: automatic, kernel, pair or full.")
+  @Option(help: "Backend: automatic, kernel, module, pair or full.")
   var backend: String = "automatic"
 
   func run() throws {
@@ -18,6 +18,7 @@ struct MaskDemo: ParsableCommand {
     switch backend {
     case "automatic": choice = .automatic
     case "kernel": choice = .kernel
+    case "module": choice = .module
     case "pair": choice = .emulation(.pair)
     case "full": choice = .emulation(.full)
     default: throw ValidationError("unknown backend \(backend)")
@@ -25,6 +26,9 @@ struct MaskDemo: ParsableCommand {
     let probe = KernelProbe.current
     print("kernel EFD_MASK probe: \(probe.isAvailable ? "available" : "not available")")
     print("  \(probe.reason)")
+    let module = ModuleProbe.current
+    print("efd_mask module probe: \(module.isAvailable ? "available" : "not available")")
+    print("  \(module.reason)")
     let mask = try MaskFD(backend: choice, usage: .anyEvents)
     print("mask fd \(mask.fileDescriptor): backend \(mask.layout), \(mask.descriptorCount) fd(s)")
     print("  why: \(mask.selectionReason)\n")
@@ -90,4 +94,15 @@ final class Thread: @unchecked Sendable {
       }, box)
   }
   func join() { pthread_join(handle, nil) }
+}
+
+extension MaskDemo {
+  /// A backend's name for people.
+  static func describe(_ backend: MaskBackendKind) -> String {
+    switch backend {
+    case .kernel: "kernel EFD_MASK"
+    case .module: "efd_mask module"
+    case .emulation: "stock-kernel emulation"
+    }
+  }
 }

@@ -69,6 +69,13 @@ enum Sys {
     _ = try retrying("fcntl(F_SETFD)") { Int(fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0)) }
   }
 
+  // MARK: the efd_mask module
+
+  /// open(2) of the efd_mask module's device.
+  static func openDevice(_ path: String, flags: Int32) throws(MaskError) -> Int32 {
+    Int32(try retrying("open(\(path))") { Int(Glibc.open(path, flags)) })
+  }
+
   // MARK: eventfd
 
   static func eventfd(flags: Int32) throws(MaskError) -> Int32 {
