@@ -1,5 +1,5 @@
 import Glibc
-import Synchronization
+import Locking
 
 /// `inproc://NAME`: sockets in one process, joined by name with in-memory
 /// transports (no kernel socket; messages are handed over as they are,
@@ -11,7 +11,7 @@ enum Inproc {
     let loop: EventLoop
   }
 
-  private static let names = Mutex<[String: Entry]>([:])
+  private static let names = Lock<[String: Entry]>([:])
 
   /// Registers a listener under `name`.
   static func register(_ name: String, _ listener: PipeListener, loop: EventLoop) throws(SocketError) {

@@ -1,4 +1,5 @@
 import Glibc
+import Locking
 import MaskCore
 import Synchronization
 
@@ -14,9 +15,9 @@ final class SocketCore: @unchecked Sendable {
   let loop: EventLoop
   let options: SocketOptions
   let mask: MaskFD
-  let shared: Mutex<HandleState>
+  let shared: Lock<HandleState>
   /// The sequence number of the last readiness written to the mask fd.
-  private let appliedReadiness = Mutex<UInt64>(0)
+  private let appliedReadiness = Lock<UInt64>(0)
   private let maskFailed = Atomic<Bool>(false)
   let sendsMessages: Bool
   let sendCancelsReceive: Bool
@@ -58,7 +59,7 @@ final class SocketCore: @unchecked Sendable {
     } catch {
       throw .maskUpdateFailed(error, "mask fd creation")
     }
-    shared = Mutex(HandleState(options: options, sendsMessages: H.sendsMessages))
+    shared = Lock(HandleState(options: options, sendsMessages: H.sendsMessages))
     self.handler = handler
   }
 
