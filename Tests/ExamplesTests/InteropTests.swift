@@ -251,7 +251,9 @@ enum Interop {
       // nngcat after `wanted` matches; nanocat 10 s after its last match, so
       // matches stop once it has printed enough.
       var round = 0
-      let exited = await waitUntil(.seconds(20)) {
+      // (60 s: nanocat needs 10 quiet seconds after its matches, and a loaded
+      // test run can hold this task off the cooperative pool for many seconds.)
+      let exited = await waitUntil(.seconds(60)) {
         if peer.hasExited { return true }
         round += 1
         for text in ["sports: \(round)", "new", "weather news \(round)", "News: \(round)", ""] {
