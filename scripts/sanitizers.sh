@@ -9,6 +9,8 @@
 # a report in a process whose stderr a test captured is not lost. Exits
 # non-zero on any test failure or any sanitizer report.
 set -uo pipefail
+# As scripts/test.sh: at most 8 tests at once.
+export SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=${SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH:-8}
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 case $mode in

@@ -11,6 +11,11 @@ export USERPROTO_REQUIRE_PEERS=1
 # skipping them, so this command cannot pass without running the io_uring
 # engine. Set USERPROTO_REQUIRE_IO_URING=0 to run on such a host anyway.
 export USERPROTO_REQUIRE_IO_URING=${USERPROTO_REQUIRE_IO_URING:-1}
+# Each test runs on a thread of its own (Tests/TestSupport/TestThreads.swift),
+# so blocking tests cannot starve async ones on the two-thread global pool; at
+# most 8 run at once, so the ones that measure time are not crowded out on a
+# 2-core machine.
+export SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=${SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH:-8}
 swift build --build-tests
 echo "== swift test (this kernel: $(uname -r); loop tests run under io_uring and epoll)"
 swift test

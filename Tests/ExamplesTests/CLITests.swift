@@ -1,12 +1,13 @@
 import ExampleProtocols
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
 /// The built `userproto` binary, run as a child process: bad option values
 /// are refused with a message (exit 64) instead of crashing, and servers
 /// print why connections failed.
-@Suite("userproto command line", .timeLimit(.minutes(1)))
+@Suite("userproto command line", .timeLimit(.minutes(1)), .testThreads)
 struct CLITests {
   /// `userproto`, built next to the test bundle.
   static var binary: String {
@@ -134,7 +135,7 @@ struct CLITests {
   }
 }
 
-@Suite("SP addresses")
+@Suite("SP addresses", .testThreads)
 struct SPAddressTests {
   @Test("IPv4, IPv6, any and host names resolve; tcp4:// and tcp6:// keep to a family; URLs round-trip")
   func parses() throws {

@@ -1,8 +1,9 @@
+import TestSupport
 import Testing
 
 @testable import Examples
 
-@Suite("Demo")
+@Suite("Demo", .testThreads)
 struct DemoTests {
   @Test("the demo runs end to end; only the stalled subscriber loses messages")
   func demo() throws {

@@ -9,7 +9,7 @@ import Testing
   "userproto commands against nngcat",
   .enabled(
     if: PeerTool.nngcat.shouldRun, "nngcat (nng-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
-  .timeLimit(.minutes(1)))
+  .timeLimit(.minutes(1)), .testThreads)
 struct InteropCLITests {
   /// Runs `userproto` with `arguments`.
   private func userproto(_ arguments: [String]) throws -> PeerProcess {

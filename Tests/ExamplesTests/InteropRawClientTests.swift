@@ -1,10 +1,11 @@
 import ExampleProtocols
+import TestSupport
 import Testing
 import UserProto
 
 /// Raw TCP clients speaking SP/TCP by hand against our echo server, next to
 /// a well-behaved REQ socket: bad ones must lose their own connection only.
-@Suite("SP/TCP raw clients against the echo server", .timeLimit(.minutes(1)))
+@Suite("SP/TCP raw clients against the echo server", .timeLimit(.minutes(1)), .testThreads)
 struct InteropRawClientTests {
   enum Misbehaviour: String, CaseIterable, Sendable, CustomStringConvertible {
     /// `01 'S' 'P' 00` instead of `00 'S' 'P' 00`.

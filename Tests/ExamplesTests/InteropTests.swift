@@ -1,5 +1,6 @@
 import ExampleProtocols
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
@@ -20,7 +21,7 @@ import UserProto
     if: PeerTool.nngcat.shouldRun, "nngcat (nng-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
   // Per test: the waits of the longest scenario add up to over a minute
   // on a loaded machine (they end as soon as their condition holds).
-  .timeLimit(.minutes(2)))
+  .timeLimit(.minutes(2)), .testThreads)
 struct NNGInteropTests {
   @Test("nngcat --req against our echo server gets each distinct body back", arguments: interopBackends)
   func theirRequests(backend: EventLoop.BackendChoice) async throws {
@@ -70,7 +71,7 @@ struct NNGInteropTests {
     "nanocat (nanomsg-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
   // Per test: the waits of the longest scenario add up to over a minute
   // on a loaded machine (they end as soon as their condition holds).
-  .timeLimit(.minutes(2)))
+  .timeLimit(.minutes(2)), .testThreads)
 struct NanomsgInteropTests {
   @Test("nanocat --req against our echo server gets each distinct body back", arguments: interopBackends)
   func theirRequests(backend: EventLoop.BackendChoice) async throws {
@@ -114,7 +115,7 @@ struct NanomsgInteropTests {
   }
 }
 
-@Suite("SP subscriptions change at run time", .timeLimit(.minutes(1)))
+@Suite("SP subscriptions change at run time", .timeLimit(.minutes(1)), .testThreads)
 struct SubscriptionTests {
   @Test(
     "after unsubscribing, matching messages stop while another subscription keeps working",
@@ -181,7 +182,7 @@ extension PeerTool {
   }
 }
 
-@Suite("Interop peer requirement")
+@Suite("Interop peer requirement", .testThreads)
 struct PeerRequirementTests {
   @Test("a missing peer skips its suite unless USERPROTO_REQUIRE_PEERS=1")
   func decision() {

@@ -1,10 +1,11 @@
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
 @testable import Examples
 
-@Suite("Mixed poll example")
+@Suite("Mixed poll example", .testThreads)
 struct MixedPollTests {
   @Test(
     "one poll set and one app-thread epoll set serve kernel TCP and UserProto sockets by readiness alone",

@@ -1,11 +1,12 @@
 import ExampleProtocols
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
 /// Inputs that used to trap: durations too long for the clock as SP
 /// timeouts, and an SP socket type that declares no protocol ids.
-@Suite("SP sockets take any input without trapping", .timeLimit(.minutes(1)))
+@Suite("SP sockets take any input without trapping", .timeLimit(.minutes(1)), .testThreads)
 struct SPNoTrapTests {
   @Test("a resend interval too long for the clock never resends", arguments: interopBackends)
   func hugeResendInterval(backend: EventLoop.BackendChoice) async throws {

@@ -1,13 +1,14 @@
 import ExampleProtocols
 import Glibc
 import Locking
+import TestSupport
 import Testing
 import UserProto
 
 /// The SP behaviours themselves, checked byte for byte against raw TCP peers
 /// written by hand: request ids, resending, backtraces, header parsing, and
 /// what servers do with requests and subscribers they cannot serve.
-@Suite("SP protocol behaviour against raw TCP peers", .timeLimit(.minutes(1)))
+@Suite("SP protocol behaviour against raw TCP peers", .timeLimit(.minutes(1)), .testThreads)
 struct SPProtocolTests {
   static let reqHeader = spHeader(0x30)
   static let repHeader = spHeader(0x31)

@@ -1,9 +1,10 @@
 import Glibc
+import TestSupport
 import Testing
 
 /// The tutorial quotes code from the sources; each quoted block must still
 /// appear there, line for line, so the page only shows code that compiles.
-@Suite("Tutorial")
+@Suite("Tutorial", .testThreads)
 struct TutorialTests {
   static func read(_ path: String) -> String {
     guard let file = fopen(path, "r") else { return "" }

@@ -1,11 +1,12 @@
 import ExampleProtocols
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
 /// The tutorial's protocol on the socket API of Sources/UserProto/Pipes:
 /// its page quotes only compiled code, and the protocol works end to end.
-@Suite("Tutorial (Socket and SocketHandler)", .timeLimit(.minutes(2)))
+@Suite("Tutorial (Socket and SocketHandler)", .timeLimit(.minutes(2)), .testThreads)
 struct TutorialV2Tests {
   static let sources = [
     "Sources/Examples/Protocols/FramedHandler.swift", "Sources/Examples/Protocols/FramedApplication.swift",

@@ -1,10 +1,11 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import MaskCore
 
 /// Bad input gets a clear error and changes nothing.
-@Suite("Bad input")
+@Suite("Bad input", .testThreads)
 struct BadInputTests {
   static func invalidBits(_ layout: MaskLayout) throws {
     let mask = try makeMask(layout)

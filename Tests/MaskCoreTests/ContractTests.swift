@@ -1,12 +1,13 @@
 import CUserProtoShim
 import Glibc
+import TestSupport
 import Testing
 
 @testable import MaskCore
 
 /// The consumer contract: a consumer that reads or writes the fd, fork(),
 /// descriptor costs, and the probe against the patches that reuse the flag.
-@Suite("Consumer contract")
+@Suite("Consumer contract", .testThreads)
 struct ContractTests {
   static func layoutName(_ layout: MaskLayout) -> String {
     switch layout {
@@ -119,7 +120,7 @@ struct ContractTests {
 }
 
 /// The probe's decision against the other patches that reuse flag 1 << 1.
-@Suite("Kernel probe against impostors")
+@Suite("Kernel probe against impostors", .testThreads)
 struct ProbeImpostorTests {
   /// An fd behaving like the seed's EFD_MASK, with switches that turn it
   /// into one of the other patches.

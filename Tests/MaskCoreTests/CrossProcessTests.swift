@@ -1,11 +1,12 @@
 import CUserProtoTestShim
 import Glibc
 import MaskCore
+import TestSupport
 import Testing
 
 /// Another process sees the state: a child after fork/exec, and a process
 /// that receives the fd with SCM_RIGHTS.
-@Suite("Other processes")
+@Suite("Other processes", .testThreads)
 struct CrossProcessTests {
   static func childSeesState(_ layout: MaskLayout) throws {
     let mask = try makeMask(layout)

@@ -1,4 +1,5 @@
 import MaskCore
+import TestSupport
 import Testing
 
 /// The whole suite on the kernel backend. Skipped, with the probe's reason,
@@ -6,7 +7,7 @@ import Testing
 /// has it (with MASKCORE_EXPECT_KERNEL=1, so it cannot be skipped there).
 @Suite(
   "Kernel backend",
-  .enabled(if: kernelUnderTest, "kernel backend unavailable here: \(KernelProbe.current.reason)")
+  .enabled(if: kernelUnderTest, "kernel backend unavailable here: \(KernelProbe.current.reason)"), .testThreads
 )
 struct KernelBackendTests {
   @Test func kernelIsInUse() throws {

@@ -1,11 +1,12 @@
 import Glibc
 import MaskCore
+import TestSupport
 import Testing
 
 /// No fd leaks: a separate process counts /proc/self/fd around 10,000
 /// create/close cycles (a process of its own, so that tests running in
 /// parallel here cannot disturb the count).
-@Suite("Descriptor leaks")
+@Suite("Descriptor leaks", .testThreads)
 struct LeakTests {
   static func cycles(_ layout: MaskLayout) throws {
     let name: String

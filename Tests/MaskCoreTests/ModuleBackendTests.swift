@@ -1,5 +1,6 @@
 import Glibc
 import MaskCore
+import TestSupport
 import Testing
 
 /// The whole suite on the module backend (the efd_mask module's
@@ -9,7 +10,7 @@ import Testing
 /// there).
 @Suite(
   "Module backend",
-  .enabled(if: moduleUnderTest, "module backend unavailable here: \(ModuleProbe.current.reason)")
+  .enabled(if: moduleUnderTest, "module backend unavailable here: \(ModuleProbe.current.reason)"), .testThreads
 )
 struct ModuleBackendTests {
   @Test func moduleIsInUse() throws {

@@ -1,11 +1,12 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import MaskCore
 
 /// How the module backend is chosen, and what the selection reason says
 /// when it is not: device missing, permission denied, probe failed.
-@Suite("Module backend selection")
+@Suite("Module backend selection", .testThreads)
 struct ModuleSelectionTests {
   static let kernelMissing = KernelProbe(isAvailable: false, reason: "no EFD_MASK here")
   static let kernelPresent = KernelProbe(isAvailable: true, reason: "EFD_MASK here")

@@ -1,10 +1,11 @@
 import CUserProtoShim
 import Glibc
 import MaskCore
+import TestSupport
 import Testing
 
 /// Kernel backend detection against the running kernel.
-@Suite("Kernel probe")
+@Suite("Kernel probe", .testThreads)
 struct ProbeTests {
   @Test("detection matches what eventfd2(EFD_MASK) does on this kernel")
   func detection() throws {

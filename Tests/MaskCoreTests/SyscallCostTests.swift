@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import MaskCore
@@ -5,7 +6,7 @@ import Testing
 /// The number of system calls each transition makes: one for a readable or
 /// writable transition (two documented exceptions on the emulation), none
 /// when nothing changes.
-@Suite("Syscalls per transition")
+@Suite("Syscalls per transition", .testThreads)
 struct SyscallCostTests {
   static func cost(_ mask: MaskFD, _ events: MaskEvents, data: UInt64? = nil) throws -> Int {
     try Sys.countingSyscalls { try mask.set(events, data: data) }

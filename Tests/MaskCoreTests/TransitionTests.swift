@@ -1,9 +1,10 @@
 import MaskCore
+import TestSupport
 import Testing
 
 /// Every supported combination and every transition between them, seen the
 /// same way through poll, select, epoll LT/ET/ONESHOT and io_uring.
-@Suite("Transitions")
+@Suite("Transitions", .testThreads)
 struct TransitionTests {
   /// Checks every view of `observers` after moving `mask` from `from` to `to`.
   static func check(

@@ -3,10 +3,11 @@ import Dispatch
 import Glibc
 import MaskCore
 import Synchronization
+import TestSupport
 import Testing
 
 /// A thread blocked in epoll_wait or poll wakes when another thread sets a bit.
-@Suite("Wake-ups")
+@Suite("Wake-ups", .testThreads)
 struct WakeTests {
   /// Blocks in `wait` on a background thread, sets `events` from this one,
   /// and returns what the blocked thread saw (nil when it timed out).

@@ -4,7 +4,7 @@ import Testing
 
 @testable import UserProto
 
-@Suite("Socket addresses")
+@Suite("Socket addresses", .testThreads)
 struct SocketAddressTests {
   @Test("IPv4 and IPv6 addresses parse, print and keep their port; a zone names the interface")
   func parseAndPrint() throws {
@@ -77,7 +77,7 @@ struct SocketAddressTests {
   }
 }
 
-@Suite("Connection addresses and IPv6")
+@Suite("Connection addresses and IPv6", .testThreads)
 struct ConnectionAddressTests {
   /// A listener on `host`, a client connected to it, a message each way;
   /// then each side's addresses and TCP_NODELAY on both kernel sockets.

@@ -1,4 +1,5 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -6,7 +7,7 @@ import Testing
 /// A datagram longer than the loop's receive buffer is dropped and counted,
 /// never delivered cut short. UDP carries at most 65,527 bytes, which fit;
 /// a Unix-domain datagram socket carries more.
-@Suite("Datagram truncation")
+@Suite("Datagram truncation", .testThreads)
 struct DatagramTruncationTests {
   /// A connected pair of non-blocking Unix-domain datagram sockets.
   static func datagramPair() throws -> (Int32, Int32) {

@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import Locking
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -9,7 +10,7 @@ import Testing
 /// No duration traps or wraps: negative ones are now, ones too long for the
 /// clock (over about 584 years) are never, and "never" neither fires nor
 /// makes the loop spin.
-@Suite("Event loop durations")
+@Suite("Event loop durations", .testThreads)
 struct EventLoopDurationTests {
   @Test("the nanoseconds conversion saturates: negative is 0, too long is UInt64.max")
   func conversionSaturates() {

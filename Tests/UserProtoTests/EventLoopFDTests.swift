@@ -1,11 +1,12 @@
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("Event loop and fd lifetimes")
+@Suite("Event loop and fd lifetimes", .testThreads)
 struct EventLoopFDTests {
   @Test(
     "an fd closed while registered, its number reused: the new file works, the old operations end with EBADF",

@@ -1,9 +1,10 @@
 import Glibc
+import TestSupport
 import Testing
 
 @_spi(Testing) @testable import UserProto
 
-@Suite("epoll engine faults and engine selection")
+@Suite("epoll engine faults and engine selection", .testThreads)
 struct EventLoopFaultTests {
   @Test("epoll_ctl refusing a registration fails that operation only", arguments: [ENOMEM, ENOSPC])
   func epollCtlFailure(code: Int32) throws {

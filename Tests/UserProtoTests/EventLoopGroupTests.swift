@@ -1,11 +1,12 @@
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @_spi(Testing) @testable import UserProto
 
-@Suite("Event loop group")
+@Suite("Event loop group", .testThreads)
 struct EventLoopGroupTests {
   private func makeGroup(_ backend: EventLoop.BackendChoice, count: Int) throws -> EventLoopGroup {
     if backend == .ioUring { try requireIoUring() }

@@ -2,11 +2,12 @@ import CUserProtoShim
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("Event loop shutdown races")
+@Suite("Event loop shutdown races", .testThreads)
 struct EventLoopShutdownTests {
   @Test("timers scheduled from another thread while the loop shuts down all end", arguments: loopBackends)
   func scheduleRacesShutdown(backend: EventLoop.BackendChoice) throws {

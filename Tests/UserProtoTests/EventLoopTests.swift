@@ -3,11 +3,12 @@ import Dispatch
 import Glibc
 import Locking
 import Synchronization
+import TestSupport
 import Testing
 
 @_spi(Testing) @testable import UserProto
 
-@Suite("Event loop")
+@Suite("Event loop", .testThreads)
 struct EventLoopTests {
   @Test("the requested engine is in use", arguments: loopBackends)
   func engine(backend: EventLoop.BackendChoice) throws {
@@ -53,8 +54,16 @@ struct EventLoopTests {
     // its heap in one batch even if scheduling outlasts `base` on a loaded
     // machine (timers added after earlier deadlines fired would run late,
     // out of order, through no fault of the heap).
+    // The loop must be inside the holding task before the first timer is
+    // queued: a batch of tasks taken together with it would reach the heap
+    // (and fire) before the rest.
     let hold = DispatchSemaphore(value: 0)
-    try loop.execute { hold.wait() }
+    let holding = DispatchSemaphore(value: 0)
+    try loop.execute {
+      holding.signal()
+      hold.wait()
+    }
+    holding.wait()
     DispatchQueue.concurrentPerform(iterations: 4) { part in
       for i in stride(from: part, to: deadlines.count, by: 4) {
         let deadline = deadlines[i]

@@ -1,11 +1,12 @@
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("Event loop timers")
+@Suite("Event loop timers", .testThreads)
 struct EventLoopTimerTests {
   @Test("cancel-and-reschedule keeps the timer heap bounded", arguments: loopBackends)
   func heapCompacts(backend: EventLoop.BackendChoice) throws {

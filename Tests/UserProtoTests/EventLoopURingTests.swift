@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import Locking
+import TestSupport
 import Testing
 
 @_spi(Testing) @testable import UserProto
@@ -29,7 +30,7 @@ private func datagramPair() throws -> (Int32, Int32) {
 
 @Suite(
   "io_uring engine robustness",
-  .enabled(if: ioUringAvailable, Comment(rawValue: ioUringRefusal ?? "io_uring is refused on this host")))
+  .enabled(if: ioUringAvailable, Comment(rawValue: ioUringRefusal ?? "io_uring is refused on this host")), .testThreads)
 struct EventLoopURingTests {
   private func loop(_ faults: LoopFaults, automatic: Bool = false) throws -> EventLoop {
     var configuration = EventLoop.Configuration(backend: automatic ? .automatic : .ioUring)
@@ -202,7 +203,7 @@ struct EventLoopURingTests {
   }
 }
 
-@Suite("Engine failing persistently")
+@Suite("Engine failing persistently", .testThreads)
 struct EventLoopPersistentFailureTests {
   @Test(
     "every wait fails: operations fail, the loop backs off and still runs tasks, then recovers",

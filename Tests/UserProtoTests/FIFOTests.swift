@@ -1,8 +1,9 @@
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("FIFO queue")
+@Suite("FIFO queue", .testThreads)
 struct FIFOTests {
   /// A class whose instances count how many are alive.
   final class Tracked {

@@ -1,10 +1,11 @@
+import TestSupport
 import Testing
 
 @testable import UserProto
 
 /// The generation tags that keep a completion for a finished operation (an
 /// fd closed and its number reused) from reaching the slot's next owner.
-@Suite("Operation table generations")
+@Suite("Operation table generations", .testThreads)
 struct OperationTableTests {
   @Test("a released slot's old token finds nothing, even once the slot is reused")
   func staleTokenAfterReuse() {

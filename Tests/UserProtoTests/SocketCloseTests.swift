@@ -1,10 +1,11 @@
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("Protocol socket close")
+@Suite("Protocol socket close", .testThreads)
 struct SocketCloseTests {
   /// The peer half-closes while this side still has a large reply queued,
   /// then this side closes: the peer's end-of-stream must not cut the reply.

@@ -1,5 +1,6 @@
 import CUserProtoShim
 import Glibc
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -28,7 +29,7 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
   }
 }
 
-@Suite("Protocol socket faults")
+@Suite("Protocol socket faults", .testThreads)
 struct SocketFaultTests {
   /// The socket shows the error, reports it once, then end-of-stream; and a
   /// second connection on the same loop is unaffected.

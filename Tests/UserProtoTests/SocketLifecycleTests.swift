@@ -1,5 +1,6 @@
 import Glibc
 import Locking
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -12,7 +13,7 @@ final class WeakBox<T: AnyObject>: @unchecked Sendable {
   var isGone: Bool { lock.withLock { _ in object == nil } }
 }
 
-@Suite("Protocol socket lifecycle")
+@Suite("Protocol socket lifecycle", .testThreads)
 struct SocketLifecycleTests {
   @Test("a failed mask fd write fails the socket with the reason; readiness is never silently stale")
   func maskWriteFailure() throws {

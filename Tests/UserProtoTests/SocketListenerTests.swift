@@ -1,10 +1,11 @@
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
 
-@Suite("Protocol listener")
+@Suite("Protocol listener", .testThreads)
 struct SocketListenerTests {
   /// close() lands between the loop's check of `closed` and the queueing
   /// of a new connection: that connection must be aborted, not stranded.

@@ -2,6 +2,7 @@ import CUserProtoShim
 import Dispatch
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -61,7 +62,7 @@ func drain(_ fd: Int32, count: Int, datagrams: Bool) {
   }
 }
 
-@Suite("Protocol socket queues")
+@Suite("Protocol socket queues", .testThreads)
 struct SocketQueueTests {
   /// A sender that keeps the transport's queue from ever emptying (as one
   /// refilling at the low watermark does) must not keep every message it

@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import Locking
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -87,7 +88,7 @@ private func threadEntry(_ argument: UnsafeMutableRawPointer?) -> UnsafeMutableR
   return nil
 }
 
-@Suite("Protocol socket races")
+@Suite("Protocol socket races", .testThreads)
 struct SocketRaceTests {
   /// close() or abort() from one thread while others send and receive:
   /// no crash, each call ends with a clear error, every fd is released.
@@ -143,7 +144,7 @@ final class WillSendCountingSocket: ProtocolSocket, @unchecked Sendable {
   override func encode(_ message: [UInt8]) throws -> [UInt8] { frame(message) }
 }
 
-@Suite("Protocol socket sender races")
+@Suite("Protocol socket sender races", .testThreads)
 struct SocketSenderRaceTests {
   /// Four threads fill a small queue at once. Every willSend that ran must
   /// belong to a send that was queued: a protocol commits state there (REQ
@@ -171,7 +172,7 @@ struct SocketSenderRaceTests {
   }
 }
 
-@Suite("Protocol socket readiness races")
+@Suite("Protocol socket readiness races", .testThreads)
 struct SocketReadinessRaceTests {
   /// The loop queues the last message and end-of-stream while the
   /// application drains them; once `tryReceive` has returned end-of-stream

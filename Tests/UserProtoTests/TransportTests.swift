@@ -1,10 +1,11 @@
 import Glibc
+import TestSupport
 import Testing
 
 @testable import UserProto
 
 /// The transports other than TCP: Unix-domain streams and UDP datagrams.
-@Suite("Transports")
+@Suite("Transports", .testThreads)
 struct TransportTests {
   @Test("Unix-domain stream: listener, connect, messages both ways, half-close", arguments: loopBackends)
   func unixStream(backend: EventLoop.BackendChoice) throws {

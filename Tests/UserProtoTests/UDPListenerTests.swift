@@ -6,7 +6,7 @@ import Testing
 
 /// `ProtocolListener.udp`: one unconnected UDP socket, one protocol socket
 /// per peer address.
-@Suite("UDP listener")
+@Suite("UDP listener", .testThreads)
 struct UDPListenerTests {
   /// A connected UDP client socket on an ephemeral port of 127.0.0.1.
   func client(of listener: ProtocolListener<ProtocolSocket>, _ loop: EventLoop) throws -> ProtocolSocket {

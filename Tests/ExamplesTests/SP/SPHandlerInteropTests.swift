@@ -1,5 +1,6 @@
 import ExampleProtocols
 import Glibc
+import TestSupport
 import Testing
 import UserProto
 
@@ -14,7 +15,7 @@ enum SPInteropTransport: String, CaseIterable, Sendable { case tcp, ipc }
   "SP handlers interop with nngcat (NNG)",
   .enabled(
     if: PeerTool.nngcat.shouldRun, "nngcat (nng-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
-  .timeLimit(.minutes(2)))
+  .timeLimit(.minutes(2)), .testThreads)
 struct SPHandlerNNGTests {
   @Test("nngcat --req against our REP gets its body back", arguments: SPInteropTransport.allCases)
   func theirRequests(transport: SPInteropTransport) async throws {
@@ -43,7 +44,7 @@ struct SPHandlerNNGTests {
   .enabled(
     if: PeerTool.nanocat.shouldRun,
     "nanocat (nanomsg-utils) is not installed; USERPROTO_REQUIRE_PEERS=1 makes that fail"),
-  .timeLimit(.minutes(2)))
+  .timeLimit(.minutes(2)), .testThreads)
 struct SPHandlerNanomsgTests {
   @Test("nanocat --req against our REP gets its body back", arguments: SPInteropTransport.allCases)
   func theirRequests(transport: SPInteropTransport) async throws {

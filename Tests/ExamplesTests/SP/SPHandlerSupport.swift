@@ -50,8 +50,10 @@ func serve(_ rep: Rep0Socket, _ control: ServerControl) -> Task<Void, Never> {
           control.swallowed.add(1, ordering: .relaxed)
           continue
         }
-        try await rep.send(utf8("\(control.name): ") + request)
+        // Counted before the reply goes out, so a requester that has its
+        // reply always sees the count that includes it.
         control.served.add(1, ordering: .relaxed)
+        try await rep.send(utf8("\(control.name): ") + request)
       }
     } catch {}
   }

@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import UserProto
@@ -18,7 +19,7 @@ func text(_ bytes: [UInt8]?) -> String? { bytes.map { String(decoding: $0, as: U
 
 func uniqueName(_ tag: String) -> String { "\(tag)-\(getpid())-\(UInt64.random(in: 0...UInt64.max))" }
 
-@Suite("Socket with pipes", .timeLimit(.minutes(2)))
+@Suite("Socket with pipes", .timeLimit(.minutes(2)), .testThreads)
 struct PipeSocketTests {
   @Test("one socket dials two addresses, listens on a third, and serves all three", arguments: loopBackends)
   func dialsTwoListensOnOne(backend: EventLoop.BackendChoice) async throws {
@@ -88,8 +89,14 @@ struct PipeSocketTests {
     #expect(waited < 5, "re-dialed after \(waited) s")
     #expect(try client.trySend(Array("two".utf8)))
     #expect(text(receiveSoon(client)) == "echo two")
-    #expect(client.statistics.pipesAdded == 2)
-    #expect(client.statistics.pipesRemoved == 1)
+    // One pipe is up now, and at least the first went. In a full test run a
+    // re-dial has (rarely) landed on some listener that held the freed port
+    // for a moment, so a short-lived pipe may come and go in between; what
+    // must hold is that no pipe is counted twice or left behind.
+    let stats = client.statistics
+    #expect(stats.pipes == 1)
+    #expect(stats.pipesRemoved >= 1)
+    #expect(stats.pipesAdded == stats.pipesRemoved + 1, "\(stats)")
   }
 
   @Test("sends wait in the send queue until a pipe comes; the fd is not writable while it is full")
@@ -262,7 +269,7 @@ func onLoopHandler<H: SocketHandler, T: Sendable>(
   try await socket.withHandler(body)
 }
 
-@Suite("Socket with pipes: fds", .timeLimit(.minutes(3)))
+@Suite("Socket with pipes: fds", .timeLimit(.minutes(3)), .testThreads)
 struct PipeSocketLeakTests {
   @Test("200 rounds of sockets with tcp, ipc, udp and inproc pipes leak no fd", arguments: loopBackends)
   func noLeaks(backend: EventLoop.BackendChoice) throws {
@@ -273,7 +280,7 @@ struct PipeSocketLeakTests {
   }
 }
 
-@Suite("Socket with pipes: async, close, UDP", .timeLimit(.minutes(2)))
+@Suite("Socket with pipes: async, close, UDP", .timeLimit(.minutes(2)), .testThreads)
 struct PipeSocketAsyncTests {
   @Test("async send and for-await receive: 2,000 messages in order through a small queue", arguments: loopBackends)
   func asyncInOrder(backend: EventLoop.BackendChoice) async throws {
