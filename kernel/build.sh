@@ -6,9 +6,11 @@
 #                              the patched kernel (EFD_MASK): Debian's
 #                              linux-source-V + the series' patches
 #                              (6.1: patches/*.patch, 6.12: patches/6.12/*.patch)
-#                              + `make tinyconfig` + config/efd-mask.config,
-#                              `make bzImage`; cached by the sha256 of
-#                              (patches, fragment, source package version,
+#                              + `make tinyconfig` + config/efd-mask.config
+#                              (+ config/efd-mask-V.config where it exists:
+#                              options only that series has), `make bzImage`;
+#                              cached by the sha256 of (patches, fragments,
+#                              source package version,
 #                              this script, gcc --version, ld --version).
 #   kernel/build.sh --stock [--version 6.1|6.12]
 #                              Debian's stock kernel image of the series (the
@@ -63,6 +65,10 @@ SRC_TAR=/usr/src/linux-source-$SERIES.tar.xz
 PATCH_DIR=$HERE/patches
 [ "$SERIES" = 6.1 ] || PATCH_DIR=$HERE/patches/$SERIES
 
+# The common fragment, then the series' own (options older series lack).
+FRAGMENTS=("$FRAGMENT")
+[ -f "$HERE/config/efd-mask-$SERIES.config" ] && FRAGMENTS+=("$HERE/config/efd-mask-$SERIES.config")
+
 PATCHES=()
 if [ -d "$PATCH_DIR" ]; then
 	mapfile -t PATCHES < <(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | LC_ALL=C sort)
@@ -93,7 +99,10 @@ cache_inputs() {
 	for p in "${PATCHES[@]}"; do
 		echo "patch $(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"
 	done
-	echo "fragment $(sha256sum <"$FRAGMENT" | cut -d' ' -f1)"
+	local f
+	for f in "${FRAGMENTS[@]}"; do
+		echo "fragment $(basename "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
+	done
 }
 
 cache_key() {
@@ -123,8 +132,8 @@ verify_config() {
 			fi
 			;;
 		esac
-	done <"$FRAGMENT"
-	[ "$bad" = 0 ] || die "the kernel config does not have what config/efd-mask.config asks for"
+	done < <(cat "${FRAGMENTS[@]}")
+	[ "$bad" = 0 ] || die "the kernel config does not have what $(for f in "${FRAGMENTS[@]}"; do printf 'config/%s ' "$(basename "$f")"; done)asks for"
 }
 
 build_patched() {
@@ -166,11 +175,11 @@ build_patched() {
 		log "applying $(basename "$p")"
 		(cd "$src" && patch -p1 --batch --forward --quiet <"$p") >&2 || die "patch $(basename "$p") does not apply"
 	done
-	log "configuring: tinyconfig + $(basename "$FRAGMENT")"
+	log "configuring: tinyconfig + $(for f in "${FRAGMENTS[@]}"; do printf '%s ' "$(basename "$f")"; done)"
 	(
 		cd "$src"
 		make -s tinyconfig
-		scripts/kconfig/merge_config.sh -m -O . .config "$FRAGMENT"
+		scripts/kconfig/merge_config.sh -m -O . .config "${FRAGMENTS[@]}"
 		make -s olddefconfig
 	) >"$work/config.log" 2>&1 || { tail -30 "$work/config.log" >&2; die "kernel configuration failed"; }
 	verify_config "$src/.config"
@@ -188,7 +197,7 @@ build_patched() {
 	mkdir -p "$out.tmp"
 	cp "$src/arch/x86/boot/bzImage" "$out.tmp/bzImage"
 	cp "$src/.config" "$out.tmp/config"
-	cp "$FRAGMENT" "$out.tmp/efd-mask.config"
+	cp "${FRAGMENTS[@]}" "$out.tmp/"
 	for p in "${PATCHES[@]}"; do cp "$p" "$out.tmp/"; done
 	cp "$work/build.log" "$out.tmp/build.log"
 	{

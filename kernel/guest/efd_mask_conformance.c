@@ -30,6 +30,9 @@
  *                      --expect-fallback the exit status says whether it
  *                      matched (--device PATH probes the device).
  *   --strict           a skipped check counts as a failure
+ *   --no-memcg-v1      the kernel was built without CONFIG_MEMCG_V1 (the
+ *                      harness read its config): the memcg section checks
+ *                      that cgroup v1 memory is absent instead of skipping
  *
  * Output is TAP-like ("ok N - ...", "not ok N - ...", "# diag") and ends
  * with a plan line and one summary line:
@@ -1845,6 +1848,15 @@ out:
 		msleep(10);
 }
 
+/*
+ * Set by --no-memcg-v1: the harness read the kernel's config and found
+ * CONFIG_MEMCG_V1 unset (6.12 and later build the cgroup v1 memory
+ * controller only with it; Debian's 6.12 does not). There is then no
+ * cgroup.event_control to refuse a mask fd, and the memcg section checks
+ * that absence instead of skipping.
+ */
+static bool no_memcg_v1;
+
 static void test_memcg(int maskfd, bool have_mask)
 {
 	const char *root = "/sys/fs/cgroup/memory";
@@ -1856,6 +1868,18 @@ static void test_memcg(int maskfd, bool have_mask)
 	pid_t pid;
 
 	snprintf(p_ctl, sizeof(p_ctl), "%s/cgroup.event_control", root);
+	if (no_memcg_v1) {
+		mkdir(mnt, 0755);
+		rc = mount("efd-mask-memcg", mnt, "cgroup", 0, "memory");
+		check(rc < 0 && stat(p_ctl, &sb) < 0,
+		      "memcg v1: absent, as the kernel config says (CONFIG_MEMCG_V1 unset): mounting cgroup v1 memory "
+		      "fails (%s), so no cgroup.event_control exists to take %s",
+		      rc < 0 ? ename(errno) : "it succeeded", have_mask ? "a mask fd" : "an eventfd");
+		if (rc == 0)
+			umount(mnt);
+		rmdir(mnt);
+		return;
+	}
 	if (stat(p_ctl, &sb) < 0) {
 		root = mnt;
 		mkdir(mnt, 0755);
@@ -1946,8 +1970,8 @@ static int finish(const char *name)
 static void usage(const char *argv0)
 {
 	fprintf(stderr,
-		"usage: %s [--strict] [--expect-fallback]\n"
-		"       %s [--strict] --device PATH\n"
+		"usage: %s [--strict] [--no-memcg-v1] [--expect-fallback]\n"
+		"       %s [--strict] [--no-memcg-v1] --device PATH\n"
 		"       %s --probe [--device PATH] [--expect-kernel | --expect-module | --expect-fallback]\n",
 		argv0, argv0, argv0);
 }
@@ -1976,6 +2000,8 @@ int main(int argc, char **argv)
 			expect_kernel = true;
 		else if (!strcmp(argv[i], "--strict"))
 			strict = true;
+		else if (!strcmp(argv[i], "--no-memcg-v1"))
+			no_memcg_v1 = true;
 		else {
 			usage(argv[0]);
 			return 2;
