@@ -11,6 +11,7 @@ final class StreamTransport: Transport, @unchecked Sendable {
   private weak var delegate: (any TransportDelegate)?
   private var receiveHandle: IOHandle?
   private var sendHandle: IOHandle?
+  private var connectHandle: IOHandle?
   private var outbound: [[UInt8]] = []
   private var outboundHead = 0
   /// Bytes of `outbound[outboundHead]` already sent (partial sends).
@@ -34,8 +35,9 @@ final class StreamTransport: Transport, @unchecked Sendable {
     self.delegate = delegate
     if let address = connectTo {
       do {
-        _ = try loop.connect(socket: fd, to: address) { [weak self] result in
+        connectHandle = try loop.connect(socket: fd, to: address) { [weak self] result in
           guard let self, !self.finished else { return }
+          self.connectHandle = nil
           switch result {
           case .success:
             self.connectTo = nil
@@ -225,8 +227,12 @@ final class StreamTransport: Transport, @unchecked Sendable {
     finished = true
     if let handle = receiveHandle { loop.cancel(handle) }
     if let handle = sendHandle { loop.cancel(handle) }
+    // A connect still in flight is cancelled too: left alone, io_uring's
+    // would keep the file and could still complete a handshake.
+    if let handle = connectHandle { loop.cancel(handle) }
     receiveHandle = nil
     sendHandle = nil
+    connectHandle = nil
     outbound = []
     Glibc.close(fd)
   }

@@ -89,14 +89,49 @@ struct PipeSocketTests {
     #expect(waited < 5, "re-dialed after \(waited) s")
     #expect(try client.trySend(Array("two".utf8)))
     #expect(text(receiveSoon(client)) == "echo two")
-    // One pipe is up now, and at least the first went. In a full test run a
-    // re-dial has (rarely) landed on some listener that held the freed port
-    // for a moment, so a short-lived pipe may come and go in between; what
-    // must hold is that no pipe is counted twice or left behind.
+    // One pipe is up now, and at least the first went. Twice in full
+    // parallel runs (2026-12-04, both loops) one more pipe came and went in
+    // between (added 3, removed 2); a reading of the dialer, listener and
+    // transport code found no path for it in the library, and it did not
+    // recur in 27 runs of this test alone, with or without load. What must
+    // hold is that no pipe is counted twice or left behind.
     let stats = client.statistics
     #expect(stats.pipes == 1)
     #expect(stats.pipesRemoved >= 1)
     #expect(stats.pipesAdded == stats.pipesRemoved + 1, "\(stats)")
+  }
+
+  @Test("a socket closed while its dial is still connecting leaves no operation behind", arguments: loopBackends)
+  func abortWhileConnecting(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    // A listener that never accepts, with its queue full: the kernel drops
+    // further SYNs, so a connect to it stays in progress (SYN retransmits)
+    // for as long as the test lasts.
+    let listener = tcpSocket()
+    defer { close(listener) }
+    let address = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+    try #require(address.withSockaddr { bind(listener, $0, $1) } == 0)
+    try #require(listen(listener, 0) == 0)
+    let bound = try Sockets.localAddress(listener)
+    var fillers: [Int32] = []
+    defer { for fd in fillers { close(fd) } }
+    for _ in 0..<2 {
+      let fd = tcpSocket()
+      fillers.append(fd)
+      _ = bound.withSockaddr { connect(fd, $0, $1) }
+    }
+    let before = try onLoop(loop) { loop.operations.count }
+    let client = try Socket(LineHandler(), loop: loop)
+    try client.dial(.tcp(bound))
+    // The dial's connect is in flight and stays so.
+    #expect(eventually { (try? onLoop(loop) { loop.operations.count }) ?? 0 > before })
+    usleep(200_000)
+    #expect(client.pipeCount == 0, "the connect must not have completed")
+    client.abort()
+    // Without the cancel, the connect would stay live until TCP gave up
+    // (minutes later).
+    #expect(eventually(5) { (try? onLoop(loop) { loop.operations.count }) == before })
   }
 
   @Test("sends wait in the send queue until a pipe comes; the fd is not writable while it is full")
