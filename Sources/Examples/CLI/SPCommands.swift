@@ -4,6 +4,11 @@ import Glibc
 import UserProto
 
 /// `userproto echo-server --listen tcp://127.0.0.1:5555`
+///
+/// One REP socket (`Socket<Rep0Handler>`) listening: it serves every
+/// requester that connects. This thread polls the socket's fd, receives each
+/// request and sends its body back before taking the next, so each reply
+/// goes to the requester of the request just received.
 struct EchoServerCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "echo-server", abstract: "Serve SP REP (rep0): reply to each request with its body.")
@@ -19,25 +24,30 @@ struct EchoServerCommand: ParsableCommand {
   }
 
   func run() throws {
-    let address = try SPAddress.parse(listen)
+    let url = try transportURL(listen)
     let stop = StopSignals()
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
-    let server = try EchoServer(on: address, loop: loop)
-    defer { server.close() }
-    print("echo server on \(SPAddress.url(for: server.localAddress)) (loop: \(loop.backend))")
+    let server = try Socket(Rep0Handler(), loop: loop)
+    defer { try? server.close() }
+    let bound = try server.listen(url)
+    print("echo server on \(bound) (loop: \(loop.backend))")
     fflush(nil)
     let deadline = EventLoop.now() + UInt64(seconds) * 1_000_000_000
-    var reported = 0
+    var failures = PipeFailureReport()
     while seconds == 0 || EventLoop.now() < deadline {
-      let stopping = stop.wait(milliseconds: 100)
-      reported = printFailures(server.failures, after: reported)
-      if stopping { break }
+      var entry = pollfd(fd: server.fileDescriptor, events: Int16(POLLIN), revents: 0)
+      _ = poll(&entry, 1, 100)
+      try echoRequests(server)
+      try failures.printNew(server, every: failureReportPeriod)
+      if stop.wait(milliseconds: 0) { break }
     }
-    let s = server.statistics
+    try failures.printNew(server)
+    let s = try synchronously { try await server.withHandler { h, _ in h.statistics } }
     print(
-      "served \(s.requestsServed) requests, dropped \(s.repliesDropped) replies (send queue full), "
-        + "\(s.malformedRequests) malformed requests, \(server.failures.count) failed connections")
+      "served \(s.repliesSent) requests, dropped \(s.repliesToStalledPeers) replies (requester not reading), "
+        + "\(s.repliesToVanishedPeers) replies (requester gone), \(s.requestsOverTTL) requests (over the TTL), "
+        + "\(server.statistics.pipeFailures) failed connections")
     fflush(nil)
   }
 }
@@ -61,12 +71,14 @@ struct EchoClientCommand: ParsableCommand {
   }
 
   func run() throws {
-    let address = try SPAddress.parse(dial)
+    let url = try transportURL(dial)
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
-    let socket = try ReqSocket.dial(address, loop: loop)
-    socket.resendInterval = .milliseconds(resendMs)
+    let socket = try Socket(Req0Handler(resendInterval: .milliseconds(resendMs)), loop: loop)
     defer { socket.abort() }
+    // Re-dialed until the socket closes; requests wait in the send queue
+    // until a pipe is up.
+    try socket.dial(url)
     let deadline = EventLoop.now() + UInt64(timeout) * 1_000_000_000
     for _ in 0..<count {
       guard try socket.trySend(Array(data.utf8)) else { throw CommandFailure("send would block") }
@@ -77,7 +89,7 @@ struct EchoClientCommand: ParsableCommand {
         _ = poll(&entry, 1, 100)
         switch try socket.tryReceive() {
         case .message(let m): reply = m
-        case .endOfStream: throw CommandFailure("the server closed the connection")
+        case .endOfStream: throw CommandFailure("the socket failed")
         case .wouldBlock: break
         }
       }
@@ -104,27 +116,31 @@ struct PubCommand: ParsableCommand {
   }
 
   func run() throws {
-    let address = try SPAddress.parse(listen)
+    let url = try transportURL(listen)
     let stop = StopSignals()
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
-    let publisher = try Publisher(on: address, loop: loop)
-    defer { publisher.close() }
-    print("publishing on \(SPAddress.url(for: publisher.localAddress))")
+    let publisher = try Socket(Pub0Handler(), loop: loop)
+    defer { try? publisher.close() }
+    let bound = try publisher.listen(url)
+    print("publishing on \(bound)")
     fflush(nil)
     var i = 0
-    var reported = 0
+    var failures = PipeFailureReport()
     while count == 0 || i < count {
-      _ = publisher.publish(data[i % data.count])
+      // PUB never waits: the handler takes each message at once (dropping
+      // copies for subscribers that stopped reading).
+      try publisher.trySend(Array(data[i % data.count].utf8))
       i += 1
       let stopping = stop.wait(milliseconds: intervalMs)
-      reported = printFailures(publisher.failures, after: reported)
+      try failures.printNew(publisher, every: failureReportPeriod)
       if stopping { break }
     }
-    let s = publisher.statistics
+    try failures.printNew(publisher)
+    let s = try synchronously { try await publisher.withHandler { h, _ in h.statistics } }
     print(
-      "published \(s.published), delivered \(s.delivered) copies, dropped \(s.dropped), "
-        + "\(publisher.failures.count) failed connections")
+      "published \(s.published), delivered \(s.delivered) copies, dropped \(s.drops), "
+        + "\(publisher.statistics.pipeFailures) failed connections")
     fflush(nil)
   }
 }
@@ -146,13 +162,13 @@ struct SubCommand: ParsableCommand {
   }
 
   func run() throws {
-    let address = try SPAddress.parse(dial)
+    let url = try transportURL(dial)
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
-    let socket = try SubSocket.dial(address, loop: loop)
+    let topics = subscribe.isEmpty ? [""] : subscribe
+    let socket = try Socket(Sub0Handler(subscriptions: topics.map { Array($0.utf8) }), loop: loop)
     defer { socket.abort() }
-    if subscribe.isEmpty { socket.subscribe("") }
-    for topic in subscribe { socket.subscribe(topic) }
+    try socket.dial(url)
     let deadline = EventLoop.now() + UInt64(timeout) * 1_000_000_000
     var received = 0
     while received < count {
@@ -164,7 +180,7 @@ struct SubCommand: ParsableCommand {
         print(String(decoding: m, as: UTF8.self))
         fflush(nil)
         received += 1
-      case .endOfStream: throw CommandFailure("the publisher closed the connection")
+      case .endOfStream: throw CommandFailure("the socket failed")
       case .wouldBlock: break
       }
     }
@@ -198,10 +214,11 @@ func checkAddress(_ option: String, _ url: String) throws {
 }
 
 /// SIGINT and SIGTERM as a request to stop: a server prints its summary and
-/// exits 0 instead of dying mid-line. Created before the event loop, so that
-/// its thread inherits the blocked mask and every such signal stays pending
-/// for `wait` (a signal delivered to an unblocking thread would kill the
-/// process with its default action).
+/// exits 0 instead of dying mid-line. Created before the event loop and
+/// before any task (``synchronously(_:)``), so that their threads inherit
+/// the blocked mask and every such signal stays pending for `wait` (a signal
+/// delivered to an unblocking thread would kill the process with its default
+/// action).
 struct StopSignals {
   private var set = sigset_t()
 
@@ -212,7 +229,8 @@ struct StopSignals {
     pthread_sigmask(SIG_BLOCK, &set, nil)
   }
 
-  /// Waits up to `milliseconds`; true when a stop signal arrived.
+  /// Waits up to `milliseconds` (0: only checks); true when a stop signal
+  /// arrived.
   func wait(milliseconds: Int) -> Bool {
     var set = self.set
     var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
@@ -228,11 +246,90 @@ struct StopSignals {
   }
 }
 
-/// Prints the failures recorded after the first `seen`; returns the new count.
-func printFailures(_ log: FailureLog, after seen: Int) -> Int {
-  let new = log.failures(after: seen)
-  if new.forgotten > 0 { print("(\(new.forgotten) more failed connections, reasons not kept)") }
-  for reason in new.reasons { print("connection failed: \(reason)") }
-  if new.count > seen { fflush(nil) }
-  return new.count
+/// The second design's address for an SP URL the commands accept: parsed
+/// by ``SPAddress`` (which ``checkAddress(_:_:)`` validated), so every form
+/// and host name means what it did with the first design's sockets.
+func transportURL(_ url: String) throws -> TransportURL {
+  let address = try SPAddress.parse(url)
+  return address.family == AF_UNIX ? .ipc(address) : .tcp(address)
+}
+
+/// How often a running command prints new pipe failures (nanoseconds).
+let failureReportPeriod: UInt64 = 100_000_000
+
+/// Answers the requests queued on `server` with their bodies, from the
+/// calling thread: each reply is sent before the next request is received,
+/// so it goes back to that request's requester (REP answers in order).
+/// Returns after at most `limit` requests, so a busy server still gets to
+/// its other work.
+/// - Throws: what the socket's receive or send throws.
+@discardableResult
+func echoRequests(_ server: Rep0Socket, limit: Int = 256) throws -> Int {
+  var answered = 0
+  while answered < limit {
+    switch try server.tryReceive() {
+    case .message(let request):
+      try sendWaiting(request, on: server)
+      answered += 1
+    case .wouldBlock:
+      return answered
+    case .endOfStream:
+      throw CommandFailure("the echo server's socket failed")
+    }
+  }
+  return answered
+}
+
+/// Sends `message`, waiting in poll(2) on the socket's fd while its send
+/// queue is full. (A REP reply must not be skipped: the next one would go
+/// to the wrong requester.)
+func sendWaiting<Handler: SocketHandler>(_ message: [UInt8], on socket: Socket<Handler>) throws {
+  while try !socket.trySend(message) {
+    var entry = pollfd(fd: socket.fileDescriptor, events: Int16(POLLOUT), revents: 0)
+    _ = poll(&entry, 1, 100)
+  }
+}
+
+/// An SP handler whose ``SPPipes`` layer records why pipes failed.
+protocol SPPipesHandler: SocketHandler {
+  var pipes: SPPipes { get }
+}
+
+extension Rep0Handler: SPPipesHandler {}
+extension Pub0Handler: SPPipesHandler {}
+
+/// How many pipes of a socket failed, and the last reasons its SP layer kept.
+struct PipeFailures: Sendable {
+  var count: Int
+  var recentReasons: [String]
+}
+
+/// Prints a socket's pipe failures as they happen: one line per failure
+/// (`connection failed: pipe N (URL, peer ADDRESS): REASON`), counted by
+/// ``SocketStatistics/pipeFailures``, with the reason the SP layer recorded
+/// (it keeps the last 32; older ones are summed up in one line).
+struct PipeFailureReport {
+  /// Failures printed so far.
+  private(set) var reported = 0
+  private var nextReport: UInt64 = 0
+
+  /// Prints the failures since the last call; with a `period`, only if that
+  /// long has passed since the last report.
+  mutating func printNew<Handler: SPPipesHandler>(_ socket: Socket<Handler>, every period: UInt64 = 0) throws {
+    let now = EventLoop.now()
+    guard now >= nextReport else { return }
+    nextReport = now + period
+    let failures = try synchronously {
+      try await socket.withHandler { h, context in
+        PipeFailures(count: context.statistics.pipeFailures, recentReasons: h.pipes.recentFailures)
+      }
+    }
+    let new = failures.count - reported
+    guard new > 0 else { return }
+    let reasons = failures.recentReasons.suffix(new)
+    if new > reasons.count { print("(\(new - reasons.count) more failed connections, reasons not kept)") }
+    for reason in reasons { print("connection failed: \(reason)") }
+    fflush(nil)
+    reported = failures.count
+  }
 }
