@@ -61,10 +61,10 @@ struct InteropCLITests {
     #expect(req.quotedMessages == ["ping from nngcat"], "\(req)")
     server.send(signal: SIGTERM)
     #expect(await server.finish(within: .seconds(20)) == .code(0), "\(server)")
-    #expect(
-      server.standardOutput.split(separator: "\n").last
-        == "served 1 requests, dropped 0 replies (send queue full), 0 malformed requests, 0 failed connections",
-      "\(server)")
+    let summary =
+      "served 1 requests, dropped 0 replies (requester not reading), 0 replies (requester gone), "
+      + "0 requests (over the TTL), 0 failed connections"
+    #expect(server.standardOutput.split(separator: "\n").last == Substring(summary), "\(server)")
   }
 
   @Test(

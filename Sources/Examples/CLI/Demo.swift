@@ -7,9 +7,11 @@ import UserProto
 
 /// `userproto demo`: the project's point in one process.
 ///
-/// An SP echo server and an SP publisher with four subscribers run over
-/// loopback TCP on UserProto's event loop. The demo's own code is a plain
-/// poll(2) loop over real fds: four REQ sockets, four SUB sockets and an
+/// An SP echo server (one REP socket) with four REQ sockets, and an SP
+/// publisher with four subscribers, run over loopback TCP on UserProto's
+/// event loop (`Socket<Handler>` with the SP handlers). The demo's own code
+/// is a plain poll(2) loop over real fds: the REP socket (it answers each
+/// request with its body), four REQ sockets, four SUB sockets and an
 /// ordinary kernel TCP socket, reacting to each by readiness alone. One
 /// subscriber stalls for a while to show that a slow subscriber never blocks
 /// the publisher or the others: its copies are dropped and counted.
@@ -72,47 +74,66 @@ struct Demo: ParsableCommand {
   func runDemo() throws -> Summary {
     let loop = try EventLoop()
     defer { loop.shutdownAndWait() }
-    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
+    // What every socket's mask fd uses (each one makes the same choice).
+    let (maskLayout, maskReason) = try MaskFD.choose(.automatic, usage: .socket)
 
-    let echo = try EchoServer(on: any, loop: loop)
-    defer { echo.close() }
+    let echo = try Socket(Rep0Handler(), loop: loop)
+    defer { try? echo.close() }
+    let echoURL = try echo.listen("tcp://127.0.0.1:0")
     // Small per-subscriber queues, so the stalled subscriber's drops show.
-    let publisher = try Publisher(
-      on: any, loop: loop, options: SocketOptions(sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024))
-    defer { publisher.close() }
-    let requesters = try (0..<4).map { _ in try ReqSocket.connect(to: echo.localAddress, loop: loop) }
+    let publisher = try Socket(
+      Pub0Handler(), loop: loop, options: SocketOptions(sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024))
+    defer { try? publisher.close() }
+    let publisherURL = try publisher.listen("tcp://127.0.0.1:0")
+    let requesters = try (0..<4).map { _ in try Socket(Req0Handler(), loop: loop) }
     defer { for r in requesters { r.abort() } }
+    for r in requesters { try r.dial(echoURL) }
     let topics = Demo.topics
-    // One at a time, so the publisher's per-subscriber statistics are in
-    // this order.
-    var subscribers: [SubSocket] = []
+    // One at a time, so the publisher's pipes complete their handshakes in
+    // this order: `subscriberPipes[i]` is subscriber i's pipe.
+    var subscribers: [Sub0Socket] = []
     defer { for s in subscribers { s.abort() } }
-    for topic in topics {
-      let s = try SubSocket.connect(to: publisher.localAddress, loop: loop)
-      s.subscribe(topic)
-      subscribers.append(s)
-      let deadline = EventLoop.now() + 5_000_000_000
-      while publisher.subscriberCount < subscribers.count && EventLoop.now() < deadline { usleep(1000) }
+    func readyPipes() throws -> [UInt64] {
+      try synchronously { try await publisher.withHandler { h, _ in h.pipes.ready.map { $0.id } } }
     }
-    guard publisher.subscriberCount == subscribers.count else {
-      throw CommandFailure("only \(publisher.subscriberCount) of \(subscribers.count) subscribers connected")
+    for topic in topics {
+      let s = try Socket(Sub0Handler(subscriptions: [Array(topic.utf8)]), loop: loop)
+      subscribers.append(s)
+      try s.dial(publisherURL)
+      let deadline = EventLoop.now() + 5_000_000_000
+      while try readyPipes().count < subscribers.count && EventLoop.now() < deadline { usleep(1000) }
+    }
+    let subscriberPipes = try readyPipes()
+    guard subscriberPipes.count == subscribers.count else {
+      throw CommandFailure("only \(subscriberPipes.count) of \(subscribers.count) subscribers connected")
+    }
+    // Per subscriber: copies the publisher dropped for it.
+    func dropCounts() throws -> [Int] {
+      let perPipe = try synchronously { try await publisher.withHandler { h, _ in h.dropsPerPipe } }
+      return subscriberPipes.map { perPipe[$0] ?? 0 }
+    }
+    // Per subscriber: messages it filtered out.
+    func filteredCounts() throws -> [Int] {
+      try subscribers.map { s in try synchronously { try await s.withHandler { h, _ in h.statistics.filtered } } }
     }
     let ticker = try TickerConnection()
     defer { ticker.close() }
 
     print("UserProto demo: SP echo (REQ/REP) and pub/sub over loopback TCP, polled with plain poll(2)")
-    print(
-      "  mask fds:   \(requesters[0].mask.layout) (\(requesters[0].mask.descriptorCount) fd per socket); \(requesters[0].mask.selectionReason)"
-    )
+    print("  mask fds:   \(maskLayout) (\(maskLayout.descriptorCount) fd per socket); \(maskReason)")
     print("  event loop: \(loop.backend); \(loop.backendReason); \(loop.capabilities.joined(separator: "; "))")
+    print("  echo server \(echoURL), publisher \(publisherURL)")
     print(
-      "  echo server \(SPAddress.url(for: echo.localAddress)), publisher \(SPAddress.url(for: publisher.localAddress))")
-    print("  poll set: 4 REQ fds, 4 SUB fds and 1 ordinary TCP socket; subscriber 4 (\"\") stalls for the first half\n")
+      "  poll set: 1 REP fd, 4 REQ fds, 4 SUB fds and 1 ordinary TCP socket; "
+        + "subscriber 4 (\"\") stalls for the first half\n")
 
     var latencies: [UInt64] = []
     var sentAt = [UInt64](repeating: 0, count: requesters.count)
     var pending = [[UInt8]?](repeating: nil, count: requesters.count)
     var received = [Int](repeating: 0, count: subscribers.count)
+    // Per subscriber: the sequence number of the last message it received
+    // (so it has seen, kept or filtered out, every message up to it).
+    var lastSeen = [Int](repeating: -1, count: subscribers.count)
     var tickerLines = 0
     var published = 0
     var mismatches = 0
@@ -128,19 +149,22 @@ struct Demo: ParsableCommand {
     // of the slowest of them, well under their 64 KiB queues, so only the
     // stalled subscriber can lose messages.
     let maximumAhead = 16
+    func take(_ message: [UInt8], subscriber i: Int) {
+      if !message.starts(with: Array(topics[i].utf8)) { mismatches += 1 }
+      if let n = Demo.sequence(of: message) { lastSeen[i] = max(lastSeen[i], n) }
+      received[i] += 1
+    }
 
     while EventLoop.now() < end {
       let now = EventLoop.now()
       // Publish (three topics in turn, 2 KiB payload) unless a reading
       // subscriber is behind; each sees every message and filters it.
-      let behind =
-        subscribers.indices.filter { $0 != stalledIndex }.map {
-          published - received[$0] - subscribers[$0].filteredMessages
-        }.max() ?? 0
+      // Messages after the last one a subscriber received are still on
+      // their way to it, or filtered out since (at most two).
+      let behind = subscribers.indices.filter { $0 != stalledIndex }.map { published - 1 - lastSeen[$0] }.max() ?? 0
       if behind < maximumAhead {
         let topic = ["news", "sports", "weather"][published % 3]
-        _ = publisher.publish(Array("\(topic): update \(published) ".utf8) + filler)
-        published += 1
+        if try publisher.trySend(Array("\(topic): update \(published) ".utf8) + filler) { published += 1 }
       }
       // Issue a request on every idle REQ socket.
       for (i, r) in requesters.enumerated() where pending[i] == nil {
@@ -152,7 +176,8 @@ struct Demo: ParsableCommand {
         }
       }
       // One poll set: protocol sockets and an ordinary TCP socket together.
-      var fds = requesters.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
+      var fds = [pollfd(fd: echo.fileDescriptor, events: Int16(POLLIN), revents: 0)]
+      fds += requesters.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
       for (i, s) in subscribers.enumerated() {
         let stalled = i == stalledIndex && now < stallUntil
         fds.append(pollfd(fd: s.fileDescriptor, events: stalled ? 0 : Int16(POLLIN), revents: 0))
@@ -160,25 +185,23 @@ struct Demo: ParsableCommand {
       fds.append(pollfd(fd: ticker.fd, events: Int16(POLLIN), revents: 0))
       _ = poll(&fds, nfds_t(fds.count), 1)
 
-      for (i, r) in requesters.enumerated() where fds[i].revents & Int16(POLLIN) != 0 {
+      if fds[0].revents & Int16(POLLIN) != 0 { try echoRequests(echo) }
+      for (i, r) in requesters.enumerated() where fds[1 + i].revents & Int16(POLLIN) != 0 {
         while case .message(let reply) = try r.tryReceive() {
           if reply != pending[i] { mismatches += 1 }
           latencies.append(EventLoop.now() - sentAt[i])
           pending[i] = nil
         }
       }
-      for (i, s) in subscribers.enumerated() where fds[requesters.count + i].revents & Int16(POLLIN) != 0 {
-        while case .message(let m) = try s.tryReceive() {
-          if !m.starts(with: Array(topics[i].utf8)) { mismatches += 1 }
-          received[i] += 1
-        }
+      for (i, s) in subscribers.enumerated() where fds[1 + requesters.count + i].revents & Int16(POLLIN) != 0 {
+        while case .message(let m) = try s.tryReceive() { take(m, subscriber: i) }
       }
       if fds.last!.revents & Int16(POLLIN) != 0 { tickerLines += ticker.readLines() }
 
       if EventLoop.now() >= nextReport {
         nextReport += 500_000_000
         let t = Double(EventLoop.now() - start) / 1e9
-        let drops = publisher.subscriberStatistics.map { String($0.dropped) }.joined(separator: "/")
+        let drops = try dropCounts().map(String.init).joined(separator: "/")
         print(
           "  t=\(format(t, 1))s  echo round trips \(latencies.count)  published \(published)  "
             + "received \(received.map(String.init).joined(separator: "/"))  dropped \(drops)  tcp lines \(tickerLines)"
@@ -192,27 +215,24 @@ struct Demo: ParsableCommand {
     // machine so loaded that the loop falls seconds behind.
     let drainDeadline = EventLoop.now() + 20_000_000_000
     while EventLoop.now() < drainDeadline {
-      let dropped = publisher.subscriberStatistics.map(\.dropped)
-      let settled = subscribers.indices.allSatisfy {
-        received[$0] + subscribers[$0].filteredMessages + dropped[$0] == published
-      }
+      let dropped = try dropCounts()
+      let filtered = try filteredCounts()
+      let settled = subscribers.indices.allSatisfy { received[$0] + filtered[$0] + dropped[$0] == published }
       if settled { break }
       var fds = subscribers.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
       _ = poll(&fds, nfds_t(fds.count), 10)
       for (i, s) in subscribers.enumerated() {
-        while case .message(let m) = try s.tryReceive() {
-          if !m.starts(with: Array(topics[i].utf8)) { mismatches += 1 }
-          received[i] += 1
-        }
+        while case .message(let m) = try s.tryReceive() { take(m, subscriber: i) }
       }
     }
 
-    let stats = publisher.statistics
-    let perSubscriber = publisher.subscriberStatistics
+    let stats = try synchronously { try await publisher.withHandler { h, _ in h.statistics } }
+    let dropped = try dropCounts()
+    let filtered = try filteredCounts()
     let summary = Summary(
-      roundTrips: latencies.count, published: stats.published, received: received,
-      dropped: perSubscriber.map(\.dropped), filtered: subscribers.map(\.filteredMessages),
-      totalDropped: stats.dropped, tickerLines: tickerLines, mismatches: mismatches, stalled: stalledIndex)
+      roundTrips: latencies.count, published: stats.published, received: received, dropped: dropped,
+      filtered: filtered, totalDropped: stats.drops, tickerLines: tickerLines, mismatches: mismatches,
+      stalled: stalledIndex)
     let sorted = latencies.sorted()
     func percentile(_ p: Double) -> String {
       sorted.isEmpty
@@ -223,7 +243,7 @@ struct Demo: ParsableCommand {
       "  echo:    \(latencies.count) round trips by 4 REQ sockets; latency p50 \(percentile(0.5)), p90 \(percentile(0.9)), p99 \(percentile(0.99))"
     )
     print(
-      "  pub/sub: \(stats.published) published; \(stats.delivered) copies queued, \(stats.dropped) dropped (publisher never blocked)"
+      "  pub/sub: \(stats.published) published; \(stats.delivered) copies queued, \(stats.drops) dropped (publisher never blocked)"
     )
     for (i, _) in subscribers.enumerated() {
       let label = topics[i].isEmpty ? "everything" : "\"\(topics[i])\""
@@ -233,9 +253,7 @@ struct Demo: ParsableCommand {
       )
     }
     print("  tcp:     \(tickerLines) lines from an ordinary kernel TCP socket in the same poll set")
-    print(
-      "  mask fd: \(requesters[0].mask.layout): \(MaskDemo.describe(requesters[0].mask.layout.backend)) (\(requesters[0].mask.selectionReason))"
-    )
+    print("  mask fd: \(maskLayout): \(MaskDemo.describe(maskLayout.backend)) (\(maskReason))")
     print("  loop:    \(loop.backend) (\(loop.backendReason))")
     let problems = summary.problems
     print(
@@ -243,6 +261,14 @@ struct Demo: ParsableCommand {
     )
     fflush(nil)
     return summary
+  }
+
+  /// The sequence number of a published message (`TOPIC: update N ...`).
+  static func sequence(of message: [UInt8]) -> Int? {
+    let marker = Array(": update ".utf8)
+    guard let colon = message.firstIndex(of: marker[0]), message[colon...].starts(with: marker) else { return nil }
+    let digits = message[(colon + marker.count)...].prefix { $0 >= 0x30 && $0 <= 0x39 }
+    return Int(String(decoding: digits, as: UTF8.self))
   }
 }
 
