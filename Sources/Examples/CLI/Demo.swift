@@ -215,9 +215,9 @@ struct Demo: ParsableCommand {
     // machine so loaded that the loop falls seconds behind.
     let drainDeadline = EventLoop.now() + 20_000_000_000
     while EventLoop.now() < drainDeadline {
-      let dropped = try dropCounts()
-      let filtered = try filteredCounts()
-      let settled = subscribers.indices.allSatisfy { received[$0] + filtered[$0] + dropped[$0] == published }
+      let drops = try dropCounts()
+      let filteredOut = try filteredCounts()
+      let settled = subscribers.indices.allSatisfy { received[$0] + filteredOut[$0] + drops[$0] == published }
       if settled { break }
       var fds = subscribers.map { pollfd(fd: $0.fileDescriptor, events: Int16(POLLIN), revents: 0) }
       _ = poll(&fds, nfds_t(fds.count), 10)
