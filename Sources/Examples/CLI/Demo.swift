@@ -94,7 +94,7 @@ struct Demo: ParsableCommand {
     var subscribers: [Sub0Socket] = []
     defer { for s in subscribers { s.abort() } }
     func readyPipes() throws -> [UInt64] {
-      try synchronously { try await publisher.withHandler { h, _ in h.pipes.ready.map { $0.id } } }
+      try publisher.withHandlerAndWait { h, _ in h.pipes.ready.map { $0.id } }
     }
     for topic in topics {
       let s = try Socket(Sub0Handler(subscriptions: [Array(topic.utf8)]), loop: loop)
@@ -109,12 +109,12 @@ struct Demo: ParsableCommand {
     }
     // Per subscriber: copies the publisher dropped for it.
     func dropCounts() throws -> [Int] {
-      let perPipe = try synchronously { try await publisher.withHandler { h, _ in h.dropsPerPipe } }
+      let perPipe = try publisher.withHandlerAndWait { h, _ in h.dropsPerPipe }
       return subscriberPipes.map { perPipe[$0] ?? 0 }
     }
     // Per subscriber: messages it filtered out.
     func filteredCounts() throws -> [Int] {
-      try subscribers.map { s in try synchronously { try await s.withHandler { h, _ in h.statistics.filtered } } }
+      try subscribers.map { s in try s.withHandlerAndWait { h, _ in h.statistics.filtered } }
     }
     let ticker = try TickerConnection()
     defer { ticker.close() }
@@ -226,7 +226,7 @@ struct Demo: ParsableCommand {
       }
     }
 
-    let stats = try synchronously { try await publisher.withHandler { h, _ in h.statistics } }
+    let stats = try publisher.withHandlerAndWait { h, _ in h.statistics }
     let dropped = try dropCounts()
     let filtered = try filteredCounts()
     let summary = Summary(

@@ -43,7 +43,7 @@ struct EchoServerCommand: ParsableCommand {
       if stop.wait(milliseconds: 0) { break }
     }
     try failures.printNew(server)
-    let s = try synchronously { try await server.withHandler { h, _ in h.statistics } }
+    let s = try server.withHandlerAndWait { h, _ in h.statistics }
     print(
       "served \(s.repliesSent) requests, dropped \(s.repliesToStalledPeers) replies (requester not reading), "
         + "\(s.repliesToVanishedPeers) replies (requester gone), \(s.requestsOverTTL) requests (over the TTL), "
@@ -137,7 +137,7 @@ struct PubCommand: ParsableCommand {
       if stopping { break }
     }
     try failures.printNew(publisher)
-    let s = try synchronously { try await publisher.withHandler { h, _ in h.statistics } }
+    let s = try publisher.withHandlerAndWait { h, _ in h.statistics }
     print(
       "published \(s.published), delivered \(s.delivered) copies, dropped \(s.drops), "
         + "\(publisher.statistics.pipeFailures) failed connections")
@@ -214,11 +214,10 @@ func checkAddress(_ option: String, _ url: String) throws {
 }
 
 /// SIGINT and SIGTERM as a request to stop: a server prints its summary and
-/// exits 0 instead of dying mid-line. Created before the event loop and
-/// before any task (``synchronously(_:)``), so that their threads inherit
-/// the blocked mask and every such signal stays pending for `wait` (a signal
-/// delivered to an unblocking thread would kill the process with its default
-/// action).
+/// exits 0 instead of dying mid-line. Created before the event loop, so
+/// that its thread inherits the blocked mask and every such signal stays
+/// pending for `wait` (a signal delivered to an unblocking thread would kill
+/// the process with its default action).
 struct StopSignals {
   private var set = sigset_t()
 
@@ -319,10 +318,8 @@ struct PipeFailureReport {
     let now = EventLoop.now()
     guard now >= nextReport else { return }
     nextReport = now + period
-    let failures = try synchronously {
-      try await socket.withHandler { h, context in
-        PipeFailures(count: context.statistics.pipeFailures, recentReasons: h.pipes.recentFailures)
-      }
+    let failures = try socket.withHandlerAndWait { h, context in
+      PipeFailures(count: context.statistics.pipeFailures, recentReasons: h.pipes.recentFailures)
     }
     let new = failures.count - reported
     guard new > 0 else { return }

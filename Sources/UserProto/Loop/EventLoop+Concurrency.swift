@@ -43,6 +43,24 @@ extension EventLoop: SerialExecutor, TaskExecutor {
     }
   }
 
+  /// Runs `body` on the loop and waits for its result: ``submit(_:)`` for
+  /// synchronous callers. On the loop's own thread `body` runs at once.
+  /// - Throws: ``LoopError/shutDown``, or what `body` throws.
+  public func submitAndWait<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+    if inEventLoop { return try body() }
+    let outcome = Lock<Result<T, any Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    // A task accepted before shutdown still runs (the loop drains its tasks
+    // before it stops), so the wait ends.
+    try execute {
+      let result = Result { try body() }
+      outcome.withLock { $0 = result }
+      done.signal()
+    }
+    done.wait()
+    return try (outcome.withLock { $0 } ?? .failure(LoopError.shutDown)).get()
+  }
+
   /// Suspends for `duration` using a loop timer. A duration too long for
   /// the clock (over about 584 years) sleeps until the task is cancelled or
   /// the loop stops.

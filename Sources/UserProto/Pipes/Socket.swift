@@ -159,13 +159,24 @@ public final class Socket<Handler: SocketHandler>: Sendable {
     _ body: @escaping @Sendable (Handler, SocketContext) throws -> T
   ) async throws -> T {
     let core = self.core
-    return try await loop.submit {
-      guard let handler = core.handler as? Handler else { throw SocketError.closed }
-      var result: Result<T, any Error> = .failure(SocketError.closed)
-      core.runHook { _, context in result = Result { try body(handler, context) } }
-      core.offerSends()
-      return try result.get()
-    }
+    return try await loop.submit { try Self.run(body, on: core) }
+  }
+
+  /// ``withHandler(_:)`` for synchronous code: blocks the calling thread
+  /// until `body` has run on the loop (on the loop's thread it runs at once).
+  public func withHandlerAndWait<T: Sendable>(
+    _ body: @escaping @Sendable (Handler, SocketContext) throws -> T
+  ) throws -> T {
+    let core = self.core
+    return try loop.submitAndWait { try Self.run(body, on: core) }
+  }
+
+  private static func run<T>(_ body: (Handler, SocketContext) throws -> T, on core: SocketCore) throws -> T {
+    guard let handler = core.handler as? Handler else { throw SocketError.closed }
+    var result: Result<T, any Error> = .failure(SocketError.closed)
+    core.runHook { _, context in result = Result { try body(handler, context) } }
+    core.offerSends()
+    return try result.get()
   }
 
   // MARK: Closing
