@@ -124,7 +124,8 @@ struct SPPushPullPairTests {
           continue
         }
         // Full: the loop is moving the queue along, or the PULL stalled.
-        stalled = !(await waitUntil(.seconds(3)) { push.readiness.contains(.writable) })
+        let moving = await waitUntil(.seconds(3)) { push.readiness.contains(.writable) }
+        stalled = !moving
       }
       #expect(stalled, "still writable after \(accepted) messages of 16 KiB")
       #expect(!isWritable(fd))
