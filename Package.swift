@@ -46,7 +46,7 @@ let package = Package(
       dependencies: ["MaskCore", "CUserProtoShim", "Locking"],
       swiftSettings: strict
     ),
-    // The example protocols: nanomsg SP REQ/REP (echo) and PUB/SUB.
+    // The example protocols: nanomsg SP REQ/REP (echo), PUB/SUB, PUSH/PULL and PAIR.
     .target(
       name: "ExampleProtocols",
       dependencies: ["UserProto", "Locking"],

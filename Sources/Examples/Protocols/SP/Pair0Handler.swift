@@ -1,0 +1,124 @@
+public import UserProto
+
+/// A PAIR v0 socket: `Socket<Pair0Handler>`.
+public typealias Pair0Socket = Socket<Pair0Handler>
+
+/// SP PAIR v0 (NNG's pair0, nanomsg's NN_PAIR) on a socket with pipes: one
+/// peer at a time, messages both ways.
+///
+/// The first pipe that completes its SP handshake becomes the ``peer``.
+/// Another pipe that completes its handshake while the peer is up is
+/// refused: it fails with ``SocketError/notSupported(_:)`` (counted in
+/// ``Statistics/refusedPipes``, its reason in ``SPPipes/recentFailures``)
+/// and the peer is not disturbed. That is NNG's pair0, which closes the
+/// newer pipe (NNG_EBUSY) once its header exchange is done; a refused
+/// dialer re-dials after its back-off, and so gets the place once the peer
+/// has gone. Messages carry no SP header in the body.
+///
+/// A send goes to the peer when its pipe is writable; otherwise (no peer
+/// yet, or its output at the send high watermark) it waits
+/// (``SendDisposition/wait``) in the socket's send queue, which then fills
+/// and stops the fd showing writable, until a peer is paired or drains.
+/// A message written to a peer whose pipe then fails is lost, as in NNG.
+///
+/// ```swift
+/// let pair = try Socket(Pair0Handler(), loop: loop)
+/// try pair.dial("tcp://127.0.0.1:5558")
+/// try await pair.send(Array("hello".utf8))
+/// let answer = try await pair.receive()
+/// ```
+public final class Pair0Handler: SocketHandler {
+  /// The SP layer: handshakes and framing per pipe.
+  public let pipes: SPPipes
+
+  /// What the handler has done so far.
+  public struct Statistics: Sendable, Hashable {
+    /// Messages written to the peer.
+    public var sent = 0
+    /// Messages delivered to the application.
+    public var received = 0
+    /// Messages that had to wait because no peer could take them when they
+    /// were first offered (each counted once, however long it waited).
+    public var heldBack = 0
+    /// Pipes refused because a peer was already paired.
+    public var refusedPipes = 0
+    /// Peers paired so far (the first, and each that took a gone one's place).
+    public var peersPaired = 0
+  }
+  public private(set) var statistics = Statistics()
+
+  /// The pipe this socket is paired with, once its handshake completed.
+  public private(set) var peer: SocketPipe?
+
+  /// True while the first queued message waits for the peer (so it is
+  /// counted in ``Statistics/heldBack`` once).
+  private var holding = false
+
+  public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
+    pipes = SPPipes(.pair0, peer: .pair0, headerTimeout: headerTimeout)
+  }
+
+  public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
+
+  public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
+    throws(SocketError)
+  {
+    // A refused pipe is failed by throwing once parsing returns: closing it
+    // from inside would release the input being parsed.
+    var refusal: SocketError?
+    try pipes.received(
+      &input, from: pipe, context: context, handshake: { pipe in refusal = pair(with: pipe, context: context) }
+    ) { (input: inout InboundBuffer, length: Int, pipe: SocketPipe) throws(SocketError) in
+      guard pipe === peer else { return }  // refused: skipped, and it fails below
+      try context.deliver(input.readBytes(length) ?? [])
+      statistics.received += 1
+    }
+    if let refusal { throw refusal }
+  }
+
+  public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
+    try pipes.reachedEnd(pipe, input: input)
+  }
+
+  public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
+    pipes.removed(pipe, error: error)
+    if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
+  }
+
+  public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
+
+  public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
+    if let pipe = peer, pipe.isWritable {
+      do throws(SocketError) {
+        try pipe.write(pipes.framing(of: pipe).frame(message))
+        holding = false
+        statistics.sent += 1
+        return .taken
+      } catch {
+        // The pipe is going: its removal frees the place, and the next
+        // peer's handshake offers the message again.
+      }
+    }
+    if !holding {
+      holding = true
+      statistics.heldBack += 1
+    }
+    return .wait
+  }
+
+  // MARK: Internals
+
+  /// `pipe` completed its handshake: it becomes the peer, or, when there
+  /// is one already, the reason it is refused.
+  private func pair(with pipe: SocketPipe, context: SocketContext) -> SocketError? {
+    if let current = peer, current !== pipe {
+      statistics.refusedPipes += 1
+      return .notSupported(
+        "PAIR v0 takes one peer at a time and is paired with \(current); the newer pipe is refused (NNG: NNG_EBUSY)")
+    }
+    peer = pipe
+    statistics.peersPaired += 1
+    try? context.resumeSends()  // sends waiting for a peer can go now
+    return nil
+  }
+}
