@@ -78,7 +78,7 @@ struct SPPushPullPairNNGTests {
   }
 
   // nngcat 1.5.2's PAIR with --data and --interval sends, then receives
-  // with a timeout of the interval minus the time the send took; a send
+  // with a timeout of the interval minus the time since the send began; a send
   // that waited over the interval for a peer (nngcat listening, our dial
   // late on a loaded machine) makes that timeout negative, nngcat prints
   // "Cannot set recv timeout: Invalid argument" and closes the pipe. So in
