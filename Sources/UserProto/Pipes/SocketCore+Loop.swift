@@ -136,15 +136,22 @@ extension SocketCore {
   func pipeReceived(_ pipe: SocketPipe, _ bytes: [UInt8]) {
     guard pipe.isUp, !closing else { return }  // a closing socket discards input
     pipe.input.append(bytes)
+    // The handler parses a buffer moved out of the pipe for the call (a
+    // swap: no copy), so a pipe closed from inside it (``SocketPipe/close``,
+    // a write that fails at once) can release its own, empty, input instead
+    // of the buffer being parsed, which would be an overlapping access.
+    var input = InboundBuffer()
+    swap(&input, &pipe.input)
     var failure: SocketError?
     runHook { handler, context in
       do throws(SocketError) {
-        try handler.received(&pipe.input, from: pipe, context: context)
+        try handler.received(&input, from: pipe, context: context)
       } catch {
         failure = error
       }
     }
-    if pipe.isDatagram { pipe.input.removeAll() }
+    // A pipe that went meanwhile keeps nothing.
+    if pipe.isUp && !pipe.isDatagram { swap(&input, &pipe.input) }
     if let failure { removePipe(pipe, error: failure, notify: true) }
   }
 

@@ -47,3 +47,22 @@ final class FanOutHandler: SocketHandler {
     return .taken
   }
 }
+
+/// Closes the pipe from inside `received` when a line starts with "CLOSE";
+/// echoes other lines.
+final class CloseOnCommandHandler: SocketHandler {
+  static var sendsMessages: Bool { false }
+  var closedFromReceive = 0
+
+  func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext) throws(SocketError) {
+    while let end = (0..<input.readableBytes).first(where: { input[$0] == 0x0a }) {
+      let line = input.readBytes(end + 1) ?? []
+      if line.starts(with: Array("CLOSE".utf8)) {
+        closedFromReceive += 1
+        pipe.close()
+        return
+      }
+      try pipe.write(Array("echo ".utf8) + line)
+    }
+  }
+}

@@ -101,6 +101,31 @@ struct PipeSocketTests {
     #expect(stats.pipesAdded == stats.pipesRemoved + 1, "\(stats)")
   }
 
+  @Test("a handler may close its pipe from inside received, with input still buffered", arguments: loopBackends)
+  func closeInsideReceived(backend: EventLoop.BackendChoice) async throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let server = try Socket(CloseOnCommandHandler(), loop: loop)
+    defer { server.abort() }
+    let bound = try server.listen("tcp://127.0.0.1:0")
+    let client = try Socket(LineHandler(), loop: loop)
+    defer { client.abort() }
+    try client.dial(bound, reconnect: ReconnectPolicy(minimum: .milliseconds(20)))
+    #expect(eventually { client.pipeCount == 1 && server.pipeCount == 1 })
+    #expect(try client.trySend(Array("one".utf8)))
+    #expect(text(receiveSoon(client)) == "echo one")
+    // The close comes with more input behind it in the same buffer.
+    #expect(try client.trySend(Array("CLOSE".utf8)))
+    #expect(try client.trySend(Array("after".utf8)))
+    #expect(eventually { server.statistics.pipesRemoved == 1 })
+    let closed = try await onLoopHandler(server) { h, _ in h.closedFromReceive }
+    #expect(closed == 1)
+    // The dialer comes back and is served.
+    #expect(eventually { server.pipeCount == 1 && client.pipeCount == 1 })
+    #expect(try client.trySend(Array("two".utf8)))
+    #expect(text(receiveSoon(client)) == "echo two")
+  }
+
   @Test("a socket closed while its dial is still connecting leaves no operation behind", arguments: loopBackends)
   func abortWhileConnecting(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
