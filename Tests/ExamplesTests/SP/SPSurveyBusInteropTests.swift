@@ -45,7 +45,8 @@ struct SPSurveyNNGTests {
         try await surveyor.send(utf8(question))
         var answers: [String] = []
         for _ in 0..<2 {
-          answers.append(string(try await nextSPMessage(surveyor, within: .seconds(5))) ?? "none")
+          let answer = try await nextSPMessage(surveyor, within: .seconds(5))
+          answers.append(string(answer) ?? "none")
         }
         #expect(answers.sorted() == ["answer 0", "answer 1"], "round \(round): \(peers)")
       }
