@@ -142,28 +142,18 @@ public final class Rep0Handler: SocketHandler {
   private func request(
     _ input: inout InboundBuffer, length: Int, pipe: SocketPipe, context: SocketContext
   ) throws(SocketError) {
-    // The backtrace: 32-bit words up to and including the first with its
-    // high bit set (the request id), read in place.
-    let hopLimit = max(ttl, 1)
-    var words = 0
-    while true {
-      guard length >= (words + 1) * 4, let word = input.peekBigEndian(UInt32.self, at: words * 4) else {
-        throw .protocolViolation(
-          "an SP request of \(length) bytes whose backtrace has no request id (no word with the high bit)")
-      }
-      words += 1
-      if word & 0x8000_0000 != 0 { break }
-      if words >= hopLimit {
-        statistics.requestsOverTTL += 1  // too many hops: dropped, the pipe stays
-        return
-      }
+    // The backtrace (hops, then the request id), read in place.
+    guard let backtraceLength = try SPBacktrace.length(in: input, messageLength: length, ttl: ttl, kind: "request")
+    else {
+      statistics.requestsOverTTL += 1  // too many hops: dropped, the pipe stays
+      return
     }
     guard unansweredRequests < maximumUnansweredRequests else {
       statistics.requestsOverLimit += 1
       return
     }
-    let backtrace = input.readBytes(words * 4) ?? []
-    try context.deliver(input.readBytes(length - words * 4) ?? [])
+    let backtrace = input.readBytes(backtraceLength) ?? []
+    try context.deliver(input.readBytes(length - backtraceLength) ?? [])
     unanswered.append(Pending(pipeID: pipe.id, backtrace: backtrace))
     statistics.requestsDelivered += 1
   }
