@@ -103,12 +103,12 @@ extension SocketCore {
   /// The whole socket fails: the application sees `error` once, queued
   /// sends are dropped, every pipe closes.
   func fail(_ error: SocketError) {
-    let first = update { s -> Bool in
-      let first = !s.failed
+    let firstFailure = update { s -> Bool in
+      let wasFailed = s.failed
       s.fail(error)
-      return first
+      return !wasFailed
     }
-    if first { logger.notice("socket failed", metadata: ["error": "\(error)"]) }
+    if firstFailure { logger.notice("socket failed", metadata: ["error": "\(error)"]) }
     outbox.removeAll()
     stopEndpoints()
     for pipe in Array(allPipes.values) { removePipe(pipe, error: nil, notify: true) }

@@ -56,9 +56,10 @@ final class SocketCore: @unchecked Sendable {
   private static let nextSocketID = Atomic<UInt64>(0)
 
   init<H: SocketHandler>(handler: H, loop: EventLoop, options: SocketOptions, logger: Logger) throws(SocketError) {
-    id = SocketCore.nextSocketID.wrappingAdd(1, ordering: .relaxed).newValue
+    let id = SocketCore.nextSocketID.wrappingAdd(1, ordering: .relaxed).newValue
     var logger = logger
     logger[metadataKey: "socket.id"] = "\(id)"
+    self.id = id
     self.logger = logger
     self.loop = loop
     self.options = options
