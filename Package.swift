@@ -22,6 +22,7 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -40,10 +41,14 @@ let package = Package(
       dependencies: ["CUserProtoShim", "Locking"],
       swiftSettings: strict
     ),
-    // Sockets, event loop and transports, on top of MaskCore.
+    // Sockets, event loop and transports, on top of MaskCore. Logs through
+    // swift-log (docs/logging.md).
     .target(
       name: "UserProto",
-      dependencies: ["MaskCore", "CUserProtoShim", "Locking"],
+      dependencies: [
+        "MaskCore", "CUserProtoShim", "Locking",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: strict
     ),
     // The example protocols: nanomsg SP REQ/REP (echo), PUB/SUB, PUSH/PULL and PAIR.
@@ -98,6 +103,7 @@ let package = Package(
       dependencies: [
         "UserProto", "CUserProtoShim", "userproto-check", "TestSupport", "Locking",
         .product(name: "PropertyBased", package: "swift-property-based"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strict
     ),

@@ -2,6 +2,7 @@ import CUserProtoShim
 import Dispatch
 import Glibc
 import Locking
+public import Logging
 import Synchronization
 
 /// An event loop that owns one thread. It runs tasks scheduled from any
@@ -54,6 +55,8 @@ public final class EventLoop: @unchecked Sendable {
   /// What the engine found at start-up (multishot support, buffers), and
   /// any feature it later had to give up (a multishot the kernel refused).
   public var capabilities: [String] { engine.capabilities }
+  /// Where the loop logs (docs/logging.md), with `loop.name` set.
+  public let logger: Logger
 
   // Cross-thread state.
   private struct Shared {
@@ -110,9 +113,17 @@ public final class EventLoop: @unchecked Sendable {
   /// The engine is started on the new thread before this returns: an
   /// io_uring ring that cannot be enabled there makes an automatic choice
   /// fall back to epoll (the reason is in ``backendReason``).
+  ///
+  /// The loop logs the engine it chose and why to `logger` (info), and a
+  /// refused io_uring it fell back from (notice), with `loop.name` set
+  /// (docs/logging.md); by default it logs nothing.
   /// - Throws: ``IOError`` when neither io_uring (if requested) nor epoll can
   ///   be set up.
-  public init(configuration: Configuration = Configuration()) throws(IOError) {
+  public init(configuration: Configuration = Configuration(), logger: Logger = DisabledLogger.shared)
+    throws(IOError)
+  {
+    var logger = logger
+    logger[metadataKey: "loop.name"] = "\(configuration.name)"
     var (engine, reason, choice, note) = try EventLoop.makeEngine(configuration)
     var starter: LoopStarter
     do {
@@ -127,9 +138,17 @@ public final class EventLoop: @unchecked Sendable {
     name = configuration.name
     backend = engine.kind
     backendReason = reason
+    self.logger = logger
     afterShutdown = DispatchQueue(label: "\(configuration.name).after-shutdown", attributes: .initiallyInactive)
     threadID.store(starter.threadID, ordering: .releasing)
     starter.proceed(with: self)
+    // An automatic choice tries io_uring first: epoll means it was refused.
+    let kind = engine.kind
+    if choice == .automatic && kind == .epoll {
+      logger.notice("io_uring refused; falling back to epoll", metadata: ["loop.backend_reason": "\(reason)"])
+    }
+    logger.info(
+      "event loop started", metadata: ["loop.backend": "\(kind)", "loop.backend_reason": "\(reason)"])
   }
 
   /// The engine, why it was chosen, the choice after the environment, and

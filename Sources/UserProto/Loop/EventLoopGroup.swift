@@ -1,4 +1,5 @@
 import Glibc
+public import Logging
 import Synchronization
 
 /// A fixed set of event loops, one thread each, handed out round-robin.
@@ -22,12 +23,14 @@ public final class EventLoopGroup: Sendable {
   }
 
   /// Starts `count` loops (default: one per CPU). Loop `i` is named
-  /// `"<configuration.name>-<i>"`.
-  /// - Throws: what ``EventLoop/init(configuration:)`` throws; loops already
-  ///   started are shut down first.
-  public init(count: Int = EventLoopGroup.defaultLoopCount, configuration: EventLoop.Configuration = .init())
-    throws(IOError)
-  {
+  /// `"<configuration.name>-<i>"`; each logs to `logger` (see
+  /// ``EventLoop/init(configuration:logger:)``; by default nothing).
+  /// - Throws: what ``EventLoop/init(configuration:logger:)`` throws; loops
+  ///   already started are shut down first.
+  public init(
+    count: Int = EventLoopGroup.defaultLoopCount, configuration: EventLoop.Configuration = .init(),
+    logger: Logger = DisabledLogger.shared
+  ) throws(IOError) {
     precondition(count > 0, "an event loop group needs at least one loop")
     var started: [EventLoop] = []
     do throws(IOError) {
@@ -38,7 +41,7 @@ public final class EventLoopGroup: Sendable {
           // The same engine for every loop: the first one chose it.
           config.backend = first.backend == .ioUring ? .ioUring : .epoll
         }
-        started.append(try EventLoop(configuration: config))
+        started.append(try EventLoop(configuration: config, logger: logger))
       }
     } catch {
       for loop in started { loop.shutdownAndWait() }

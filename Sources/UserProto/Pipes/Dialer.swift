@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 
 /// How a dialer re-dials: NNG's reconnect-min and reconnect-max.
 public struct ReconnectPolicy: Sendable, Hashable {
@@ -46,6 +47,8 @@ final class Dialer {
   private var timer: EventLoop.Scheduled?
   private var stopped = false
   private var attempts = 0
+  /// Attempts in a row that could not even start (no transport made).
+  private var startFailures = 0
 
   init(url: TransportURL, policy: ReconnectPolicy, core: SocketCore) {
     self.url = url
@@ -65,10 +68,24 @@ final class Dialer {
     do throws(SocketError) {
       transport = try makeTransport(core)
     } catch {
-      scheduleRedial()  // EMFILE, no in-process listener yet: try again later
+      // EMFILE, no in-process listener yet: try again later.
+      startFailures += 1
+      logStartFailure(error, core.logger)
+      scheduleRedial()
       return
     }
+    startFailures = 0
     pipe = core.attach(transport, dialer: self, url: url)
+  }
+
+  /// The first attempt of a run that cannot start is a notice; the same
+  /// failure again at each re-dial (an in-process name nobody listens on
+  /// yet, tried every 100 ms) is debug, so it cannot flood the log.
+  private func logStartFailure(_ error: SocketError, _ logger: Logger) {
+    let failures = startFailures
+    logger.log(
+      level: failures == 1 ? .notice : .debug, "dial failed to start",
+      metadata: ["pipe.url": "\(url)", "error": "\(error)", "dial.failures_in_a_row": "\(failures)"])
   }
 
   private func makeTransport(_ core: SocketCore) throws(SocketError) -> any Transport {
@@ -105,6 +122,11 @@ final class Dialer {
     wait = policy.next(after: wait)
     let weak = WeakLoopConfined(self)
     timer = try? core.loop.schedule(after: delay) { weak.value?.dial() }
+    guard timer != nil else { return }  // the loop is shutting down: no re-dial
+    let next = attempts + 1
+    core.logger.debug(
+      "re-dial scheduled",
+      metadata: ["pipe.url": "\(url)", "redial.delay_ms": "\(delay.inMilliseconds)", "dial.attempt": "\(next)"])
   }
 
   func stop() {

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 
 /// Accepts pipes for a socket on one address: a TCP or Unix-domain
 /// listening socket (a pipe per connection), a UDP socket (a pipe per peer
@@ -12,6 +13,11 @@ final class PipeListener {
   private var acceptHandle: IOHandle?
   private var retry: EventLoop.Scheduled?
   private var closed = false
+  /// Accepts in a row that failed (reset by one that succeeds).
+  private var acceptFailures = 0
+
+  /// The wait before accepting again after a failed accept.
+  static let acceptRetryDelay: Duration = .milliseconds(100)
 
   /// Binds (on the calling thread, so that errors and the chosen port come
   /// back at once); ``start()`` then accepts on the loop.
@@ -49,7 +55,7 @@ final class PipeListener {
       let endpoint = DatagramEndpoint(
         loop: loop, fd: fd, localAddress: address,
         newPeer: { peer in weak.value?.adoptPeer(peer) },
-        failed: { _ in weak.value?.countAcceptError() })
+        failed: { error in weak.value?.receiveFailed(error) })
       self.endpoint = endpoint
       endpoint.start()
     case .inproc: break
@@ -62,6 +68,7 @@ final class PipeListener {
       guard let self else { return }
       switch result {
       case .success(let client):
+        self.acceptFailures = 0
         self.adopt(client)
       case .failure(let error):
         self.acceptHandle = nil
@@ -70,12 +77,38 @@ final class PipeListener {
         // spinning.
         self.countAcceptError()
         let weak = WeakLoopConfined(self)
-        self.retry = try? self.loop.schedule(after: .milliseconds(100)) { weak.value?.accept() }
+        self.retry = try? self.loop.schedule(after: PipeListener.acceptRetryDelay) { weak.value?.accept() }
+        self.acceptFailures += 1
+        self.logAcceptFailure(error)
       }
     }
   }
 
   private func countAcceptError() { core?.update { $0.statistics.acceptErrors += 1 } }
+
+  /// The first failure of a run is a notice; the next ones, until an accept
+  /// succeeds, are debug: out of fds, the listener would otherwise log ten
+  /// notices a second.
+  private func logAcceptFailure(_ error: IOError) {
+    guard let logger = core?.logger else { return }
+    let failures = acceptFailures
+    logger.log(
+      level: failures == 1 ? .notice : .debug, "accept failed; retrying",
+      metadata: [
+        "listener.url": "\(url)", "error": "\(error)",
+        "accept.retry_ms": "\(PipeListener.acceptRetryDelay.inMilliseconds)",
+        "accept.failures_in_a_row": "\(failures)",
+      ])
+  }
+
+  /// The UDP socket stopped receiving for good (its peers failed with it).
+  private func receiveFailed(_ error: IOError) {
+    countAcceptError()
+    guard let logger = core?.logger else { return }
+    logger.log(
+      level: error.isCancellation ? .debug : .notice, "listener stopped receiving",
+      metadata: ["listener.url": "\(url)", "error": "\(error)"])
+  }
 
   private func adopt(_ client: Int32) {
     guard !closed, let core, !core.closing else {

@@ -1,3 +1,4 @@
+public import Logging
 import MaskCore
 
 /// A protocol socket as the application holds it: one pollable fd, and
@@ -29,15 +30,23 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   public var loop: EventLoop { core.loop }
   /// The buffer limits.
   public var options: SocketOptions { core.options }
+  /// Unique within the process, never reused: the `socket.id` metadata of
+  /// the socket's log lines.
+  public var id: UInt64 { core.id }
 
   /// Creates a socket whose protocol is `handler` (handed over to the loop:
   /// the caller keeps no access to it; reach it with ``withHandler(_:)``).
+  ///
+  /// The socket logs its pipes coming and going, re-dials, accept failures
+  /// and its close to `logger`, with the socket's ``id`` as `socket.id`
+  /// (docs/logging.md); by default it logs nothing.
   /// - Throws: ``SocketError/transport(_:)`` when the mask fd cannot be
   ///   made (EMFILE...).
-  public init(_ handler: sending Handler, loop: EventLoop, options: SocketOptions = SocketOptions())
-    throws(SocketError)
-  {
-    core = try SocketCore(handler: handler, loop: loop, options: options)
+  public init(
+    _ handler: sending Handler, loop: EventLoop, options: SocketOptions = SocketOptions(),
+    logger: Logger = DisabledLogger.shared
+  ) throws(SocketError) {
+    core = try SocketCore(handler: handler, loop: loop, options: options, logger: logger)
   }
 
   deinit {

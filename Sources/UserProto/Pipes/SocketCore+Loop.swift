@@ -1,7 +1,12 @@
 import Glibc
+import Logging
 
 /// The loop side of a socket: hooks, sends, deliveries, closing. Every
 /// function here runs on the socket's loop.
+///
+/// Logging (docs/logging.md): what a line says is computed first and logged
+/// at the top level of a function, never inside an `update` or `withLock`
+/// closure, nor while an `inout` access (a handler's `&pipe.input`) is live.
 extension SocketCore {
   /// Runs a hook; what it delivered is committed in one state update once
   /// the outermost hook returns.
@@ -98,7 +103,12 @@ extension SocketCore {
   /// The whole socket fails: the application sees `error` once, queued
   /// sends are dropped, every pipe closes.
   func fail(_ error: SocketError) {
-    update { s in s.fail(error) }
+    let firstFailure = update { s -> Bool in
+      let wasFailed = s.failed
+      s.fail(error)
+      return !wasFailed
+    }
+    if firstFailure { logger.notice("socket failed", metadata: ["error": "\(error)"]) }
     outbox.removeAll()
     stopEndpoints()
     for pipe in Array(allPipes.values) { removePipe(pipe, error: nil, notify: true) }
@@ -129,6 +139,7 @@ extension SocketCore {
       s.statistics.pipes = pipes.count
       s.statistics.pipesAdded += 1
     }
+    logger.debug("pipe added", metadata: pipe.logMetadata())
     runHook { handler, context in handler.pipeAdded(pipe, context: context) }
     offerSends()
   }
@@ -184,6 +195,7 @@ extension SocketCore {
   func removePipe(_ pipe: SocketPipe, error: SocketError?, notify: Bool) {
     guard allPipes.removeValue(forKey: ObjectIdentifier(pipe)) != nil else { return }
     let wasUp = pipe.isUp
+    logRemoval(of: pipe, error: error, wasUp: wasUp)
     pipe.finish()
     if wasUp {
       pipes.removeAll { $0 === pipe }
@@ -198,6 +210,25 @@ extension SocketCore {
     }
     pipe.dialer?.pipeGone(wasUp: wasUp)
     if closing && allPipes.isEmpty { finish() }
+  }
+
+  /// One line per pipe removed: a pipe that was up and failed is a notice
+  /// (the peer reset, broke the protocol, ...: the reason is in `error`); a
+  /// pipe removed without an error, or a dial attempt that failed before
+  /// the pipe was up (connection refused: the dialer logs its re-dial
+  /// next), is debug, as a dead peer re-dialed every 100 ms would otherwise
+  /// flood the log.
+  ///
+  /// The metadata is built only when the level is enabled (the logger's
+  /// autoclosure).
+  private func logRemoval(of pipe: SocketPipe, error: SocketError?, wasUp: Bool) {
+    if error == nil {
+      logger.debug("pipe removed", metadata: pipe.logMetadata())
+    } else if wasUp {
+      logger.notice("pipe failed", metadata: pipe.logMetadata(error: error))
+    } else {
+      logger.debug("pipe failed to connect", metadata: pipe.logMetadata(error: error))
+    }
   }
 
   // MARK: Closing
@@ -245,6 +276,9 @@ extension SocketCore {
   /// Ends everything now: pipes, dialers, listeners, timers; the handler is
   /// released.
   func finish() {
+    // Nil once finished: the first call logs.
+    let first = handler != nil
+    let remaining = allPipes.count
     closing = true
     lingerTimer?.cancel()
     lingerTimer = nil
@@ -260,5 +294,6 @@ extension SocketCore {
     handler = nil
     update { s in s.statistics.pipes = 0 }
     keepAliveWhileClosing = nil
+    if first { logger.debug("socket closed", metadata: ["socket.pipes_closed": "\(remaining)"]) }
   }
 }

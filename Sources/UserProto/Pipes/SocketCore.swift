@@ -1,5 +1,6 @@
 import Glibc
 import Locking
+import Logging
 import MaskCore
 import Synchronization
 
@@ -12,6 +13,10 @@ import Synchronization
 /// returns, so a chunk of many messages costs one lock and at most one
 /// mask-fd write.
 final class SocketCore: @unchecked Sendable {
+  /// Unique within the process, never reused: the `socket.id` of its logs.
+  let id: UInt64
+  /// Where the socket logs, with `socket.id` set (docs/logging.md).
+  let logger: Logger
   let loop: EventLoop
   let options: SocketOptions
   let mask: MaskFD
@@ -48,7 +53,14 @@ final class SocketCore: @unchecked Sendable {
   var nextPipeID: UInt64 = 0
   var offering = false
 
-  init<H: SocketHandler>(handler: H, loop: EventLoop, options: SocketOptions) throws(SocketError) {
+  private static let nextSocketID = Atomic<UInt64>(0)
+
+  init<H: SocketHandler>(handler: H, loop: EventLoop, options: SocketOptions, logger: Logger) throws(SocketError) {
+    let id = SocketCore.nextSocketID.wrappingAdd(1, ordering: .relaxed).newValue
+    var logger = logger
+    logger[metadataKey: "socket.id"] = "\(id)"
+    self.id = id
+    self.logger = logger
     self.loop = loop
     self.options = options
     sendsMessages = H.sendsMessages
@@ -126,7 +138,13 @@ final class SocketCore: @unchecked Sendable {
   private func maskWriteFailed(_ failure: MaskError) {
     guard !maskFailed.exchange(true, ordering: .acquiringAndReleasing) else { return }
     let reason = SocketError.maskUpdateFailed(failure, "mask fd update")
-    update { s in if !s.closedByUser { s.fail(reason) } }
+    let failed = update { s -> Bool in
+      guard !s.closedByUser, !s.failed else { return false }
+      s.fail(reason)
+      return true
+    }
+    // Logged once the lock is released (docs/logging.md: never inside it).
+    if failed { logger.notice("socket failed", metadata: ["error": "\(reason)"]) }
   }
 
   // MARK: Application side (any thread)

@@ -1,4 +1,5 @@
 import Glibc
+import Logging
 
 /// One connection of a ``Socket``: dialed, accepted by one of its
 /// listeners, a UDP peer, or an in-process peer.
@@ -81,6 +82,21 @@ public final class SocketPipe: Hashable, CustomStringConvertible {
   public func close(error: SocketError? = nil) {
     guard let core, core.loop.inEventLoop else { return }
     core.removePipe(self, error: error, notify: true)
+  }
+
+  /// The pipe's log metadata (docs/logging.md): its id, address, whether it
+  /// was dialed, this end's and the peer's address once connected, and
+  /// `error` when given.
+  func logMetadata(error: SocketError? = nil) -> Logger.Metadata {
+    var metadata: Logger.Metadata = [
+      "pipe.id": "\(id)",
+      "pipe.url": "\(url)",
+      "pipe.dialed": "\(isDialed)",
+    ]
+    if let localAddress { metadata["pipe.local"] = "\(localAddress)" }
+    if let remoteAddress { metadata["pipe.peer"] = "\(remoteAddress)" }
+    if let error { metadata["error"] = "\(error)" }
+    return metadata
   }
 
   /// Releases the transport; no callbacks follow.
