@@ -163,7 +163,7 @@ struct SocketMetricsTests {
     // Bound to this task only (not bootstrapped): a socket that used
     // `MetricsSystem.factory` by itself would make its metrics here.
     let (server, client) = try withMetricsFactory(factory) {
-      (try Socket(LineEchoHandler(), loop: loop), try Socket(LineHandler(), loop: loop))
+      try (Socket(LineEchoHandler(), loop: loop), Socket(LineHandler(), loop: loop))
     }
     defer {
       client.abort()
