@@ -72,25 +72,25 @@ final class SocketMeters: Sendable {
     let label = configuration.label
     let dimensions = configuration.dimensions + [("socket", "\(socketID)")]
     let factory = configuration.factory
-    func counter(_ name: String, _ extra: [(String, String)] = []) -> Counter {
+    func makeCounter(_ name: String, _ extra: [(String, String)] = []) -> Counter {
       Counter(label: "\(label)_\(name)", dimensions: dimensions + extra, factory: factory)
     }
-    func meter(_ name: String) -> Meter {
+    func makeMeter(_ name: String) -> Meter {
       Meter(label: "\(label)_\(name)", dimensions: dimensions, factory: factory)
     }
-    messagesSent = counter("messages_sent")
-    bytesSent = counter("bytes_sent")
-    messagesReceived = counter("messages_received")
-    bytesReceived = counter("bytes_received")
-    pipesAdded = counter("pipes_added")
-    pipesRemoved = counter("pipes_removed")
-    pipeFailures = counter("pipe_failures")
-    reconnects = counter("reconnects")
-    acceptErrors = counter("accept_errors")
-    staleDrops = counter("drops", [("cause", "stale")])
-    pipes = meter("pipes")
-    sendQueueBytes = meter("send_queue_bytes")
-    receiveQueueBytes = meter("receive_queue_bytes")
+    messagesSent = makeCounter("messages_sent")
+    bytesSent = makeCounter("bytes_sent")
+    messagesReceived = makeCounter("messages_received")
+    bytesReceived = makeCounter("bytes_received")
+    pipesAdded = makeCounter("pipes_added")
+    pipesRemoved = makeCounter("pipes_removed")
+    pipeFailures = makeCounter("pipe_failures")
+    reconnects = makeCounter("reconnects")
+    acceptErrors = makeCounter("accept_errors")
+    staleDrops = makeCounter("drops", [("cause", "stale")])
+    pipes = makeMeter("pipes")
+    sendQueueBytes = makeMeter("send_queue_bytes")
+    receiveQueueBytes = makeMeter("receive_queue_bytes")
     // The meters start at zero, so they exist before their first change.
     for meter in [pipes, sendQueueBytes, receiveQueueBytes] { meter.set(Int(0)) }
   }
@@ -132,7 +132,7 @@ final class SocketMeters: Sendable {
 
   /// Writes queue sizes in the order the state had them: two threads that
   /// changed the state one after the other may get here in the other
-  /// order, and a gauge keeps the last value written, so an older one is
+  /// order, and a meter keeps the last value written, so an older one is
   /// dropped (as ``SocketCore`` does for the mask fd). The write happens
   /// under this small lock, which guards only the sequence number: no
   /// socket state is accessed, and the backend's handler takes no lock of
