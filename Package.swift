@@ -23,6 +23,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -42,12 +43,15 @@ let package = Package(
       swiftSettings: strict
     ),
     // Sockets, event loop and transports, on top of MaskCore. Logs through
-    // swift-log (docs/logging.md).
+    // swift-log (docs/logging.md); exports socket statistics through
+    // swift-metrics when asked (docs/metrics.md: CoreMetrics, the product
+    // without Foundation; applications' `import Metrics` re-exports it).
     .target(
       name: "UserProto",
       dependencies: [
         "MaskCore", "CUserProtoShim", "Locking",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
       ],
       swiftSettings: strict
     ),
@@ -104,6 +108,8 @@ let package = Package(
         "UserProto", "CUserProtoShim", "userproto-check", "TestSupport", "Locking",
         .product(name: "PropertyBased", package: "swift-property-based"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "MetricsTestKit", package: "swift-metrics"),
       ],
       swiftSettings: strict
     ),

@@ -63,7 +63,10 @@ final class Dialer {
     timer = nil
     guard !stopped, let core else { return }
     attempts += 1
-    if attempts > 1 { core.update { $0.statistics.reconnects += 1 } }
+    if attempts > 1 {
+      core.update { $0.statistics.reconnects += 1 }
+      if let meters = core.meters { meters.redialed() }
+    }
     let transport: any Transport
     do throws(SocketError) {
       transport = try makeTransport(core)

@@ -31,6 +31,11 @@ struct HandleState {
   var failed = false
 
   var statistics = SocketStatistics()
+  /// The queue sizes last taken for the socket's meters, and the number of
+  /// that export (``queueSizesToExport()``); unused without metrics.
+  var exportedSendBytes = 0
+  var exportedReceiveBytes = 0
+  var queueExportSequence: UInt64 = 0
 
   /// The mask fd is written only once its number was handed out: before
   /// that nobody can be polling it.
@@ -79,6 +84,16 @@ struct HandleState {
     guard maskActive, !closedByUser else { return (nil, wake) }
     readinessSequence += 1
     return (ReadinessChange(sequence: readinessSequence, events: after), wake)
+  }
+
+  /// After a mutation, on a socket with metrics: the queue sizes for its
+  /// meters when either changed since the last export, nil otherwise.
+  mutating func queueSizesToExport() -> QueueSizes? {
+    guard sendBytes != exportedSendBytes || receiveBytes != exportedReceiveBytes else { return nil }
+    exportedSendBytes = sendBytes
+    exportedReceiveBytes = receiveBytes
+    queueExportSequence += 1
+    return QueueSizes(sequence: queueExportSequence, sendBytes: sendBytes, receiveBytes: receiveBytes)
   }
 
   func checkCanSend() throws(SocketError) {

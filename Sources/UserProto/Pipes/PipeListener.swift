@@ -84,7 +84,11 @@ final class PipeListener {
     }
   }
 
-  private func countAcceptError() { core?.update { $0.statistics.acceptErrors += 1 } }
+  private func countAcceptError() {
+    guard let core else { return }
+    core.update { $0.statistics.acceptErrors += 1 }
+    if let meters = core.meters { meters.acceptFailed() }
+  }
 
   /// The first failure of a run is a notice; the next ones, until an accept
   /// succeeds, are debug: out of fds, the listener would otherwise log ten

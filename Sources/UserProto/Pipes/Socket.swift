@@ -40,13 +40,17 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   /// The socket logs its pipes coming and going, re-dials, accept failures
   /// and its close to `logger`, with the socket's ``id`` as `socket.id`
   /// (docs/logging.md); by default it logs nothing.
+  ///
+  /// With `metrics`, the socket also exports its ``statistics`` through
+  /// swift-metrics, each metric with `("socket", "<id>")` among its
+  /// dimensions (docs/metrics.md); by default (nil) it makes no metric.
   /// - Throws: ``SocketError/transport(_:)`` when the mask fd cannot be
   ///   made (EMFILE...).
   public init(
     _ handler: sending Handler, loop: EventLoop, options: SocketOptions = SocketOptions(),
-    logger: Logger = DisabledLogger.shared
+    logger: Logger = DisabledLogger.shared, metrics: SocketMetrics? = nil
   ) throws(SocketError) {
-    core = try SocketCore(handler: handler, loop: loop, options: options, logger: logger)
+    core = try SocketCore(handler: handler, loop: loop, options: options, logger: logger, metrics: metrics)
   }
 
   deinit {

@@ -7,6 +7,8 @@ import Logging
 /// Logging (docs/logging.md): what a line says is computed first and logged
 /// at the top level of a function, never inside an `update` or `withLock`
 /// closure, nor while an `inout` access (a handler's `&pipe.input`) is live.
+/// Metrics (docs/metrics.md) likewise: an `update` closure returns what it
+/// counted, and the counters are incremented after it returns.
 extension SocketCore {
   /// Runs a hook; what it delivered is committed in one state update once
   /// the outermost hook returns.
@@ -32,24 +34,30 @@ extension SocketCore {
     let batch = deliveries
     deliveries = []
     let (cancels, handled) = (sendCancelsReceive, handledSends)
-    let pause = update { s -> Bool in
-      if s.closedByUser || s.failed { return false }
+    // What was queued (messages, bytes) or dropped as stale, for the metrics.
+    let (pause, queued, queuedBytes, stale) = update { s -> (Bool, Int, Int, Int) in
+      if s.closedByUser || s.failed { return (false, 0, 0, 0) }
       if cancels && s.acceptedSends != handled {
         // The handler has not seen the application's latest send yet: what
         // it delivers answers an abandoned one.
         s.statistics.staleDrops += batch.count
-        return false
+        return (false, 0, 0, batch.count)
       }
+      var bytes = 0
       for message in batch {
         s.receiveQueue.append(message)
         s.receiveBytes += message.count + SocketOptions.perMessageCost
-        s.statistics.bytesReceived += message.count
+        bytes += message.count
       }
+      s.statistics.bytesReceived += bytes
       s.statistics.messagesReceived += batch.count
-      guard s.receiveBytes >= s.options.receiveHighWatermark, !s.readingPaused else { return false }
+      guard s.receiveBytes >= s.options.receiveHighWatermark, !s.readingPaused else {
+        return (false, batch.count, bytes, 0)
+      }
       s.readingPaused = true
-      return true
+      return (true, batch.count, bytes, 0)
     }
+    if let meters { meters.received(messages: queued, bytes: queuedBytes, stale: stale) }
     if pause { for pipe in allPipes.values { pipe.transport?.pauseReading() } }
   }
 
@@ -96,6 +104,7 @@ extension SocketCore {
         s.statistics.bytesSent += takenBytes
         s.updateWritableLatch()
       }
+      if let meters { meters.sent(messages: taken, bytes: takenBytes) }
     }
     if let failure { fail(failure) }
   }
@@ -135,10 +144,12 @@ extension SocketCore {
     }
     pipes.append(pipe)
     pipe.dialer?.connected()
+    let count = pipes.count
     update { s in
-      s.statistics.pipes = pipes.count
+      s.statistics.pipes = count
       s.statistics.pipesAdded += 1
     }
+    if let meters { meters.pipeAdded(count: count) }
     logger.debug("pipe added", metadata: pipe.logMetadata())
     runHook { handler, context in handler.pipeAdded(pipe, context: context) }
     offerSends()
@@ -199,11 +210,13 @@ extension SocketCore {
     pipe.finish()
     if wasUp {
       pipes.removeAll { $0 === pipe }
+      let (count, failed) = (pipes.count, error != nil)
       update { s in
-        s.statistics.pipes = pipes.count
+        s.statistics.pipes = count
         s.statistics.pipesRemoved += 1
-        if error != nil { s.statistics.pipeFailures += 1 }
+        if failed { s.statistics.pipeFailures += 1 }
       }
+      if let meters { meters.pipeRemoved(count: count, failed: failed) }
       if notify && !closing {
         runHook { handler, context in handler.pipeRemoved(pipe, error: error, context: context) }
       }
@@ -293,6 +306,8 @@ extension SocketCore {
     context.cancelTimers()
     handler = nil
     update { s in s.statistics.pipes = 0 }
+    // The pipes ended here are not counted as removed (as in the statistics).
+    if first, let meters { meters.finished() }
     keepAliveWhileClosing = nil
     if first { logger.debug("socket closed", metadata: ["socket.pipes_closed": "\(remaining)"]) }
   }

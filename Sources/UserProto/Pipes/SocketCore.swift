@@ -17,6 +17,9 @@ final class SocketCore: @unchecked Sendable {
   let id: UInt64
   /// Where the socket logs, with `socket.id` set (docs/logging.md).
   let logger: Logger
+  /// The socket's exported metrics; nil (the default) exports nothing, and
+  /// each update site then costs this one nil check (docs/metrics.md).
+  let meters: SocketMeters?
   let loop: EventLoop
   let options: SocketOptions
   let mask: MaskFD
@@ -55,7 +58,9 @@ final class SocketCore: @unchecked Sendable {
 
   private static let nextSocketID = Atomic<UInt64>(0)
 
-  init<H: SocketHandler>(handler: H, loop: EventLoop, options: SocketOptions, logger: Logger) throws(SocketError) {
+  init<H: SocketHandler>(
+    handler: H, loop: EventLoop, options: SocketOptions, logger: Logger, metrics: SocketMetrics?
+  ) throws(SocketError) {
     let id = SocketCore.nextSocketID.wrappingAdd(1, ordering: .relaxed).newValue
     var logger = logger
     logger[metadataKey: "socket.id"] = "\(id)"
@@ -71,36 +76,46 @@ final class SocketCore: @unchecked Sendable {
     } catch {
       throw .maskUpdateFailed(error, "mask fd creation")
     }
+    // Made once the socket can no longer fail to be created.
+    meters = metrics.map { SocketMeters($0, socketID: id) }
     shared = Lock(HandleState(options: options, sendsMessages: H.sendsMessages))
     self.handler = handler
   }
 
   // MARK: State and readiness
 
+  /// Changes the state under the lock; then writes the readiness to the
+  /// mask fd, wakes async waiters, and, on a socket with metrics, writes
+  /// the queue sizes to its meters if they changed (all after the lock).
   @discardableResult
   func update<T>(_ body: (inout HandleState) -> T) -> T {
-    let (result, change, wake) = shared.withLock { s -> (T, ReadinessChange?, Bool) in
+    let exporting = meters != nil
+    let (result, change, wake, sizes) = shared.withLock { s -> (T, ReadinessChange?, Bool, QueueSizes?) in
       let before = s.readiness
       let result = body(&s)
       let (change, wake) = s.readinessChange(from: before)
-      return (result, change, wake)
+      return (result, change, wake, exporting ? s.queueSizesToExport() : nil)
     }
     if let change { apply(change) }
     if wake { wakeWaiters() }
+    if let sizes { meters?.export(sizes) }
     return result
   }
 
+  /// ``update(_:)`` for a change that may throw (nothing is written then).
   @discardableResult
   func updateThrowing<T>(_ body: (inout HandleState) throws(SocketError) -> T) throws(SocketError) -> T {
-    let (result, change, wake) = try shared.withLock {
-      (s: inout HandleState) throws(SocketError) -> (T, ReadinessChange?, Bool) in
+    let exporting = meters != nil
+    let (result, change, wake, sizes) = try shared.withLock {
+      (s: inout HandleState) throws(SocketError) -> (T, ReadinessChange?, Bool, QueueSizes?) in
       let before = s.readiness
       let result = try body(&s)
       let (change, wake) = s.readinessChange(from: before)
-      return (result, change, wake)
+      return (result, change, wake, exporting ? s.queueSizesToExport() : nil)
     }
     if let change { apply(change) }
     if wake { wakeWaiters() }
+    if let sizes { meters?.export(sizes) }
     return result
   }
 
@@ -155,24 +170,28 @@ final class SocketCore: @unchecked Sendable {
     }
     try validateSend(message)
     let cancels = sendCancelsReceive
-    let (accepted, schedule, resume) = try updateThrowing {
-      (s: inout HandleState) throws(SocketError) -> (Bool, Bool, Bool) in
+    let (accepted, schedule, resume, dropped) = try updateThrowing {
+      (s: inout HandleState) throws(SocketError) -> (Bool, Bool, Bool, Int) in
       try s.checkCanSend()
       if !s.sendsMessages { throw .notSupported("this socket type does not send messages") }
-      guard s.sendWouldNotBlock else { return (false, false, false) }
+      guard s.sendWouldNotBlock else { return (false, false, false, 0) }
       var resume = false
+      var dropped = 0
       if cancels {
-        s.statistics.staleDrops += s.discardReceived()
+        dropped = s.discardReceived()
+        s.statistics.staleDrops += dropped
         resume = s.shouldResumeReading
       }
       s.acceptedSends &+= 1
       s.pendingSends.append(message)
       s.sendBytes += message.count + SocketOptions.perMessageCost
       s.updateWritableLatch()
-      if s.drainScheduled { return (true, false, resume) }
+      if s.drainScheduled { return (true, false, resume, dropped) }
       s.drainScheduled = true
-      return (true, true, resume)
+      return (true, true, resume, dropped)
     }
+    // Counted once the lock is released (docs/metrics.md).
+    if dropped > 0, let meters { meters.received(messages: 0, bytes: 0, stale: dropped) }
     if schedule {
       do {
         try loop.enqueue { [self] in drainSends() }
@@ -279,5 +298,7 @@ final class SocketCore: @unchecked Sendable {
 
   deinit {
     if !mask.isClosed { try? mask.close() }
+    // Never finished (its loop was gone): the metrics go with the core.
+    if handler != nil { meters?.destroy() }
   }
 }
