@@ -71,8 +71,3 @@ enum CatFormat: String, Sendable, Hashable, CaseIterable {
     return [UInt8(ascii: "\\"), UInt8(ascii: "x"), digits[Int(byte >> 4)], digits[Int(byte & 0x0F)]]
   }
 }
-
-extension Optional where Wrapped == CatFormat {
-  /// No format option: nngcat prints nothing (its format 0 has no case).
-  func render(_ message: [UInt8]) -> [UInt8] { self?.render(message) ?? [] }
-}
