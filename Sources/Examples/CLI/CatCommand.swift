@@ -28,10 +28,10 @@ struct CatCommand: ParsableCommand {
       switch error {
       case .help:
         catWrite(Array(CatOptions.help.utf8))
-        exit(1)
+        Glibc.exit(1)
       case .version:
         catWrite(Array((CatOptions.version + "\n").utf8))
-        exit(0)
+        Glibc.exit(0)
       case .fatal(let message):
         catFatal(message)
       }
@@ -113,6 +113,11 @@ struct CatSession {
       do throws(SocketError) {
         url = try TransportURL(address.url, for: purpose)
       } catch {
+        // A host name that does not resolve fails when NNG starts the
+        // dialer or listener; anything else when it creates it.
+        if case .badAddress(_, let why) = error, why.hasPrefix("cannot resolve") {
+          catFatal("Unable to \(address.mode == .dial ? "dial" : "listen") on \(address.url): Address invalid")
+        }
         let what = address.mode == .dial ? "dialer" : "listener"
         catFatal("Unable to create \(what) for \(address.url): \(Self.createFailure(address.url))")
       }
@@ -131,7 +136,7 @@ struct CatSession {
         } catch {
           catFatal("Unable to dial on \(address.url): \(Self.nngMessage(error))")
         }
-        if !options.async { try waitForFirstAttempt(socket, since: before, url: address.url) }
+        if !options.async { waitForFirstAttempt(socket, since: before, url: address.url) }
         if options.verbosity == .verbose { catWrite(Array("Connected to: \(address.url)\n".utf8)) }
       }
     }
@@ -143,7 +148,7 @@ struct CatSession {
   /// connect, so the message is the usual one: "Connection refused".
   private func waitForFirstAttempt<Handler: SocketHandler>(
     _ socket: Socket<Handler>, since before: SocketStatistics, url: String
-  ) throws {
+  ) {
     while true {
       let now = socket.statistics
       if now.pipesAdded > before.pipesAdded { return }
@@ -154,9 +159,10 @@ struct CatSession {
 
   /// NNG's reason for a URL it cannot make a dialer or listener for.
   static func createFailure(_ url: String) -> String {
-    guard let separator = url.range(of: "://") else { return "Invalid argument" }
+    let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+    guard parts.count == 2 else { return "Invalid argument" }
     let known = ["tcp", "tcp4", "tcp6", "ipc", "inproc", "udp"]
-    return known.contains(url[..<separator.lowerBound].lowercased()) ? "Address invalid" : "Not supported"
+    return known.contains(parts[0].lowercased()) ? "Address invalid" : "Not supported"
   }
 
   /// NNG's `nng_strerror` words for a listen or dial failure.
@@ -331,16 +337,22 @@ struct CatSession {
   }
 }
 
-/// Writes `bytes` to stdout and flushes (nngcat flushes after each message).
-func catWrite(_ bytes: [UInt8]) {
-  _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, stdout) }
-  fflush(stdout)
+/// Writes `bytes` to `fd` (stdout) at once, as nngcat flushes stdout after
+/// each message. (write(2), not stdio: Glibc's `stdout` is a global var
+/// that strict concurrency refuses.)
+func catWrite(_ bytes: [UInt8], to fd: Int32 = STDOUT_FILENO) {
+  var offset = 0
+  while offset < bytes.count {
+    let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if n < 0 && errno == EINTR { continue }
+    guard n > 0 else { return }  // stdout closed: nothing more can be shown
+    offset += n
+  }
 }
 
 /// nngcat's `fatal`: the message and a newline on stderr, exit status 1.
 func catFatal(_ message: String) -> Never {
-  fflush(stdout)
-  fputs(message + "\n", stderr)
+  catWrite(Array((message + "\n").utf8), to: STDERR_FILENO)
   exit(1)
 }
 
