@@ -27,7 +27,7 @@ struct CatOptionsTests {
     ("--pub0", .pub0), ("--pub", .pub0), ("--sub0", .sub0), ("--sub", .sub0), ("--push0", .push0),
     ("--push", .push0), ("--pull0", .pull0), ("--pull", .pull0), ("--surveyor0", .surveyor0),
     ("--surveyor", .surveyor0), ("--surv", .surveyor0), ("--respondent0", .respondent0),
-    ("--respondent", .respondent0), ("--pair0", .pair0), ("--pair1", .pair1), ("--pair", .pair1),
+    ("--respondent", .respondent0), ("--pair0", .pair0), ("--pair1", .pair1), ("--pair", .pair0),
     ("--bus0", .bus0), ("--bus", .bus0),
   ]
 
@@ -39,7 +39,9 @@ struct CatOptionsTests {
     #expect(options.proto == proto)
   }
 
-  @Test("--pair is pair0 with --compat (which also turns --async on)")
+  /// nngcat 1.5.2 documents `--pair` as pair1 or pair0 (with `--compat`),
+  /// and ignores it (observed: "No protocol specified."); ours is pair0.
+  @Test("--pair is pair0, with or without --compat (which also turns --async on)")
   func pairWithCompat() throws {
     let options = try parse(["--pair", "--compat", "--dial", url])
     #expect(options.proto == .pair0)

@@ -143,7 +143,6 @@ struct CatOptions: Sendable, Hashable {
   /// - Throws: ``Failure``.
   static func parse(_ arguments: [String]) throws(Failure) -> CatOptions {
     var proto: Proto?
-    var pair = false
     var addresses: [Address] = []
     var format: CatFormat?
     var topics: [String] = []
@@ -155,9 +154,9 @@ struct CatOptions: Sendable, Hashable {
       switch option {
       case .help: throw .help
       case .version: throw .version
-      case .proto(let p), .pair(let p):
-        if proto != nil || pair { throw .fatal("Only one protocol may be specified.") }
-        if case .pair = option { pair = true } else { proto = p }
+      case .proto(let p):
+        if proto != nil { throw .fatal("Only one protocol may be specified.") }
+        proto = p
       case .dial: addresses.append(Address(mode: .dial, url: value))
       case .listen: addresses.append(Address(mode: .listen, url: value))
       case .dialLocal, .listenLocal:
@@ -201,11 +200,8 @@ struct CatOptions: Sendable, Hashable {
     if options.compat {
       if options.async { throw .fatal("Options --async and --compat are incompatible.") }
       if options.count != 0 { throw .fatal("Options --count and --compat are incompatible.") }
-      if pair { proto = .pair0 }
       if proto == .pair1 { throw .fatal("Protocol does not support --compat.") }
       options.async = true
-    } else if pair {
-      proto = .pair1
     }
     if proto == .sub0 {
       if topics.isEmpty { topics = [""] }
@@ -244,8 +240,6 @@ struct CatOptions: Sendable, Hashable {
   private enum Meaning: Hashable {
     case help, version, verbose, silent
     case proto(Proto)
-    /// `--pair`: pair1, or pair0 with `--compat`.
-    case pair(Proto)
     case dial, listen, dialLocal, listenLocal, dialIPC, listenIPC
     case data, file, subscribe, formatNamed
     case format(CatFormat)
@@ -276,7 +270,10 @@ struct CatOptions: Sendable, Hashable {
     Spec(name: "sub0", meaning: .proto(.sub0), takesValue: false),
     Spec(name: "surveyor0", meaning: .proto(.surveyor0), takesValue: false),
     Spec(name: "respondent0", meaning: .proto(.respondent0), takesValue: false),
-    Spec(name: "pair", meaning: .pair(.pair1), takesValue: false),
+    // nngcat documents `--pair` as pair1 (pair0 with `--compat`), but
+    // 1.5.2 ignores it ("No protocol specified."); here it is pair0, the
+    // pair this package has.
+    Spec(name: "pair", meaning: .proto(.pair0), takesValue: false),
     Spec(name: "pair0", meaning: .proto(.pair0), takesValue: false),
     Spec(name: "pair1", meaning: .proto(.pair1), takesValue: false),
     Spec(name: "bus0", meaning: .proto(.bus0), takesValue: false),
