@@ -269,21 +269,32 @@ struct CatSession {
   /// The socket's receive timeout (NNG_OPT_RECVTIMEO): set when positive.
   private var receiveTimeout: Int? { options.recvTimeout.flatMap { $0 > 0 ? $0 * 1000 : nil } }
 
-  /// Sends, waiting while the send queue is full, for up to the send
-  /// timeout (NNG_OPT_SENDTIMEO, set when positive).
+  /// Sends as nng_sendmsg does: returns once the protocol took the message
+  /// (a PUSH with no pull peer yet waits for one), for up to the send
+  /// timeout (NNG_OPT_SENDTIMEO, set when positive), then fails as nngcat.
   private func send<Handler: SocketHandler>(_ message: [UInt8], on socket: Socket<Handler>) throws {
     let timeout = options.sendTimeout.flatMap { $0 > 0 ? UInt64($0) * 1_000_000_000 : nil }
     let deadline = timeout.map { EventLoop.now() + $0 }
+    let taken = socket.statistics.messagesSent
+    var accepted = false
     while true {
-      do throws(SocketError) {
-        if try socket.trySend(message) { return }
-      } catch {
-        catFatal("Send error: \(error)")
+      if !accepted {
+        do throws(SocketError) {
+          accepted = try socket.trySend(message)
+        } catch {
+          catFatal("Send error: \(error)")
+        }
       }
+      // Only this thread sends: one more taken is this message.
+      if accepted && socket.statistics.messagesSent > taken { return }
       let wait = Self.pollMilliseconds(until: deadline)
       if wait == 0 { catFatal("Send error: Timed out") }
-      var entry = pollfd(fd: socket.fileDescriptor, events: Int16(POLLOUT), revents: 0)
-      _ = poll(&entry, 1, Int32(wait))
+      if accepted {
+        sleepMilliseconds(min(wait, 5))  // the fd shows nothing for "taken"
+      } else {
+        var entry = pollfd(fd: socket.fileDescriptor, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&entry, 1, Int32(wait))
+      }
     }
   }
 
