@@ -328,7 +328,7 @@ struct CatOptions: Sendable, Hashable {
     let attached: ArraySlice<UInt8>?
     if bytes[1] == UInt8(ascii: "-") {
       let body = bytes[2...]
-      let nameEnd = body.firstIndex { $0 == UInt8(ascii: "=") || $0 == UInt8(ascii: ":") } ?? body.endIndex
+      let nameEnd = body.firstIndex(where: { $0 == UInt8(ascii: "=") || $0 == UInt8(ascii: ":") }) ?? body.endIndex
       let name = body[..<nameEnd]
       var matches = 0
       var found: Spec?
