@@ -317,7 +317,16 @@ struct CatSession {
       case .endOfStream: catFatal("Receive error: Object closed")
       case .wouldBlock: break
       }
-      if try ended(socket) { return nil }
+      if try ended(socket) {
+        // The protocol may have ended (the reply came) after the receive
+        // above: what it delivered is queued by the time `ended` answers.
+        do throws(SocketError) {
+          if case .message(let message) = try socket.tryReceive() { return message }
+        } catch {
+          catFatal("Receive error: \(error)")
+        }
+        return nil
+      }
       let wait = Self.pollMilliseconds(until: deadline)
       if wait == 0 { return nil }
       var entry = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
