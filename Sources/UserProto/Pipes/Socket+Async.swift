@@ -1,3 +1,5 @@
+public import Logging
+
 /// async/await on top of the non-blocking calls. Waiting is driven by the
 /// same state changes that drive the fd, so it never polls.
 extension Socket {
@@ -43,4 +45,48 @@ public struct SocketMessages<Handler: SocketHandler>: AsyncSequence, Sendable {
   }
 
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
+}
+
+// MARK: Scoped lifetimes
+
+extension Socket {
+  /// Closes gracefully (``close()``) and returns once the socket has
+  /// finished: its queued output handed to the kernel and its pipes closed
+  /// (or the 5 s linger passed), or the loop stopped. On a socket already
+  /// closed it only waits.
+  public func closeAndWait() async {
+    try? close()
+    await core.waitFinished()
+  }
+
+  /// Aborts (``abort()``) and returns once the socket has finished.
+  public func abortAndWait() async {
+    abort()
+    await core.waitFinished()
+  }
+
+  /// Makes a socket, runs `body` with it, and closes it on every way out:
+  /// gracefully when `body` returns (its sends go out first), at once when
+  /// `body` throws or its task is cancelled. Returns once the socket has
+  /// finished, so no pipe, fd or timer of it outlives the call. The
+  /// default for async code, as SwiftNIO's `executeThenClose`. As with
+  /// ``close()``, the dialers stop at once: what waits for a pipe that
+  /// never came up is dropped.
+  /// - Throws: what the socket's initializer or `body` throws.
+  public static func withSocket<Result>(
+    _ handler: sending Handler, loop: EventLoop, options: SocketOptions = SocketOptions(),
+    logger: Logger = DisabledLogger.shared, metrics: SocketMetrics? = nil,
+    _ body: (Socket<Handler>) async throws -> Result
+  ) async throws -> Result {
+    let socket = try Socket(handler, loop: loop, options: options, logger: logger, metrics: metrics)
+    let result: Result
+    do {
+      result = try await body(socket)
+    } catch {
+      await socket.abortAndWait()
+      throw error
+    }
+    if Task.isCancelled { await socket.abortAndWait() } else { await socket.closeAndWait() }
+    return result
+  }
 }

@@ -310,5 +310,39 @@ extension SocketCore {
     if first, let meters { meters.finished() }
     keepAliveWhileClosing = nil
     if first { logger.debug("socket closed", metadata: ["socket.pipes_closed": "\(remaining)"]) }
+    isFinished = true
+    resumeFinishWaiters()
+  }
+
+  func resumeFinishWaiters() {
+    let waiters = finishWaiters
+    finishWaiters = []
+    for waiter in waiters {
+      waiter.shutdownGuard?.cancel()
+      waiter.continuation.resume()
+    }
+  }
+
+  /// Returns once ``finish()`` has run (at once if it has), or once the
+  /// loop shuts down (which ends every operation of the socket).
+  func waitFinished() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      do {
+        try loop.execute { [self] in
+          if isFinished {
+            continuation.resume()
+            return
+          }
+          // A timer that never fires: its onShutdown runs if the loop stops
+          // before the socket finishes.
+          let weak = WeakLoopConfined(self)
+          let shutdownGuard = try? loop.schedule(
+            atNanoseconds: .max, {}, onShutdown: { weak.value?.resumeFinishWaiters() })
+          finishWaiters.append((continuation, shutdownGuard))
+        }
+      } catch {
+        continuation.resume()  // the loop has stopped
+      }
+    }
   }
 }

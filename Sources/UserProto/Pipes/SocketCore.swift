@@ -53,6 +53,11 @@ final class SocketCore: @unchecked Sendable {
   /// the handle, and only timers (weakly) and transports (weakly) refer to
   /// the core then. Cleared by ``finish()``.
   var keepAliveWhileClosing: SocketCore?
+  /// Set by the first ``finish()``; loop-confined.
+  var isFinished = false
+  /// Resumed by ``finish()``, or by the loop's shutdown (the timer's
+  /// `onShutdown`): the callers of ``Socket/closeAndWait()``.
+  var finishWaiters: [(continuation: CheckedContinuation<Void, Never>, shutdownGuard: EventLoop.Scheduled?)] = []
   var nextPipeID: UInt64 = 0
   var offering = false
 
