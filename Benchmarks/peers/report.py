@@ -869,6 +869,12 @@ def main():
         P("**No MaskFDBench result in the guest's output** ([" + os.path.basename(files['guest']) + "]("
           + rel(files['guest'], page) + ")): the kernel backend was not measured in this run.\n")
 
+    # Not measured by this script: the module and 6.12 guests (kernel/test.sh boots them).
+    P("The `efd_mask` module (Debian's stock 6.1 and 6.12) and the 6.12 kernel backend are not measured by "
+      "this script; `MaskFDBench --quick` ran twice in each of those guests on 2026-12-04: "
+      "[bench-guest-module-6.12-2026-12-04.txt](results/bench-guest-module-6.12-2026-12-04.txt), "
+      "with the table, the command and the verdicts in [maskcore.md](maskcore.md).\n")
+
     P("## 2. Request/reply round trips: our SP echo against NNG and raw C\n")
     P("One request in flight per connection; p50 and p99 of every round trip in the measured window, medians over "
       "rounds. **One client drives every server**: `rr-client` (C, blocking, a thread per connection) speaks the SP "
