@@ -73,28 +73,12 @@ public final class Pub0Handler: SocketHandler {
 
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     statistics.published += 1
-    var frames: [SPFraming: [UInt8]] = [:]
-    for pipe in pipes.ready {
-      guard pipe.isWritable else {
-        statistics.drops += 1
-        dropsPerPipe[pipe.id, default: 0] += 1
-        continue
-      }
-      let framing = pipes.framing(of: pipe)
-      let frame: [UInt8]
-      if let made = frames[framing] {
-        frame = made
-      } else {
-        frame = framing.frame(message)
-        frames[framing] = frame
-      }
-      do throws(SocketError) {
-        try pipe.write(frame)
-        statistics.delivered += 1
-      } catch {
-        statistics.drops += 1  // the pipe is going
-      }
+    let (written, failed) = pipes.broadcast(message) { pipe in
+      statistics.drops += 1
+      dropsPerPipe[pipe.id, default: 0] += 1
     }
+    statistics.delivered += written
+    statistics.drops += failed  // those pipes are going
     return .taken
   }
 }

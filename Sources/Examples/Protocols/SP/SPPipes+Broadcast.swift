@@ -6,7 +6,7 @@ extension SPPipes {
   /// pipe whose output is not writable is skipped and handed to `stalled`
   /// (the protocol counts that drop); one whose write fails (it is going)
   /// is skipped and counted in the result. Used by the fan-out protocols
-  /// (SURVEYOR, BUS), which never wait for a pipe.
+  /// (PUB, SURVEYOR, BUS), which never wait for a pipe.
   /// - Returns: the copies written, and the writes that failed.
   @discardableResult
   public func broadcast(_ message: [UInt8], stalled: (SocketPipe) -> Void) -> (written: Int, failed: Int) {
