@@ -66,16 +66,11 @@ public final class Rep0Handler: SocketHandler {
   }
   public private(set) var statistics = Statistics()
 
-  private struct Pending {
-    let pipeID: UInt64
-    let backtrace: [UInt8]
-  }
-  /// Requests delivered and not answered yet, oldest first.
-  private var unanswered: [Pending] = []
-  private var unansweredStart = 0
+  /// Requests delivered and not answered yet, with where their answers go.
+  private var replies = SPReplyQueue()
 
   /// Requests delivered and not answered yet.
-  public var unansweredRequests: Int { unanswered.count - unansweredStart }
+  public var unansweredRequests: Int { replies.count }
 
   public init(
     ttl: Int = 8, maximumUnansweredRequests: Int = 1024, headerTimeout: Duration = SPPipes.defaultHeaderTimeout
@@ -107,32 +102,11 @@ public final class Rep0Handler: SocketHandler {
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
-    guard unansweredStart < unanswered.count else {
-      statistics.repliesWithoutRequest += 1
-      return .taken
-    }
-    let request = unanswered[unansweredStart]
-    unansweredStart += 1
-    if unansweredStart == unanswered.count {
-      unanswered.removeAll(keepingCapacity: true)
-      unansweredStart = 0
-    } else if unansweredStart >= 64 && unansweredStart * 2 >= unanswered.count {
-      unanswered.removeFirst(unansweredStart)
-      unansweredStart = 0
-    }
-    guard let pipe = pipes.readyPipe(id: request.pipeID) else {
-      statistics.repliesToVanishedPeers += 1
-      return .taken
-    }
-    guard pipe.isWritable else {
-      statistics.repliesToStalledPeers += 1
-      return .taken
-    }
-    do throws(SocketError) {
-      try pipe.write(pipes.framing(of: pipe).frame(request.backtrace + message))
-      statistics.repliesSent += 1
-    } catch {
-      statistics.repliesToVanishedPeers += 1
+    switch replies.reply(message, through: pipes) {
+    case .sent: statistics.repliesSent += 1
+    case .noneWaiting: statistics.repliesWithoutRequest += 1
+    case .peerGone: statistics.repliesToVanishedPeers += 1
+    case .peerStalled: statistics.repliesToStalledPeers += 1
     }
     return .taken
   }
@@ -142,19 +116,13 @@ public final class Rep0Handler: SocketHandler {
   private func request(
     _ input: inout InboundBuffer, length: Int, pipe: SocketPipe, context: SocketContext
   ) throws(SocketError) {
-    // The backtrace (hops, then the request id), read in place.
-    guard let backtraceLength = try SPBacktrace.length(in: input, messageLength: length, ttl: ttl, kind: "request")
-    else {
-      statistics.requestsOverTTL += 1  // too many hops: dropped, the pipe stays
-      return
+    let limit = maximumUnansweredRequests
+    switch try replies.take(
+      &input, length: length, from: pipe, ttl: ttl, limit: limit, kind: "request", context: context)
+    {
+    case .delivered: statistics.requestsDelivered += 1
+    case .overTTL: statistics.requestsOverTTL += 1
+    case .overLimit: statistics.requestsOverLimit += 1
     }
-    guard unansweredRequests < maximumUnansweredRequests else {
-      statistics.requestsOverLimit += 1
-      return
-    }
-    let backtrace = input.readBytes(backtraceLength) ?? []
-    try context.deliver(input.readBytes(length - backtraceLength) ?? [])
-    unanswered.append(Pending(pipeID: pipe.id, backtrace: backtrace))
-    statistics.requestsDelivered += 1
   }
 }

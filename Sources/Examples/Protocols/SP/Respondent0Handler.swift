@@ -66,16 +66,11 @@ public final class Respondent0Handler: SocketHandler {
   }
   public private(set) var statistics = Statistics()
 
-  private struct Pending {
-    let pipeID: UInt64
-    let backtrace: [UInt8]
-  }
-  /// Surveys delivered and not answered yet, oldest first.
-  private var unanswered: [Pending] = []
-  private var unansweredStart = 0
+  /// Surveys delivered and not answered yet, with where their answers go.
+  private var replies = SPReplyQueue()
 
   /// Surveys delivered and not answered yet.
-  public var unansweredSurveys: Int { unanswered.count - unansweredStart }
+  public var unansweredSurveys: Int { replies.count }
 
   public init(
     ttl: Int = 8, maximumUnansweredSurveys: Int = 1024, headerTimeout: Duration = SPPipes.defaultHeaderTimeout
@@ -107,32 +102,11 @@ public final class Respondent0Handler: SocketHandler {
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
-    guard unansweredStart < unanswered.count else {
-      statistics.answersWithoutSurvey += 1
-      return .taken
-    }
-    let survey = unanswered[unansweredStart]
-    unansweredStart += 1
-    if unansweredStart == unanswered.count {
-      unanswered.removeAll(keepingCapacity: true)
-      unansweredStart = 0
-    } else if unansweredStart >= 64 && unansweredStart * 2 >= unanswered.count {
-      unanswered.removeFirst(unansweredStart)
-      unansweredStart = 0
-    }
-    guard let pipe = pipes.readyPipe(id: survey.pipeID) else {
-      statistics.answersToVanishedPeers += 1
-      return .taken
-    }
-    guard pipe.isWritable else {
-      statistics.answersToStalledPeers += 1
-      return .taken
-    }
-    do throws(SocketError) {
-      try pipe.write(pipes.framing(of: pipe).frame(survey.backtrace + message))
-      statistics.answersSent += 1
-    } catch {
-      statistics.answersToVanishedPeers += 1
+    switch replies.reply(message, through: pipes) {
+    case .sent: statistics.answersSent += 1
+    case .noneWaiting: statistics.answersWithoutSurvey += 1
+    case .peerGone: statistics.answersToVanishedPeers += 1
+    case .peerStalled: statistics.answersToStalledPeers += 1
     }
     return .taken
   }
@@ -142,18 +116,13 @@ public final class Respondent0Handler: SocketHandler {
   private func survey(
     _ input: inout InboundBuffer, length: Int, pipe: SocketPipe, context: SocketContext
   ) throws(SocketError) {
-    guard let backtraceLength = try SPBacktrace.length(in: input, messageLength: length, ttl: ttl, kind: "survey")
-    else {
-      statistics.surveysOverTTL += 1  // too many hops: dropped, the pipe stays
-      return
+    let limit = maximumUnansweredSurveys
+    switch try replies.take(
+      &input, length: length, from: pipe, ttl: ttl, limit: limit, kind: "survey", context: context)
+    {
+    case .delivered: statistics.surveysDelivered += 1
+    case .overTTL: statistics.surveysOverTTL += 1
+    case .overLimit: statistics.surveysOverLimit += 1
     }
-    guard unansweredSurveys < maximumUnansweredSurveys else {
-      statistics.surveysOverLimit += 1
-      return
-    }
-    let backtrace = input.readBytes(backtraceLength) ?? []
-    try context.deliver(input.readBytes(length - backtraceLength) ?? [])
-    unanswered.append(Pending(pipeID: pipe.id, backtrace: backtrace))
-    statistics.surveysDelivered += 1
   }
 }
