@@ -193,7 +193,7 @@ struct SocketMetricsTests {
     let factory = TestMetrics()
     let socket = try Socket(LineHandler(), loop: loop, metrics: SocketMetrics(factory: factory))
     let pipes = try factory.expectMeter("userproto_socket_pipes", dimensions([], socket.id))
-    #expect(factory.counters.count == 10)
+    #expect(factory.counters.count == 11)
     socket.abort()
     #expect(eventually { factory.counters.isEmpty && factory.meters.isEmpty })
     #expect(pipes.lastValue == 0)

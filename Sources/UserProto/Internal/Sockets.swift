@@ -18,6 +18,26 @@ enum Sockets {
     _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, 4)
   }
 
+  /// What every TCP connection of a socket gets, dialed or accepted:
+  /// TCP_NODELAY, and the keep-alive and user timeout of `options`. Best
+  /// effort, as TCP_NODELAY always was: a refused option leaves the
+  /// kernel's default.
+  static func configureTCP(_ fd: Int32, _ options: SocketOptions) {
+    setNoDelay(fd)
+    guard let keepAlive = options.tcpKeepAlive else { return }
+    func option(_ level: Int32, _ name: Int32, _ value: Int32) {
+      var value = value
+      _ = setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+    let tcp = Int32(IPPROTO_TCP)
+    option(SOL_SOCKET, SO_KEEPALIVE, 1)
+    option(tcp, TCP_KEEPIDLE, keepAlive.idleSeconds)
+    option(tcp, TCP_KEEPINTVL, keepAlive.intervalSeconds)
+    option(tcp, TCP_KEEPCNT, keepAlive.probeCount)
+    let timeoutMilliseconds = keepAlive.detectionTime.components.seconds * 1000
+    option(tcp, TCP_USER_TIMEOUT, Int32(min(timeoutMilliseconds, Int64(Int32.max))))
+  }
+
   /// A bound, listening stream socket; returns it with its actual address.
   static func listen(on address: SocketAddress, backlog: Int32 = 512) throws(IOError) -> (Int32, SocketAddress) {
     let fd = try stream(family: address.family)

@@ -96,7 +96,7 @@ final class Dialer {
       switch url {
       case .tcp(let address), .ipc(let address):
         let fd = try Sockets.stream(family: address.family)
-        if address.isIP { Sockets.setNoDelay(fd) }
+        if address.isIP { Sockets.configureTCP(fd, core.options) }
         return StreamTransport(loop: core.loop, fd: fd, connectTo: address)
       case .udp(let address):
         let any = try SocketAddress(ip: address.family == AF_INET6 ? "::" : "0.0.0.0", port: 0)

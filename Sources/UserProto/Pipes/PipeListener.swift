@@ -55,7 +55,8 @@ final class PipeListener {
       let endpoint = DatagramEndpoint(
         loop: loop, fd: fd, localAddress: address,
         newPeer: { peer in weak.value?.adoptPeer(peer) },
-        failed: { error in weak.value?.receiveFailed(error) })
+        failed: { error in weak.value?.receiveFailed(error) },
+        dropped: { weak.value?.countDatagramDrop() })
       self.endpoint = endpoint
       endpoint.start()
     case .inproc: break
@@ -90,6 +91,14 @@ final class PipeListener {
     if let meters = core.meters { meters.acceptFailed() }
   }
 
+  /// A datagram the UDP endpoint dropped (see ``DatagramEndpoint/droppedDatagrams``):
+  /// counted in the socket's ``SocketStatistics/datagramDrops``.
+  private func countDatagramDrop() {
+    guard let core else { return }
+    core.update { $0.statistics.datagramDrops += 1 }
+    if let meters = core.meters { meters.datagramDropped() }
+  }
+
   /// The first failure of a run is a notice; the next ones, until an accept
   /// succeeds, are debug: out of fds, the listener would otherwise log ten
   /// notices a second.
@@ -119,7 +128,7 @@ final class PipeListener {
       Glibc.close(client)
       return
     }
-    if url.isIP { Sockets.setNoDelay(client) }
+    if url.isIP { Sockets.configureTCP(client, core.options) }
     core.attach(StreamTransport(loop: loop, fd: client), dialer: nil, url: url)
   }
 

@@ -62,6 +62,8 @@ final class SocketMeters: Sendable {
   let acceptErrors: Counter
   /// Drops with `("cause", "stale")`: ``SocketStatistics/staleDrops``.
   let staleDrops: Counter
+  /// Drops with `("cause", "datagram")`: ``SocketStatistics/datagramDrops``.
+  let datagramDrops: Counter
   let pipes: Meter
   let sendQueueBytes: Meter
   let receiveQueueBytes: Meter
@@ -88,6 +90,7 @@ final class SocketMeters: Sendable {
     reconnects = makeCounter("reconnects")
     acceptErrors = makeCounter("accept_errors")
     staleDrops = makeCounter("drops", [("cause", "stale")])
+    datagramDrops = makeCounter("drops", [("cause", "datagram")])
     pipes = makeMeter("pipes")
     sendQueueBytes = makeMeter("send_queue_bytes")
     receiveQueueBytes = makeMeter("receive_queue_bytes")
@@ -124,6 +127,9 @@ final class SocketMeters: Sendable {
     pipes.set(count)
   }
 
+  /// A UDP listener dropped a datagram.
+  func datagramDropped() { datagramDrops.increment() }
+
   /// A dialer started an attempt after its first one.
   func redialed() { reconnects.increment() }
 
@@ -158,7 +164,7 @@ final class SocketMeters: Sendable {
   func destroy() {
     for counter in [
       messagesSent, bytesSent, messagesReceived, bytesReceived, pipesAdded, pipesRemoved, pipeFailures, reconnects,
-      acceptErrors, staleDrops,
+      acceptErrors, staleDrops, datagramDrops,
     ] {
       counter.destroy()
     }

@@ -31,6 +31,15 @@ public final class SocketPipe: Hashable, CustomStringConvertible {
   /// Written bytes not yet taken by the kernel (or the in-memory peer),
   /// plus ``SocketOptions/perMessageCost`` per write.
   public private(set) var queuedOutputBytes = 0
+  /// Writes made to the pipe so far (frames; datagrams on a datagram pipe).
+  public private(set) var writtenMessages = 0
+  /// Writes not yet wholly taken by the kernel (or the in-memory peer). A
+  /// pipe that goes drops them: a handler's
+  /// ``SocketHandler/pipeRemoved(_:error:context:)`` still reads the value
+  /// the pipe had when it went, so a protocol can count what was lost with
+  /// it. Bytes the kernel had taken but the peer never read are not known
+  /// here.
+  public private(set) var queuedOutputMessages = 0
   private var writableLatch = true
   private let highWatermark: Int
   private let lowWatermark: Int
@@ -71,6 +80,8 @@ public final class SocketPipe: Hashable, CustomStringConvertible {
     guard isUp, let transport else { throw .peerVanished }
     if bytes.isEmpty && !isDatagram { return }
     queuedOutputBytes += bytes.count + SocketOptions.perMessageCost
+    writtenMessages += 1
+    queuedOutputMessages += 1
     if queuedOutputBytes >= highWatermark { writableLatch = false }
     transport.write(bytes)
   }
@@ -127,6 +138,7 @@ extension SocketPipe: TransportDelegate {
 
   func transportWrote(_ count: Int, messages: Int) {
     queuedOutputBytes = max(0, queuedOutputBytes - count - messages * SocketOptions.perMessageCost)
+    queuedOutputMessages = max(0, queuedOutputMessages - messages)
     if !writableLatch && queuedOutputBytes <= lowWatermark {
       writableLatch = true
       core?.pipeWritable(self)

@@ -21,8 +21,10 @@ public struct SocketStatistics: Sendable, Hashable {
   /// (``SocketHandler/sendCancelsReceive``): queued ones discarded by a
   /// send, and ones the handler delivered before it saw that send.
   public var staleDrops = 0
-  /// Datagrams a UDP listener dropped (new peers while it could not take
-  /// them, peers whose pipe was paused or gone).
+  /// Datagrams the socket's UDP listeners dropped: from peers whose pipe
+  /// had paused reading (the receive queue at its high watermark), and ones
+  /// arriving while a listener could not take a new peer (the socket
+  /// closing). What the kernel or the network dropped is not seen here.
   public var datagramDrops = 0
 
   public init() {}

@@ -15,6 +15,11 @@ public struct SocketOptions: Sendable, Hashable {
   public var sendLowWatermark: Int
   /// The largest message accepted in either direction (default 1 MiB).
   public var maximumMessageSize: Int
+  /// TCP keep-alive and user timeout for the socket's TCP connections,
+  /// dialed and accepted (see ``TCPKeepAlive``); nil (the default) leaves
+  /// the kernel's defaults: no keep-alive, so a half-open connection is
+  /// never noticed by a peer that only receives.
+  public var tcpKeepAlive: TCPKeepAlive?
 
   /// What each queued message counts against the watermarks on top of its
   /// bytes (the bookkeeping a queue entry costs), in both directions, so a
@@ -25,13 +30,14 @@ public struct SocketOptions: Sendable, Hashable {
   public init(
     receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,
     sendHighWatermark: Int = 256 * 1024, sendLowWatermark: Int = 64 * 1024,
-    maximumMessageSize: Int = 1 << 20
+    maximumMessageSize: Int = 1 << 20, tcpKeepAlive: TCPKeepAlive? = nil
   ) {
     self.receiveHighWatermark = receiveHighWatermark
     self.receiveLowWatermark = min(receiveLowWatermark, receiveHighWatermark)
     self.sendHighWatermark = sendHighWatermark
     self.sendLowWatermark = min(sendLowWatermark, sendHighWatermark)
     self.maximumMessageSize = maximumMessageSize
+    self.tcpKeepAlive = tcpKeepAlive
   }
 }
 

@@ -16,6 +16,9 @@ final class DatagramEndpoint: @unchecked Sendable {
   private let newPeer: (SocketAddress) -> PeerDatagramTransport?
   /// Called once if receiving fails for good (every peer failed with it).
   private let failed: (IOError) -> Void
+  /// Called on the loop for each datagram dropped (after it is counted in
+  /// ``droppedDatagrams``): a socket adds it to its statistics.
+  private let dropped: () -> Void
 
   private var peers: [SocketAddress: PeerDatagramTransport] = [:]
   private var receiveHandle: IOHandle?
@@ -28,13 +31,15 @@ final class DatagramEndpoint: @unchecked Sendable {
 
   init(
     loop: EventLoop, fd: Int32, localAddress: SocketAddress,
-    newPeer: @escaping (SocketAddress) -> PeerDatagramTransport?, failed: @escaping (IOError) -> Void
+    newPeer: @escaping (SocketAddress) -> PeerDatagramTransport?, failed: @escaping (IOError) -> Void,
+    dropped: @escaping () -> Void = {}
   ) {
     self.loop = loop
     self.fd = fd
     self.localAddress = localAddress
     self.newPeer = newPeer
     self.failed = failed
+    self.dropped = dropped
     maximumDatagramSize = Sockets.maximumDatagramSize(fd, family: localAddress.family)
   }
 
@@ -43,7 +48,11 @@ final class DatagramEndpoint: @unchecked Sendable {
   /// full) or was gone, and arriving after the listener closed. Any thread.
   var droppedDatagrams: Int { drops.load(ordering: .relaxed) }
 
-  func countDrop() { drops.add(1, ordering: .relaxed) }
+  /// Counts one dropped datagram. On the loop.
+  func countDrop() {
+    drops.add(1, ordering: .relaxed)
+    dropped()
+  }
 
   /// Peers with a live transport (tests).
   var peerCount: Int { peers.count }

@@ -41,6 +41,11 @@ public final class Bus0Handler: SocketHandler {
     public var drops = 0
     /// Messages delivered to the application.
     public var received = 0
+    /// Copies written to a pipe that went (the peer failed or closed) before
+    /// handing them on to the kernel (or the in-process peer): lost with it.
+    /// What the kernel had taken when the pipe went but the peer never read
+    /// cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -71,7 +76,7 @@ public final class Bus0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
     receivedPerPipe[pipe.id] = nil
   }

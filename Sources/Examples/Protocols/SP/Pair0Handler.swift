@@ -19,7 +19,9 @@ public typealias Pair0Socket = Socket<Pair0Handler>
 /// yet, or its output at the send high watermark) it waits
 /// (``SendDisposition/wait``) in the socket's send queue, which then fills
 /// and stops the fd showing writable, until a peer is paired or drains.
-/// A message written to a peer whose pipe then fails is lost, as in NNG.
+/// A message written to a peer whose pipe then fails is lost, as in NNG;
+/// those the pipe had not yet handed to the kernel are counted in
+/// ``Statistics/lostWithPipes``.
 ///
 /// ```swift
 /// let pair = try Socket(Pair0Handler(), loop: loop)
@@ -44,6 +46,11 @@ public final class Pair0Handler: SocketHandler {
     public var refusedPipes = 0
     /// Peers paired so far (the first, and each that took a gone one's place).
     public var peersPaired = 0
+    /// Messages written to a pipe that went (failed, or its peer closed) before
+    /// handing them on to the kernel (or the in-process peer): lost with it.
+    /// What the kernel had taken when the pipe went but the peer never read
+    /// cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -81,7 +88,7 @@ public final class Pair0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
     if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
   }
 

@@ -37,6 +37,11 @@ public final class Pub0Handler: SocketHandler {
     public var drops = 0
     /// Messages subscribers sent (dropped: PUB receives nothing).
     public var ignoredMessages = 0
+    /// Copies written to a pipe that went (the subscriber failed or closed)
+    /// before handing them on to the kernel (or the in-process peer): lost with
+    /// it. What the kernel had taken when the pipe went but the peer never read
+    /// cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -65,7 +70,7 @@ public final class Pub0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
   }
 

@@ -15,8 +15,9 @@ public typealias Push0Socket = Socket<Push0Handler>
 /// or drains to its low watermark. A message the socket accepted is never
 /// dropped for want of a pipe; it is lost only if the pipe it was written
 /// to fails before the peer read it, or the socket closes while it still
-/// waits (NNG's push0 behaves the same). v0 pipelines carry no SP header
-/// in the body: the frame is the message.
+/// waits (NNG's push0 behaves the same). Of the first, what the pipe had not
+/// yet handed to the kernel is counted in ``Statistics/lostWithPipes``. v0
+/// pipelines carry no SP header in the body: the frame is the message.
 ///
 /// PUSH receives nothing: messages a PULL peer sends anyway are parsed (so
 /// the framing and size limits still hold), discarded and counted in
@@ -41,6 +42,11 @@ public final class Push0Handler: SocketHandler {
     public var heldBack = 0
     /// Messages PULL peers sent (discarded: PUSH receives nothing).
     public var ignoredMessages = 0
+    /// Messages written to a pipe that went (failed, or its peer closed) before
+    /// handing them on to the kernel (or the in-process peer): lost with it.
+    /// What the kernel had taken when the pipe went but the peer never read
+    /// cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -73,7 +79,7 @@ public final class Push0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
     sentPerPipe[pipe.id] = nil
   }
 

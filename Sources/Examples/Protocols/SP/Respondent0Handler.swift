@@ -63,6 +63,11 @@ public final class Respondent0Handler: SocketHandler {
     public var answersToVanishedPeers = 0
     /// Answers dropped because their surveyor's pipe could not take them.
     public var answersToStalledPeers = 0
+    /// Answers written to a pipe that went (the surveyor failed or closed)
+    /// before handing them on to the kernel (or the in-process peer): lost with
+    /// it. What the kernel had taken when the pipe went but the peer never read
+    /// cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -96,7 +101,7 @@ public final class Respondent0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
   }
 
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }

@@ -142,15 +142,27 @@ public final class SPPipes {
   }
 
   /// A pipe went: forgets it (and its timer); records why it failed.
-  public func removed(_ pipe: SocketPipe, error: SocketError?) {
+  /// Returns how many of the handler's messages went with it unsent: the
+  /// writes its output still held (``SocketPipe/queuedOutputMessages``),
+  /// this side's SP header excepted. A protocol counts them as lost; what
+  /// the kernel had taken but the peer never read is not known (SP has no
+  /// acknowledgements).
+  @discardableResult
+  public func removed(_ pipe: SocketPipe, error: SocketError?) -> Int {
+    var unsent = 0
     if let entry = entries.removeValue(forKey: pipe.id) {
       entry.headerTimer?.cancel()
       if entry.ready { ready.removeAll { $0 === pipe } }
+      // The header is the pipe's first write: it is among the queued ones
+      // while nothing at all was handed on.
+      let handedOn = pipe.writtenMessages - pipe.queuedOutputMessages
+      unsent = max(0, pipe.queuedOutputMessages - (handedOn == 0 ? 1 : 0))
     }
     if let error {
       recentFailures.append("\(pipe): \(error)")
       if recentFailures.count > 32 { recentFailures.removeFirst(recentFailures.count - 32) }
     }
+    return unsent
   }
 
   /// Handles a timer if it is one of this layer's (a header timeout: the

@@ -64,6 +64,11 @@ public final class Surveyor0Handler: SocketHandler {
     public var unreadAtExpiry = 0
     /// Surveys that ended because their survey time passed.
     public var expiredSurveys = 0
+    /// Survey copies written to a pipe that went (the respondent failed or
+    /// closed) before handing them on to the kernel (or the in-process peer):
+    /// lost with it. What the kernel had taken when the pipe went but the peer
+    /// never read cannot be counted (SP has no acknowledgements).
+    public var lostWithPipes = 0
   }
   public private(set) var statistics = Statistics()
 
@@ -96,7 +101,7 @@ public final class Surveyor0Handler: SocketHandler {
   }
 
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
+    statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
   }
 
