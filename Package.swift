@@ -95,6 +95,14 @@ let package = Package(
       path: "Sources/UserProtoCheck",
       swiftSettings: strict
     ),
+    // The two ends of the fault scenarios scripts/faults.sh runs in network
+    // namespaces (docs/reliability.md, "Faults"): one JSON line per run.
+    .executableTarget(
+      name: "userproto-netfault",
+      dependencies: ["UserProto", "ExampleProtocols"],
+      path: "Sources/UserProtoNetFault",
+      swiftSettings: strict
+    ),
     // Helpers shared by the test targets (running helper processes).
     .target(
       name: "TestSupport",

@@ -6,6 +6,9 @@ profile=${1:-build}
 packages=(liburing-dev pkg-config)
 if [ "$profile" = test ]; then
   packages+=(nng-utils nanomsg-utils libnng-dev)
+  # scripts/faults.sh: ip netns, veth, tc netem and ss (iproute2), and jq to
+  # read the ends' JSON lines.
+  packages+=(iproute2 jq)
 fi
 missing=()
 for p in "${packages[@]}"; do
