@@ -13,6 +13,7 @@ let package = Package(
     .library(name: "MaskCore", targets: ["MaskCore"]),
     .library(name: "UserProto", targets: ["UserProto"]),
     .library(name: "ExampleProtocols", targets: ["ExampleProtocols"]),
+    .library(name: "UserProtoLifecycle", targets: ["UserProtoLifecycle"]),
     .executable(name: "userproto", targets: ["Examples"]),
     // The C shim, for the benchmark package only; not a supported API.
     .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
@@ -24,6 +25,7 @@ let package = Package(
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -55,6 +57,17 @@ let package = Package(
       ],
       swiftSettings: strict
     ),
+    // Sockets, loops and loop groups as ServiceLifecycle services
+    // (docs/lifecycle.md): a module of its own, so only applications that
+    // use swift-service-lifecycle build it.
+    .target(
+      name: "UserProtoLifecycle",
+      dependencies: [
+        "UserProto",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict
+    ),
     // The example protocols: nanomsg SP REQ/REP (echo), PUB/SUB, PUSH/PULL and PAIR.
     .target(
       name: "ExampleProtocols",
@@ -66,8 +79,10 @@ let package = Package(
     .executableTarget(
       name: "Examples",
       dependencies: [
-        "UserProto", "ExampleProtocols", "CUserProtoShim", "Locking",
+        "UserProto", "ExampleProtocols", "CUserProtoShim", "Locking", "UserProtoLifecycle",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       path: "Sources/Examples/CLI",
       swiftSettings: strict
@@ -110,6 +125,8 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "MetricsTestKit", package: "swift-metrics"),
+        "UserProtoLifecycle",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       swiftSettings: strict
     ),

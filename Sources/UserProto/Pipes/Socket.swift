@@ -212,7 +212,8 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   /// Closes gracefully: sends already accepted are handed to the handler,
   /// dialers and listeners stop, every pipe's write side shuts after its
   /// queued output, and the pipes close once their peers finish (or after
-  /// 5 s). The socket is closed for the application at once.
+  /// ``SocketOptions/closeLinger``, 5 s by default). The socket is closed
+  /// for the application at once.
   /// - Throws: ``SocketError/closed`` if it already was.
   public func close() throws(SocketError) {
     guard core.markClosed() else { throw .closed }

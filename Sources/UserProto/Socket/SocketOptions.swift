@@ -15,6 +15,11 @@ public struct SocketOptions: Sendable, Hashable {
   public var sendLowWatermark: Int
   /// The largest message accepted in either direction (default 1 MiB).
   public var maximumMessageSize: Int
+  /// How long a graceful close waits for queued output to reach the
+  /// kernel and for the peers to finish before it ends every pipe at once
+  /// (default 5 s; `.zero` ends them at the next loop turn). Used by
+  /// ``Socket/close()``; the first design's sockets ignore it.
+  public var closeLinger: Duration
 
   /// What each queued message counts against the watermarks on top of its
   /// bytes (the bookkeeping a queue entry costs), in both directions, so a
@@ -25,13 +30,14 @@ public struct SocketOptions: Sendable, Hashable {
   public init(
     receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,
     sendHighWatermark: Int = 256 * 1024, sendLowWatermark: Int = 64 * 1024,
-    maximumMessageSize: Int = 1 << 20
+    maximumMessageSize: Int = 1 << 20, closeLinger: Duration = .seconds(5)
   ) {
     self.receiveHighWatermark = receiveHighWatermark
     self.receiveLowWatermark = min(receiveLowWatermark, receiveHighWatermark)
     self.sendHighWatermark = sendHighWatermark
     self.sendLowWatermark = min(sendLowWatermark, sendHighWatermark)
     self.maximumMessageSize = maximumMessageSize
+    self.closeLinger = max(closeLinger, .zero)
   }
 }
 
