@@ -26,6 +26,10 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    // DocC: `swift package generate-documentation` (scripts/docs.sh,
+    // docs/documentation.md). A command plugin only: no target depends on it,
+    // and it is built only when the documentation is.
+    .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,

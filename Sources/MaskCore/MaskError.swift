@@ -29,6 +29,7 @@ public enum MaskError: Error, Hashable, Sendable {
 }
 
 extension MaskError: CustomStringConvertible {
+  /// A sentence naming what failed; a system call's errno by its C name and its strerror(3) text.
   public var description: String {
     switch self {
     case .invalidEvents(let bits):

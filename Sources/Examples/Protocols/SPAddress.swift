@@ -14,6 +14,7 @@ public struct SPAddressError: Error, Hashable, Sendable, CustomStringConvertible
     self.reason = reason
   }
 
+  /// `bad address URL: REASON`.
   public var description: String { "bad address \(url): \(reason)" }
 }
 

@@ -7,11 +7,13 @@ public struct IOError: Error, Hashable, Sendable, CustomStringConvertible {
   /// The errno value.
   public let code: Int32
 
+  /// Creates an error for `operation` failing with errno `code`.
   public init(_ operation: String, _ code: Int32) {
     self.operation = operation
     self.code = code
   }
 
+  /// `OPERATION failed: ENAME (strerror text)`.
   public var description: String {
     "\(operation) failed: \(IOError.name(code)) (\(IOError.message(code)))"
   }
@@ -67,6 +69,7 @@ public enum LoopError: Error, Hashable, Sendable, CustomStringConvertible {
   /// A loop-confined method was called from another thread.
   case notOnLoop(String)
 
+  /// A sentence saying what went wrong.
   public var description: String {
     switch self {
     case .shutDown: "the event loop is shut down"

@@ -15,8 +15,11 @@ import Synchronization
 public final class EventLoop: @unchecked Sendable {
   /// The readiness and I/O engine.
   public enum Backend: String, Sendable, CustomStringConvertible {
+    /// io_uring: readiness, accepts, receives, connects and sends are ring operations.
     case ioUring = "io_uring"
+    /// epoll, edge-triggered: operations are non-blocking system calls made when their fd is ready.
     case epoll
+    /// The raw value: `io_uring` or `epoll`.
     public var description: String { rawValue }
   }
 
@@ -26,19 +29,25 @@ public final class EventLoop: @unchecked Sendable {
     /// environment variable `USERPROTO_LOOP_BACKEND` (`io_uring`, `epoll`)
     /// forces one.
     case automatic
+    /// io_uring only: the loop fails to start when it is refused.
     case ioUring
+    /// epoll only.
     case epoll
   }
 
+  /// How a loop is set up: its engine, ring size and name.
   public struct Configuration: Sendable {
+    /// Which engine to use (default ``EventLoop/BackendChoice/automatic``).
     public var backend: BackendChoice
     /// Submission queue entries of the io_uring ring.
     public var ringEntries: UInt32
+    /// The loop's name, also its thread's name (default `userproto-loop`).
     public var name: String
     /// Test hook: system calls of the loop's engine made to fail.
     @_spi(Testing) public var faults: LoopFaults?
     /// Test hook: ignore `USERPROTO_LOOP_BACKEND`.
     @_spi(Testing) public var honorsEnvironment = true
+    /// A configuration; by default the automatic engine choice, a 256-entry ring and the name `userproto-loop`.
     public init(backend: BackendChoice = .automatic, ringEntries: UInt32 = 256, name: String = "userproto-loop") {
       self.backend = backend
       self.ringEntries = ringEntries
@@ -234,7 +243,9 @@ public final class EventLoop: @unchecked Sendable {
     let loop: EventLoop
     let state: TimerState
 
+    /// True for the same timer of the same loop.
     public static func == (a: Scheduled, b: Scheduled) -> Bool { a.id == b.id && a.loop === b.loop }
+    /// Hashes the timer's id.
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
     /// Cancels the timer, from any thread. Returns true when it was

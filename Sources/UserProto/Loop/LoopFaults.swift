@@ -8,6 +8,7 @@ import Locking
 /// parallel do not see each other's faults. SPI for the project's own test
 /// programs (`@_spi(Testing) import UserProto`), not a stable API.
 @_spi(Testing) public final class LoopFaults: Sendable {
+  /// A system call of the loop's engines that a fault can be injected into.
   public enum Call: Hashable, Sendable {
     /// `io_uring_setup`.
     case uringSetup

@@ -14,6 +14,7 @@ public struct ReconnectPolicy: Sendable, Hashable {
   /// default 0.25.
   public var jitter: Double
 
+  /// A policy from its waits and jitter: negative durations count as zero, and the jitter is clamped to 0...1.
   public init(minimum: Duration = .milliseconds(100), maximum: Duration = .zero, jitter: Double = 0.25) {
     self.minimum = max(minimum, .zero)
     self.maximum = max(maximum, .zero)

@@ -36,14 +36,18 @@ extension Socket {
 
 /// The received messages of a ``Socket``.
 public struct SocketMessages<Handler: SocketHandler>: AsyncSequence, Sendable {
+  /// A message's bytes.
   public typealias Element = [UInt8]
   let socket: Socket<Handler>
 
+  /// Receives the messages one at a time.
   public struct AsyncIterator: AsyncIteratorProtocol {
     let socket: Socket<Handler>
+    /// The next message, suspending until one arrives; nil at end-of-stream.
     public mutating func next() async throws -> [UInt8]? { try await socket.receive() }
   }
 
+  /// An iterator over the socket's received messages.
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
 }
 

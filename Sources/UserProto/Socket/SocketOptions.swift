@@ -27,6 +27,8 @@ public struct SocketOptions: Sendable, Hashable {
   /// zero-length messages.
   public static let perMessageCost = 64
 
+  /// Options with these limits (by default 256 KiB and 64 KiB watermarks, 1 MiB messages); a low
+  /// watermark above its high one is lowered to it.
   public init(
     receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,
     sendHighWatermark: Int = 256 * 1024, sendLowWatermark: Int = 64 * 1024,
