@@ -114,6 +114,15 @@ let package = Package(
       path: "Sources/UserProtoCheck",
       swiftSettings: strict
     ),
+    // The bounded soak scripts/soak.sh runs (docs/reliability.md#soak):
+    // connection churn, pub/sub with a slow and a vanishing subscriber, and
+    // loop timers, sampling RSS and the fd count every second.
+    .executableTarget(
+      name: "userproto-soak",
+      dependencies: ["UserProto", "ExampleProtocols", "Locking"],
+      path: "Sources/UserProtoSoak",
+      swiftSettings: strict
+    ),
     // Helpers shared by the test targets (running helper processes).
     .target(
       name: "TestSupport",
