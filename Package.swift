@@ -72,10 +72,12 @@ let package = Package(
       ],
       swiftSettings: strict
     ),
-    // The example protocols: nanomsg SP REQ/REP (echo), PUB/SUB, PUSH/PULL and PAIR.
+    // The example protocols, as Socket<Handler> handlers: the tutorial's
+    // framed protocol, and nanomsg SP REQ/REP, PUB/SUB, PUSH/PULL, PAIR,
+    // SURVEYOR/RESPONDENT and BUS.
     .target(
       name: "ExampleProtocols",
-      dependencies: ["UserProto", "Locking"],
+      dependencies: ["UserProto"],
       path: "Sources/Examples/Protocols",
       swiftSettings: strict
     ),
