@@ -69,12 +69,18 @@ public enum SPFraming: Sendable, Hashable {
   public var prefixLength: Int { self == .ipc ? 9 : 8 }
 
   /// One message framed for the wire: the prefix, then `body` (one copy).
-  public func frame(_ body: [UInt8]) -> [UInt8] {
+  public func frame(_ body: [UInt8]) -> [UInt8] { frame(header: [], body) }
+
+  /// One message framed for the wire whose SP header (a PAIR v1 hop count,
+  /// say) is kept apart from its body: the prefix, counting both, then
+  /// `header`, then `body` (one copy, no concatenation first).
+  public func frame(header: [UInt8], _ body: [UInt8]) -> [UInt8] {
     var out = [UInt8]()
-    out.reserveCapacity(prefixLength + body.count)
+    out.reserveCapacity(prefixLength + header.count + body.count)
     if self == .ipc { out.append(0x01) }
-    let n = UInt64(body.count)
+    let n = UInt64(header.count + body.count)
     for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: n >> UInt64(shift))) }
+    out += header
     out += body
     return out
   }
