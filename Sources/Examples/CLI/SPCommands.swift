@@ -50,21 +50,27 @@ struct EchoServerCommand: AsyncParsableCommand {
       await loop.shutdown()
       throw error
     }
-    print("echo server on \(bound) (loop: \(loop.backend))")
-    fflush(nil)
-    try await runServices(
-      loop: loop, socket: server, work: EchoService(server: server, seconds: seconds), logger: logger)
+    let work = EchoService(
+      server: server, seconds: seconds, banner: "echo server on \(bound) (loop: \(loop.backend))")
+    try await runServices(loop: loop, socket: server, work: work, logger: logger)
   }
 }
 
-/// The echo server's work (see ``EchoServerCommand``): answers requests
-/// until graceful shutdown or the end of `seconds` (0: no end), printing
-/// failed connections as they happen, then the summary.
+/// The echo server's work (see ``EchoServerCommand``): prints `banner`,
+/// answers requests until graceful shutdown or the end of `seconds` (0: no
+/// end), printing failed connections as they happen, then the summary.
+///
+/// The banner is printed here, not before the group runs: a `ServiceGroup`
+/// traps its signals before it starts its services, so once the banner is
+/// out a SIGTERM is a graceful shutdown, never the default action.
 struct EchoService: Service {
   let server: Rep0Socket
   let seconds: Int
+  let banner: String
 
   func run() async throws {
+    print(banner)
+    fflush(nil)
     let server = self.server
     let report = SharedFailureReport()
     try await cancelWhenGracefulShutdown {
@@ -172,15 +178,15 @@ struct PubCommand: AsyncParsableCommand {
       await loop.shutdown()
       throw error
     }
-    print("publishing on \(bound)")
-    fflush(nil)
     let work = PublishService(
-      publisher: publisher, messages: data.map { Array($0.utf8) }, count: count, intervalMs: intervalMs)
+      publisher: publisher, messages: data.map { Array($0.utf8) }, count: count, intervalMs: intervalMs,
+      banner: "publishing on \(bound)")
     try await runServices(loop: loop, socket: publisher, work: work, logger: logger)
   }
 }
 
-/// The publishing of ``PubCommand``: `count` messages (0: until graceful
+/// The publishing of ``PubCommand``: prints `banner` (once the signals are
+/// trapped, as ``EchoService``), then `count` messages (0: until graceful
 /// shutdown), `intervalMs` apart, printing failed connections as they
 /// happen, then the summary.
 struct PublishService: Service {
@@ -188,8 +194,11 @@ struct PublishService: Service {
   let messages: [[UInt8]]
   let count: Int
   let intervalMs: Int
+  let banner: String
 
   func run() async throws {
+    print(banner)
+    fflush(nil)
     let publisher = self.publisher
     let messages = self.messages
     let count = self.count

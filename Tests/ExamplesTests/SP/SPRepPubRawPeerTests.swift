@@ -286,7 +286,7 @@ struct SPRepPubRawPeerTests {
       #expect(string(try await nextSPMessage(sub)) == "b1")
       #expect(try await filtered() == 1)
 
-      try await sub.withHandler { h, _ in h.unsubscribe("a") }
+      _ = try await sub.withHandler { h, _ in h.unsubscribe("a") }
       try publish("a2", "b2")
       // One pipe keeps order: a2 arrived before b2 and was dropped.
       #expect(string(try await nextSPMessage(sub)) == "b2")

@@ -16,14 +16,14 @@ public typealias Pair1Socket = Socket<Pair1Handler>
 /// - a message shorter than 4 bytes, or whose count is above 0xFF (a
 ///   high byte set), is malformed: counted in
 ///   ``Statistics/malformedMessages`` and its pipe fails with a
-///   ``SocketError/protocolViolation(_:)`` (NNG closes the pipe);
+///   `SocketError.protocolViolation` (NNG closes the pipe);
 /// - a count above ``ttl`` is dropped and counted in
 ///   ``Statistics/messagesOverTTL``; the pipe stays (NNG's `ttl_drop`);
 /// - any other count, 0 included, is accepted.
 ///
 /// The first pipe that completes its SP handshake becomes the ``peer``.
 /// Another pipe that completes its handshake while the peer is up is
-/// refused: it fails with ``SocketError/notSupported(_:)`` (counted in
+/// refused: it fails with `SocketError.notSupported` (counted in
 /// ``Statistics/refusedPipes``, its reason in ``SPPipes/recentFailures``)
 /// and the peer is not disturbed. NNG's pair1 does the same
 /// (`pair1_pipe_start` returns NNG_EBUSY once the headers are exchanged);
@@ -32,7 +32,7 @@ public typealias Pair1Socket = Socket<Pair1Handler>
 ///
 /// A send goes to the peer when its pipe is writable; otherwise (no peer
 /// yet, or its output at the send high watermark) it waits
-/// (``SendDisposition/wait``) in the socket's send queue, which then fills
+/// (`SendDisposition.wait`) in the socket's send queue, which then fills
 /// and stops the fd showing writable, until a peer is paired or drains.
 /// A message written to a peer whose pipe then fails is lost, as in NNG.
 ///
@@ -81,6 +81,7 @@ public final class Pair1Handler: SocketHandler {
     /// (NNG's `rx_malformed`); each failed its pipe.
     public var malformedMessages = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// The pipe this socket is paired with, once its handshake completed.
@@ -93,13 +94,18 @@ public final class Pair1Handler: SocketHandler {
   /// The 4 bytes in front of every message this socket sends.
   private static let sentHeader: [UInt8] = [0, 0, 0, UInt8(Pair1Handler.sentHopCount)]
 
+  /// A PAIR v1 handler dropping (and counting) messages whose hop count is above `ttl` (at least 1);
+  /// a pipe whose peer sends no SP header within `headerTimeout` fails.
   public init(ttl: Int = 8, headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     self.ttl = ttl
     pipes = SPPipes(.pair1, peer: .pair1, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Pairs the first pipe to complete its handshake and delivers its messages (hop count checked and
+  /// stripped); refuses a newer one while paired.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -115,17 +121,21 @@ public final class Pair1Handler: SocketHandler {
     if let refusal { throw refusal }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe; when it was the peer, the next pipe to complete its handshake takes its place.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     pipes.removed(pipe, error: error)
     if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Writes the message, behind its hop count, to the peer if its pipe is writable; waits otherwise.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     if let pipe = peer, pipe.isWritable {
       do throws(SocketError) {
