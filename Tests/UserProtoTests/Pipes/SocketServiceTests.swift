@@ -127,3 +127,44 @@ struct SocketServiceTests {
     #expect(SocketOptions().closeLinger == .seconds(5))
   }
 }
+
+/// Weak references to a socket's loop-side objects, taken and read on its
+/// loop (the objects are loop-confined; the box only carries the references).
+private final class LoopSideRefs: @unchecked Sendable {
+  weak var pipe: SocketPipe?
+  weak var dialer: Dialer?
+  var released: Bool { pipe == nil && dialer == nil }
+}
+
+@Suite("Nothing of a finished socket stays alive", .timeLimit(.minutes(2)), .testThreads)
+struct SocketReleaseTests {
+  enum Ending: String, CaseIterable { case close, abort, drop }
+
+  @Test(
+    "a dialed pipe and its dialer are freed however the socket ends (the soak's leak: abort kept both)",
+    arguments: Ending.allCases)
+  func dialedPipeReleased(ending: Ending) async throws {
+    let loop = try makeLoop(.epoll)
+    defer { loop.shutdownAndWait() }
+    let server = try Socket(LineEchoHandler(), loop: loop)
+    defer { server.abort() }
+    let bound = try server.listen("tcp://127.0.0.1:0")
+    let refs = LoopSideRefs()
+    var socket: Socket<LineHandler>? = try Socket(LineHandler(), loop: loop)
+    try socket!.dial(bound)
+    #expect(eventually { socket!.pipeCount == 1 })
+    let core = socket!.core
+    try onLoop(loop) {
+      refs.pipe = core.allPipes.values.first
+      refs.dialer = core.dialers.first
+    }
+    #expect(try onLoop(loop) { !refs.released }, "the references were taken")
+    switch ending {
+    case .close: await socket!.closeAndWait()
+    case .abort: await socket!.abortAndWait()
+    case .drop: socket = nil  // deinit aborts
+    }
+    socket = nil
+    #expect(eventually { (try? onLoop(loop) { refs.released }) == true }, "no cycle keeps the pipe or dialer alive")
+  }
+}
