@@ -24,6 +24,7 @@ let package = Package(
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -52,6 +53,8 @@ let package = Package(
         "MaskCore", "CUserProtoShim", "Locking",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
+        // `Errno`, IOError's typed errno (docs/eventloop.md, "Syscalls").
+        .product(name: "SystemPackage", package: "swift-system"),
       ],
       swiftSettings: strict
     ),
