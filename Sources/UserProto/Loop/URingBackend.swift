@@ -716,7 +716,12 @@ final class URingBackend: LoopBackend {
   func close() {
     // Every operation must have ended before this (the loop cancels and
     // drains them). The ring goes first, so the kernel has let go of every
-    // buffer before any is freed.
+    // buffer before any is freed. A connection accepted in a completion
+    // held back from a full queue (submitQueued) has no owner: closed.
+    for cqe in held where cqe.res >= 0 {
+      if case .accept = records[cqe.user_data] { Sys.close(cqe.res) }
+    }
+    held = []
     Sys.ringDestroy(ring)
     Sys.bufferRingFree(bufferRing)
     bufferRing = nil
