@@ -30,6 +30,7 @@ let package = Package(
     // docs/documentation.md). A command plugin only: no target depends on it,
     // and it is built only when the documentation is.
     .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -58,6 +59,8 @@ let package = Package(
         "MaskCore", "CUserProtoShim", "Locking",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
+        // `Errno`, IOError's typed errno (docs/eventloop.md, "Syscalls").
+        .product(name: "SystemPackage", package: "swift-system"),
       ],
       swiftSettings: strict
     ),

@@ -91,6 +91,9 @@ public final class EventLoop: @unchecked Sendable {
 
   // Loop-confined state.
   let engine: any LoopBackend
+  /// The configuration's fault table (tests), bound on the loop's thread
+  /// and around the calls made for the loop on other threads (a listen's).
+  let faults: LoopFaults?
   private var timers = TimerHeap()
   private struct TimerAction {
     var run: () -> Void
@@ -133,17 +136,13 @@ public final class EventLoop: @unchecked Sendable {
   {
     var logger = logger
     logger[metadataKey: "loop.name"] = "\(configuration.name)"
-    var (engine, reason, choice, note) = try EventLoop.makeEngine(configuration)
-    var starter: LoopStarter
-    do {
-      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
-    } catch {
-      guard choice == .automatic, engine.kind == .ioUring else { throw error }
-      engine = try EpollBackend(faults: configuration.faults)
-      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
-      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
+    // The engine's set-up calls see the configuration's fault table (tests).
+    let (engine, reason, choice, starter) = try LoopFaults.binding(configuration.faults) {
+      () throws(IOError) -> (any LoopBackend, String, BackendChoice, LoopStarter) in
+      try EventLoop.startEngine(configuration)
     }
     self.engine = engine
+    faults = configuration.faults
     name = configuration.name
     backend = engine.kind
     backendReason = reason
@@ -160,6 +159,24 @@ public final class EventLoop: @unchecked Sendable {
       "event loop started", metadata: ["loop.backend": "\(kind)", "loop.backend_reason": "\(reason)"])
   }
 
+  /// The started engine, why it was chosen, the choice after the
+  /// environment, and the thread it runs on.
+  private static func startEngine(_ configuration: Configuration) throws(IOError) -> (
+    any LoopBackend, String, BackendChoice, LoopStarter
+  ) {
+    var (engine, reason, choice, note) = try makeEngine(configuration)
+    var starter: LoopStarter
+    do throws(IOError) {
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
+    } catch {
+      guard choice == .automatic, engine.kind == .ioUring else { throw error }
+      engine = try EpollBackend()
+      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
+    }
+    return (engine, reason, choice, starter)
+  }
+
   /// The engine, why it was chosen, the choice after the environment, and
   /// the note about an unknown environment value (empty if none).
   private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (
@@ -170,13 +187,12 @@ public final class EventLoop: @unchecked Sendable {
     if choice == .automatic, configuration.honorsEnvironment, let forced = getenv("USERPROTO_LOOP_BACKEND") {
       (choice, note) = resolve(environment: String(cString: forced))
       if !note.isEmpty {
-        let line = "userproto: \(note)choosing the engine automatically\n"
-        _ = line.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+        Sys.writeStandardError("userproto: \(note)choosing the engine automatically\n")
       }
     }
     switch choice {
     case .epoll:
-      return (try EpollBackend(faults: configuration.faults), "epoll was requested", choice, note)
+      return (try EpollBackend(), "epoll was requested", choice, note)
     case .ioUring:
       return (try URingBackend(configuration), "io_uring was requested", choice, note)
     case .automatic:
@@ -191,7 +207,7 @@ public final class EventLoop: @unchecked Sendable {
           case EOPNOTSUPP: "io_uring lacks an operation the loop needs (\(error.operation))"
           default: "io_uring set-up failed: \(error)"
           }
-        return (try EpollBackend(faults: configuration.faults), "\(note)\(why); using epoll", choice, note)
+        return (try EpollBackend(), "\(note)\(why); using epoll", choice, note)
       }
     }
   }
@@ -335,11 +351,7 @@ public final class EventLoop: @unchecked Sendable {
   var pendingTimers: Int { timerActions.count }
 
   /// The monotonic clock in nanoseconds.
-  public static func now() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-  }
+  public static func now() -> UInt64 { Sys.monotonicNanoseconds() }
 
   /// A deadline that never comes (``schedule(atNanoseconds:_:)``).
   static let never = UInt64.max
@@ -433,7 +445,7 @@ public final class EventLoop: @unchecked Sendable {
     guard let handler = operations.handler(for: completion.token) else {
       staleCompletions += 1
       // A connection accepted for a cancelled accept: nobody owns it.
-      if case .accepted(let fd) = completion.value { Glibc.close(fd) }
+      if case .accepted(let fd) = completion.value { Sys.close(fd) }
       return
     }
     if completion.isFinal { operations.release(completion.token) }

@@ -97,7 +97,14 @@ final class Dialer {
       switch url {
       case .tcp(let address), .ipc(let address):
         let fd = try Sockets.stream(family: address.family)
-        if address.isIP { Sockets.setNoDelay(fd) }
+        if address.isIP {
+          do throws(IOError) {
+            try Sockets.setNoDelay(fd)
+          } catch {
+            Sys.close(fd)
+            throw error
+          }
+        }
         return StreamTransport(loop: core.loop, fd: fd, connectTo: address)
       case .udp(let address):
         let any = try SocketAddress(ip: address.family == AF_INET6 ? "::" : "0.0.0.0", port: 0)

@@ -161,7 +161,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       Glibc.close(client)
       return
     }
-    if localAddress.isIP { Sockets.setNoDelay(client) }
+    if localAddress.isIP { try? Sockets.setNoDelay(client) }
     let socket: S
     do {
       socket = try S(loop: loop, options: options)

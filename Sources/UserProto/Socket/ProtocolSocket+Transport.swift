@@ -90,7 +90,7 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.stream(family: address.family)
-    if address.isIP { Sockets.setNoDelay(fd) }
+    if address.isIP { try? Sockets.setNoDelay(fd) }
     try socket.start(StreamTransport(loop: loop, fd: fd, connectTo: address), fd: fd)
     return socket
   }
