@@ -46,7 +46,7 @@ enum Soak {
   static func run(seconds: Int) async -> Int32 {
     await warmUp()
     let descriptorsAtStart = ProcessStats.descriptorTargets()
-    let fdsAtStart = ProcessStats.openDescriptors()
+    let fdsAtStart = ProcessStats.ownDescriptors()
     let rig: SoakRig
     do {
       rig = try SoakRig()

@@ -204,9 +204,10 @@ enum Sys {
   static func setOption<Value>(
     _ fd: Int32, _ level: Int32, _ name: Int32, _ value: Value, _ operation: @autoclosure () -> String
   ) throws(IOError) {
-    var value = value
     let size = socklen_t(MemoryLayout<Value>.size)
-    _ = try retrying(.setsockopt, operation()) { Int(Glibc.setsockopt(fd, level, name, &value, size)) }
+    _ = try retrying(.setsockopt, operation()) {
+      withUnsafeBytes(of: value) { Int(Glibc.setsockopt(fd, level, name, $0.baseAddress, size)) }
+    }
   }
 
   /// getsockopt(2) of an `Int32` option.
@@ -342,13 +343,13 @@ enum Sys {
   // MARK: epoll
 
   static func epollCreate() throws(IOError) -> Int32 {
-    Int32(try retrying(.epollCreate, "epoll_create1") { Int(Glibc.epoll_create1(Int32(EPOLL_CLOEXEC))) })
+    Int32(try retrying(.epollCreate, "epoll_create1") { Int(epoll_create1(Int32(EPOLL_CLOEXEC))) })
   }
 
   /// epoll_ctl(EPOLL_CTL_ADD). False when that file is already in the set
   /// under this number (EEXIST): a value, the caller decides.
   static func epollAdd(_ epfd: Int32, _ fd: Int32, _ event: inout epoll_event) throws(IOError) -> Bool {
-    let (_, code) = outcome(.epollCtl) { Int(Glibc.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event)) }
+    let (_, code) = outcome(.epollCtl) { Int(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event)) }
     if code == EEXIST { return false }
     if code != 0 { throw IOError("epoll_ctl(ADD)", code) }
     return true
@@ -356,13 +357,13 @@ enum Sys {
 
   /// epoll_ctl(EPOLL_CTL_MOD).
   static func epollModify(_ epfd: Int32, _ fd: Int32, _ event: inout epoll_event) throws(IOError) {
-    _ = try retrying(.epollCtl, "epoll_ctl(MOD)") { Int(Glibc.epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event)) }
+    _ = try retrying(.epollCtl, "epoll_ctl(MOD)") { Int(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event)) }
   }
 
   /// epoll_ctl(EPOLL_CTL_DEL).
   static func epollDelete(_ epfd: Int32, _ fd: Int32) throws(IOError) {
     var unused = epoll_event()
-    _ = try retrying(.epollCtl, "epoll_ctl(DEL)") { Int(Glibc.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused)) }
+    _ = try retrying(.epollCtl, "epoll_ctl(DEL)") { Int(epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused)) }
   }
 
   /// epoll_pwait2(2) up to `timeout` (nil: no limit); the events ready. A
@@ -372,9 +373,9 @@ enum Sys {
     let (value, code) = attempt(.epollWait, negated: false) {
       events.withUnsafeMutableBufferPointer { buffer -> Int in
         if var limit = timeout {
-          return Int(Glibc.epoll_pwait2(epfd, buffer.baseAddress, Int32(buffer.count), &limit, nil))
+          return Int(epoll_pwait2(epfd, buffer.baseAddress, Int32(buffer.count), &limit, nil))
         }
-        return Int(Glibc.epoll_pwait2(epfd, buffer.baseAddress, Int32(buffer.count), nil, nil))
+        return Int(epoll_pwait2(epfd, buffer.baseAddress, Int32(buffer.count), nil, nil))
       }
     }
     if code == EINTR { return 0 }
@@ -387,7 +388,7 @@ enum Sys {
   static func epollWait(_ epfd: Int32, _ events: inout [epoll_event], milliseconds: Int32) throws(IOError) -> Int {
     let (value, code) = attempt(.epollWaitFallback, negated: false) {
       events.withUnsafeMutableBufferPointer {
-        Int(Glibc.epoll_wait(epfd, $0.baseAddress, Int32($0.count), milliseconds))
+        Int(epoll_wait(epfd, $0.baseAddress, Int32($0.count), milliseconds))
       }
     }
     if code == EINTR { return 0 }

@@ -242,14 +242,24 @@ final class EpollBackend: LoopBackend {
   }
 
   private func waitDelivering(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
-    flushQueued(deliver)
+    // Completions delivered before the wait ran handlers that may have
+    // scheduled a timer or queued a task the loop's `timeout` does not
+    // know of: then the wait only polls, and the loop recomputes its
+    // deadline (an accept failing at once used to leave its retry timer
+    // unfired until something else woke the loop).
+    var delivered = false
+    let counting = { (completion: LoopCompletion) in
+      delivered = true
+      deliver(completion)
+    }
+    flushQueued(counting)
     var pending = attempts
     attempts = []
     for (entry, read, write) in pending where entries[entry.fd] === entry {
-      attempt(entry, readable: read, writable: write, drain: true, deliver)
+      attempt(entry, readable: read, writable: write, drain: true, counting)
     }
     pending = []
-    let hasWork = !queued.isEmpty || !attempts.isEmpty
+    let hasWork = delivered || !queued.isEmpty || !attempts.isEmpty
     var limit: timespec? = nil
     if hasWork {
       limit = timespec(tv_sec: 0, tv_nsec: 0)
