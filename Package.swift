@@ -13,6 +13,7 @@ let package = Package(
     .library(name: "MaskCore", targets: ["MaskCore"]),
     .library(name: "UserProto", targets: ["UserProto"]),
     .library(name: "ExampleProtocols", targets: ["ExampleProtocols"]),
+    .library(name: "UserProtoLifecycle", targets: ["UserProtoLifecycle"]),
     .executable(name: "userproto", targets: ["Examples"]),
     // The C shim, for the benchmark package only; not a supported API.
     .library(name: "CUserProtoShim", targets: ["CUserProtoShim"]),
@@ -24,6 +25,12 @@ let package = Package(
     .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    // DocC: `swift package generate-documentation` (scripts/docs.sh,
+    // docs/documentation.md). A command plugin only: no target depends on it,
+    // and it is built only when the documentation is.
+    .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
     // Everything Swift cannot import cleanly: the packed efd_mask ABI struct,
@@ -52,13 +59,28 @@ let package = Package(
         "MaskCore", "CUserProtoShim", "Locking",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
+        // `Errno`, IOError's typed errno (docs/eventloop.md, "Syscalls").
+        .product(name: "SystemPackage", package: "swift-system"),
       ],
       swiftSettings: strict
     ),
-    // The example protocols: nanomsg SP REQ/REP (echo), PUB/SUB, PUSH/PULL and PAIR.
+    // Sockets, loops and loop groups as ServiceLifecycle services
+    // (docs/lifecycle.md): a module of its own, so only applications that
+    // use swift-service-lifecycle build it.
+    .target(
+      name: "UserProtoLifecycle",
+      dependencies: [
+        "UserProto",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strict
+    ),
+    // The example protocols, as Socket<Handler> handlers: the tutorial's
+    // framed protocol, and nanomsg SP REQ/REP, PUB/SUB, PUSH/PULL, PAIR,
+    // SURVEYOR/RESPONDENT and BUS.
     .target(
       name: "ExampleProtocols",
-      dependencies: ["UserProto", "Locking"],
+      dependencies: ["UserProto"],
       path: "Sources/Examples/Protocols",
       swiftSettings: strict
     ),
@@ -66,8 +88,10 @@ let package = Package(
     .executableTarget(
       name: "Examples",
       dependencies: [
-        "UserProto", "ExampleProtocols", "CUserProtoShim", "Locking",
+        "UserProto", "ExampleProtocols", "CUserProtoShim", "Locking", "UserProtoLifecycle",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       path: "Sources/Examples/CLI",
       swiftSettings: strict
@@ -103,6 +127,15 @@ let package = Package(
       path: "Sources/UserProtoNetFault",
       swiftSettings: strict
     ),
+    // The bounded soak scripts/soak.sh runs (docs/reliability.md#soak):
+    // connection churn, pub/sub with a slow and a vanishing subscriber, and
+    // loop timers, sampling RSS and the fd count every second.
+    .executableTarget(
+      name: "userproto-soak",
+      dependencies: ["UserProto", "ExampleProtocols", "Locking"],
+      path: "Sources/UserProtoSoak",
+      swiftSettings: strict
+    ),
     // Helpers shared by the test targets (running helper processes).
     .target(
       name: "TestSupport",
@@ -118,6 +151,8 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "MetricsTestKit", package: "swift-metrics"),
+        "UserProtoLifecycle",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
       swiftSettings: strict
     ),

@@ -70,7 +70,8 @@ let package = Package(
       dependencies: ["BenchSupport", "LoopSupport", .product(name: "UserProto", package: "UserProto")]
     ),
     // Our side of the peer benchmarks (docs/benchmarks.md): the SP echo
-    // server and publisher, and ReqSocket/SubSocket clients polled by fd.
+    // server (REP) and publisher (PUB), and REQ/SUB clients polled by fd,
+    // all Socket<Handler> with ExampleProtocols' SP handlers.
     .executableTarget(
       name: "PeerServers",
       dependencies: [

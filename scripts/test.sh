@@ -23,6 +23,13 @@ swift test
 # epoll loop as the automatic choice, so every backend pair is exercised.
 echo "== swift test: sockets and examples with MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll"
 MASKCORE_BACKEND=full USERPROTO_LOOP_BACKEND=epoll swift test --skip-build --filter 'UserProtoTests|ExamplesTests'
+# DocC: every catalog builds without a warning, every public symbol has a
+# summary line (docs/documentation.md).
+echo "== docs: DocC catalogs (warnings are errors)"
+scripts/docs.sh
+# The bounded soak (docs/reliability.md#soak): RSS and fds must not grow.
+echo "== soak: 60 s of connection churn, pub/sub and timers"
+scripts/soak.sh 60
 # kernel/: build the EFD_MASK kernel (cached), boot it and Debian's stock 6.1
 # kernel (without and with the efd_mask module) under QEMU, run the C
 # conformance test and the Swift suites there.

@@ -10,20 +10,23 @@ takes medians over rounds.
 Request/reply (one request in flight per connection; 1 and 16 connections;
 64 B and 4 KiB bodies). Servers stay up for the whole run:
   floor        floor-server (C, blocking, thread per connection, u64 length + body)
-  ours         PeerServers echo-server: ExampleProtocols' EchoServer, loop backend as
-               shipped (automatic: io_uring here)
+  ours         PeerServers echo-server: a Socket<Rep0Handler> whose fd an application
+               thread polls to echo each request, loop backend as shipped
+               (automatic: io_uring here)
   ours-epoll   the same server on the epoll loop backend
   nng          nng-rep: NNG rep0 with 32 async contexts
 Clients: rr-client (C) speaks the SP wire format to ours and NNG and the raw
 framing to the floor, so one client drives every server; in addition NNG's
-own req0 client (nng-req) against nng-rep, and our ReqSocket client polled by
-fd (PeerServers req-client) against our server: each stack end to end.
+own req0 client (nng-req) against nng-rep, and our REQ sockets
+(Socket<Req0Handler>) polled by fd (PeerServers req-client) against our
+server: each stack end to end.
 
 Pub/sub (1 publisher, 1/8/64 subscribers, 64 B and 4 KiB messages): the
-publisher publishes as fast as its publish call returns for SECONDS, waits,
-reports, closes. Publishers: PeerServers publisher (ExampleProtocols'
-Publisher) and nng-pub (pub0); subscribers: sp-sub (C, SP SUB on one epoll
-thread) for both, plus our SubSocket client (PeerServers sub-client) for ours.
+publisher publishes as fast as its send call accepts for SECONDS, waits,
+reports, closes. Publishers: PeerServers publisher (a Socket<Pub0Handler>)
+and nng-pub (pub0); subscribers: sp-sub (C, SP SUB on one epoll thread) for
+both, plus our SUB sockets (Socket<Sub0Handler>, PeerServers sub-client) for
+ours.
 
 Writes raw "key=value" lines (one per measurement) to --out.
 """

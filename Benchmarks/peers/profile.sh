@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profiles the cells where PeerBench shows us behind, and writes one text file:
 #   1. request/reply end to end, 1 connection, 64 B: context switches and CPU
-#      per round trip of each client (perf stat), syscalls of our ReqSocket
+#      per round trip of each client (perf stat), syscalls of our REQ socket
 #      client (strace -c -f), and where its CPU goes (perf record -g, cpu-clock);
 #   2. pub/sub, 64 subscribers, 4 KiB: where each publisher's CPU goes.
 # Same pinning as PeerBench (servers on CPU 1, clients on CPU 0).
@@ -45,9 +45,9 @@ EOF
 	OURS_PORT=$PORT OURS_PID=$PID
 	start_server "$CBIN/nng-rep" 32
 	NNG_PORT=$PORT NNG_PID=$PID
-	for c in "ours end to end (ReqSocket + epoll)|$SBIN/PeerServers req-client --port $OURS_PORT --connections 1 --size 64 --seconds 3 --warmup 0.3 --server-pid $OURS_PID" \
+	for c in "ours end to end (REQ sockets + epoll)|$SBIN/PeerServers req-client --port $OURS_PORT --connections 1 --size 64 --seconds 3 --warmup 0.3 --server-pid $OURS_PID" \
 		"NNG end to end (req0)|$CBIN/nng-req 127.0.0.1 $NNG_PORT 1 64 3 0.3 $NNG_PID" \
-		"C SP client -> our EchoServer|$CBIN/rr-client sp 127.0.0.1 $OURS_PORT 1 64 3 0.3 $OURS_PID"; do
+		"C SP client -> our REP echo server|$CBIN/rr-client sp 127.0.0.1 $OURS_PORT 1 64 3 0.3 $OURS_PID"; do
 		name=${c%%|*} cmd=${c#*|}
 		# shellcheck disable=SC2086
 		line=$(taskset -c 0 perf stat -x, -e task-clock,context-switches -o "$TMP/stat.csv" $cmd 2>/dev/null)
@@ -56,14 +56,14 @@ EOF
 		echo "  whole client process (warm-up included): $(per_trip "$TMP/stat.csv" "$trips")"
 	done
 	echo
-	echo "### Syscalls of our ReqSocket client (strace -c -f, 2 s; strace slows it down)"
+	echo "### Syscalls of our REQ socket client (strace -c -f, 2 s; strace slows it down)"
 	echo '```'
 	taskset -c 0 strace -c -f -o "$TMP/strace.txt" "$SBIN/PeerServers" req-client --port "$OURS_PORT" --connections 1 \
 		--size 64 --seconds 2 --warmup 0.1 --server-pid "$OURS_PID" 2>/dev/null
 	head -n 20 "$TMP/strace.txt"
 	echo '```'
 	echo
-	echo "### Where our ReqSocket client's CPU goes (perf record -e cpu-clock -g, 3 s)"
+	echo "### Where our REQ socket client's CPU goes (perf record -e cpu-clock -g, 3 s)"
 	echo '```'
 	taskset -c 0 perf record -q -e cpu-clock -g -o "$TMP/req.data" "$SBIN/PeerServers" req-client --port "$OURS_PORT" \
 		--connections 1 --size 64 --seconds 3 --warmup 0.1 --server-pid "$OURS_PID" >/dev/null 2>&1

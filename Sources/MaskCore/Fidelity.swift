@@ -8,6 +8,7 @@ public enum MaskBackendKind: String, Hashable, Sendable, CustomStringConvertible
   /// Stock-kernel AF_UNIX datagram sockets.
   case emulation
 
+  /// The raw value: `kernel`, `module` or `emulation`.
   public var description: String { rawValue }
 }
 
@@ -21,6 +22,7 @@ public enum EmulationLayout: String, Hashable, Sendable, CaseIterable, CustomStr
   /// freely with readable and writable (18 combinations).
   case full
 
+  /// The raw value: `pair` or `full`.
   public var description: String { rawValue }
 
   /// Descriptors one mask fd costs in this layout.
@@ -44,6 +46,7 @@ public enum MaskLayout: Hashable, Sendable, CustomStringConvertible {
   /// Every mechanism, in table order.
   public static let all: [MaskLayout] = [.kernel, .module, .emulation(.pair), .emulation(.full)]
 
+  /// The kind of mechanism; both emulation layouts are ``MaskBackendKind/emulation``.
   public var backend: MaskBackendKind {
     switch self {
     case .kernel: .kernel
@@ -60,6 +63,7 @@ public enum MaskLayout: Hashable, Sendable, CustomStringConvertible {
     }
   }
 
+  /// `kernel`, `module`, `emulation(pair)` or `emulation(full)`.
   public var description: String {
     switch self {
     case .kernel: "kernel"

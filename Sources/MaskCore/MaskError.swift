@@ -29,6 +29,7 @@ public enum MaskError: Error, Hashable, Sendable {
 }
 
 extension MaskError: CustomStringConvertible {
+  /// A sentence naming what failed; a system call's errno by its C name and its strerror(3) text.
   public var description: String {
     switch self {
     case .invalidEvents(let bits):
@@ -40,7 +41,7 @@ extension MaskError: CustomStringConvertible {
     case .backendUnavailable(let kind, let reason):
       return "the \(kind) backend is unavailable: \(reason)"
     case .system(let operation, let code):
-      return "\(operation) failed: \(errnoName(code)) (\(String(cString: strerror(code))))"
+      return "\(operation) failed: \(errnoDescription(code))"
     case .forkedChild:
       return
         "this mask fd was created before fork(): the child shares it with the parent and may not change it (read it with MaskFD.inspect(descriptor:), or create mask fds after fork)"
@@ -56,27 +57,55 @@ extension MaskError: CustomStringConvertible {
   }
 }
 
-/// The symbolic name of an errno value, for messages.
-func errnoName(_ code: Int32) -> String {
+/// The symbolic name of an errno value (`"ECONNRESET"`), for messages: the
+/// package's one errno name table (UserProto's `IOError` uses it too).
+/// Linux values; a value it does not know is `"errno N"`.
+package func errnoName(_ code: Int32) -> String {
   switch code {
   case EPERM: "EPERM"
   case ENOENT: "ENOENT"
   case EINTR: "EINTR"
+  case EIO: "EIO"
   case EBADF: "EBADF"
   case EAGAIN: "EAGAIN"
   case ENOMEM: "ENOMEM"
   case EACCES: "EACCES"
   case EFAULT: "EFAULT"
+  case EBUSY: "EBUSY"
+  case EEXIST: "EEXIST"
+  case EXDEV: "EXDEV"
+  case ENODEV: "ENODEV"
   case EINVAL: "EINVAL"
   case ENFILE: "ENFILE"
   case EMFILE: "EMFILE"
-  case ENOSYS: "ENOSYS"
+  case ENOSPC: "ENOSPC"
   case EPIPE: "EPIPE"
-  case ECONNRESET: "ECONNRESET"
-  case ECONNREFUSED: "ECONNREFUSED"
-  case ENOTCONN: "ENOTCONN"
+  case ENAMETOOLONG: "ENAMETOOLONG"
+  case ENOSYS: "ENOSYS"
+  case ETIME: "ETIME"
+  case EPROTO: "EPROTO"
+  case EMSGSIZE: "EMSGSIZE"
+  case EOPNOTSUPP: "EOPNOTSUPP"
+  case EAFNOSUPPORT: "EAFNOSUPPORT"
   case EADDRINUSE: "EADDRINUSE"
+  case EADDRNOTAVAIL: "EADDRNOTAVAIL"
+  case ENETUNREACH: "ENETUNREACH"
+  case ECONNABORTED: "ECONNABORTED"
+  case ECONNRESET: "ECONNRESET"
   case ENOBUFS: "ENOBUFS"
+  case ENOTCONN: "ENOTCONN"
+  case ETIMEDOUT: "ETIMEDOUT"
+  case ECONNREFUSED: "ECONNREFUSED"
+  case EHOSTUNREACH: "EHOSTUNREACH"
+  case EALREADY: "EALREADY"
+  case EINPROGRESS: "EINPROGRESS"
+  case ECANCELED: "ECANCELED"
   default: "errno \(code)"
   }
+}
+
+/// An errno value for a message: its name and the C library's text, as in
+/// `"ECONNRESET (Connection reset by peer)"`.
+package func errnoDescription(_ code: Int32) -> String {
+  "\(errnoName(code)) (\(String(cString: strerror(code))))"
 }

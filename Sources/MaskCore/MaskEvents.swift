@@ -3,8 +3,10 @@
 /// These are exactly the events a mask fd can report: any combination of
 /// them, including none at all (neither readable nor writable).
 public struct MaskEvents: OptionSet, Hashable, Sendable {
+  /// The poll(2) bits, as in `pollfd.revents`.
   public let rawValue: UInt32
 
+  /// Creates a set from raw poll(2) bits, unchecked; ``init(validating:)`` refuses stray bits.
   public init(rawValue: UInt32) { self.rawValue = rawValue }
 
   /// Data can be read. The corresponding C constant is `POLLIN` (0x001).
@@ -56,9 +58,12 @@ extension MaskEvents: CustomStringConvertible {
 /// The state of a mask fd: its events and 64 bits of opaque data, as the
 /// seed's `struct efd_mask`.
 public struct MaskState: Hashable, Sendable {
+  /// The events the fd reports.
   public var events: MaskEvents
+  /// The opaque 64-bit value stored with the events.
   public var data: UInt64
 
+  /// Creates a state from its events and data (0 unless given).
   public init(events: MaskEvents, data: UInt64 = 0) {
     self.events = events
     self.data = data

@@ -19,7 +19,9 @@ import Locking
 public final class MaskFD: Sendable {
   /// Options for the descriptor users poll.
   public struct Options: OptionSet, Hashable, Sendable {
+    /// The option bits.
     public let rawValue: Int
+    /// Creates a set of options from their bits.
     public init(rawValue: Int) { self.rawValue = rawValue }
     /// O_NONBLOCK on the descriptor.
     public static let nonBlocking = Options(rawValue: 1)

@@ -8,6 +8,9 @@
 //                                           automatic, counting /proc/self/fd before and after
 //   userproto-check pipes-leak io_uring|epoll N   N rounds of Socket<Handler> pairs over tcp, ipc, udp
 //                                           and inproc pipes, closed, aborted or dropped
+//   userproto-check syscall-fault-leak io_uring|epoll N   N rounds of socket calls failing by injection
+//                                           (listen, accept, dial, send, receive), counting
+//                                           /proc/self/fd and double closes (badCloses)
 import CUserProtoTestShim
 import Dispatch
 import Glibc
@@ -289,6 +292,104 @@ case "setup-leak":
     }
   }
   print("before=\(before) after=\(openDescriptorCount()) thrown=\(thrown) fellBack=\(fellBack)")
+case "syscall-fault-leak":
+  // n rounds on a loop whose table fails single calls: listens failing at
+  // socket, setsockopt, bind and listen; an accept failing; a dial failing
+  // at socket, setsockopt and connect before one connects; a pipe whose send
+  // fails, then one whose receive fails, each re-dialed. Every failure must
+  // close what it opened, and nothing may be closed twice.
+  guard arguments.count == 4, let n = Int(arguments[3]) else { fail("usage") }
+  let choice: EventLoop.BackendChoice = arguments[2] == "epoll" ? .epoll : .ioUring
+  final class FaultEcho: SocketHandler {
+    static var sendsMessages: Bool { false }
+    func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext) throws(SocketError) {
+      let bytes = input.readAll()
+      if bytes.contains(0xFF) {
+        pipe.close()
+        return
+      }
+      try pipe.write(bytes)
+    }
+  }
+  final class FaultClient: SocketHandler {}
+  func waitFor(_ what: String, _ condition: () -> Bool) {
+    let deadline = EventLoop.now() + 10_000_000_000
+    while !condition() {
+      if EventLoop.now() > deadline { fail("timed out waiting for \(what)") }
+      usleep(1000)
+    }
+  }
+  do {
+    let faults = LoopFaults()
+    var configuration = EventLoop.Configuration(backend: choice)
+    configuration.honorsEnvironment = false
+    configuration.faults = faults
+    let loop = try EventLoop(configuration: configuration)
+    let peers = try EventLoop(configuration: .init(backend: choice))
+    let server = try Socket(FaultEcho(), loop: peers)
+    let bound = try server.listen("tcp://127.0.0.1:0")
+    let before = openDescriptorCount()
+    let badBefore = LoopFaults.badCloses
+    let redial = ReconnectPolicy(minimum: .milliseconds(5), jitter: 0)
+    for i in 0..<n {
+      let listener = try Socket(FaultEcho(), loop: loop)
+      let listenFaults: [(LoopFaults.Call, Int32)] = [
+        (.socket, EMFILE), (.setsockopt, ENOMEM), (.bind, EADDRINUSE), (.listen, ENOBUFS),
+      ]
+      for (call, code) in listenFaults {
+        faults.inject(call, code)
+        if (try? listener.listen("tcp://127.0.0.1:0")) != nil { fail("round \(i): a listen survived \(call)") }
+      }
+      faults.inject(.accept, EMFILE)
+      let local = try listener.listen("tcp://127.0.0.1:0")
+      let caller = try Socket(FaultClient(), loop: peers)
+      try caller.dial(local, reconnect: redial)
+      waitFor("round \(i): the accept after a failed one") { listener.pipeCount == 1 }
+
+      faults.inject(.socket, EMFILE)
+      faults.inject(.setsockopt, ENOMEM)
+      faults.inject(.connect, ECONNREFUSED)
+      let client = try Socket(FaultClient(), loop: loop)
+      try client.dial(bound, reconnect: redial)
+      waitFor("round \(i): a dial after three failed ones") { client.pipeCount == 1 }
+      // One fault at a time: with both armed, which pipe meets which
+      // depends on the order the loop gets to them.
+      faults.inject(.send, ENOBUFS)
+      _ = try client.trySend([UInt8(i & 0x7f)])
+      waitFor("round \(i): a failed send's pipe re-dialed") {
+        client.statistics.pipeFailures == 1 && client.pipeCount == 1
+      }
+      // The next receive call fails: the one that reads the echo server's
+      // end (it closes the pipe on 0xFF) on epoll, the re-dialed pipe's new
+      // receive on io_uring (a multishot receive makes no further call).
+      faults.inject(.receive, ENOMEM)
+      _ = try client.trySend([0xFF])
+      waitFor("round \(i): a failed receive's pipe re-dialed") {
+        client.statistics.pipeFailures == 2 && client.pipeCount == 1
+      }
+      for call in [LoopFaults.Call.socket, .setsockopt, .bind, .listen, .accept, .connect, .send, .receive]
+      where faults.isArmed(call) {
+        fail("round \(i): the \(call) fault was not consumed")
+      }
+      if i % 2 == 0 {
+        try client.close()
+        try caller.close()
+        try listener.close()
+      } else {
+        client.abort()
+        caller.abort()
+        listener.abort()
+      }
+    }
+    let deadline = EventLoop.now() + 30_000_000_000
+    while openDescriptorCount() > before && EventLoop.now() < deadline { usleep(10_000) }
+    print("before=\(before) after=\(openDescriptorCount()) badCloses=\(LoopFaults.badCloses - badBefore)")
+    server.abort()
+    loop.shutdownAndWait()
+    peers.shutdownAndWait()
+  } catch {
+    fail("\(error)")
+  }
 default:
   fail("unknown command")
 }

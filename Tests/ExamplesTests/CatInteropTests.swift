@@ -102,6 +102,19 @@ struct CatInteropTests {
     #expect(out.dialer == #""pong \"1\"""# + "\n")
   }
 
+  @Test("pair1 both ways: each side sends once and prints the other's message", arguments: Side.allCases, Side.allCases)
+  func pair1(listener: Side, dialer: Side) async throws {
+    try PeerTool.nngcat.require()
+    // Each sends once (the listener's send waits for its peer), then
+    // prints what comes until 5 s pass without a message, and exits 0.
+    let out = try await run(
+      listener: listener, ["--pair1", "-D", #"pong "1""#, "-Q", "--recv-timeout", "5"],
+      dialer: dialer, ["--pair1", "-D", #"ping "2""#, "-Q", "--recv-timeout", "5"])
+    // Observed from nngcat 1.5.2 on both sides.
+    #expect(out.listener == #""ping \"2\"""# + "\n")
+    #expect(out.dialer == #""pong \"1\"""# + "\n")
+  }
+
   @Test(
     "the req listens, the rep dials: --verbose lines, --hex, --delay", arguments: Side.allCases, Side.allCases)
   func reqListensRepDials(req: Side, rep: Side) async throws {

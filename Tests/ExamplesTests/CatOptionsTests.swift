@@ -27,7 +27,7 @@ struct CatOptionsTests {
     ("--pub0", .pub0), ("--pub", .pub0), ("--sub0", .sub0), ("--sub", .sub0), ("--push0", .push0),
     ("--push", .push0), ("--pull0", .pull0), ("--pull", .pull0), ("--surveyor0", .surveyor0),
     ("--surveyor", .surveyor0), ("--surv", .surveyor0), ("--respondent0", .respondent0),
-    ("--respondent", .respondent0), ("--pair0", .pair0), ("--pair1", .pair1), ("--pair", .pair0),
+    ("--respondent", .respondent0), ("--pair0", .pair0), ("--pair1", .pair1), ("--pair", .pair1),
     ("--bus0", .bus0), ("--bus", .bus0),
   ]
 
@@ -39,13 +39,18 @@ struct CatOptionsTests {
     #expect(options.proto == proto)
   }
 
-  /// nngcat 1.5.2 documents `--pair` as pair1 or pair0 (with `--compat`),
-  /// and ignores it (observed: "No protocol specified."); ours is pair0.
-  @Test("--pair is pair0, with or without --compat (which also turns --async on)")
+  /// nngcat 1.5.2 documents `--pair` as pair1, or pair0 with `--compat`,
+  /// and ignores it (observed: "No protocol specified."); ours does what
+  /// the documentation says.
+  @Test("--pair is pair1, and pair0 with --compat (which also turns --async on and refuses --pair1)")
   func pairWithCompat() throws {
-    let options = try parse(["--pair", "--compat", "--dial", url])
-    #expect(options.proto == .pair0)
-    #expect(options.async)
+    let plain = try parse(["--pair", "--dial", url])
+    #expect(plain.proto == .pair1 && !plain.async)
+    let compat = try parse(["--pair", "--compat", "--dial", url])
+    #expect(compat.proto == .pair0)
+    #expect(compat.async)
+    #expect(failure(["--pair1", "--compat", "--dial", url]) == .fatal("Protocol does not support --compat."))
+    #expect(failure(["--pair", "--pair1", "--dial", url]) == .fatal("Only one protocol may be specified."))
   }
 
   @Test("addresses: every form, repeatable, in order")

@@ -70,18 +70,4 @@ struct TutorialTests {
       #expect(source.contains(excerpt), "excerpt from \(header) no longer matches the source:\n\(excerpt)")
     }
   }
-
-  @Test("the UserProto DocC sample's parser is the compiled LengthPrefixedSocket's, verbatim")
-  func doccSampleMatchesSource() throws {
-    let doc = TutorialTests.read(TutorialTests.root + "/Sources/UserProto/UserProto.docc/UserProto.md")
-    let source = TutorialTests.read(TutorialTests.root + "/Sources/Examples/CLI/LengthPrefixedSocket.swift")
-    try #require(!doc.isEmpty && !source.isEmpty, "sources not found")
-    let lines = doc.split(separator: "\n", omittingEmptySubsequences: false)
-    let start = try #require(
-      lines.firstIndex { $0.hasPrefix("  override func received(") }, "no received(_:) in the sample")
-    let end = try #require(lines[start...].firstIndex { $0 == "  }" }, "received(_:) does not end")
-    let excerpt = lines[start...end].joined(separator: "\n")
-    #expect(
-      source.contains(excerpt), "the DocC sample's received(_:) differs from LengthPrefixedSocket.swift:\n\(excerpt)")
-  }
 }

@@ -2,21 +2,30 @@
 // and raw C), one process per role so each one's CPU time can be read from
 // /proc on its own. The clients that drive them are C programs in
 // Benchmarks/c/peers (rr-client, sp-sub); `req-client` and `sub-client` are
-// ours end to end, polled by fd the way an application would.
+// ours end to end, polled by fd the way an application would. Every socket
+// is a `Socket<Handler>` with an SP handler from ExampleProtocols.
 //
 //   PeerServers echo-server [--backend auto|io_uring|epoll]
-//       ExampleProtocols' EchoServer (SP REP) on 127.0.0.1; prints "PORT n".
+//       A REP socket (Rep0Handler) listening on 127.0.0.1; prints "PORT n".
+//       The main thread polls its fd and sends each request's body back (a
+//       REP's replies go in the order of its requests). The first design's
+//       EchoServer answered on the loop thread instead, so this server's CPU
+//       (every thread of the process) now includes an application thread:
+//       results before this change (2026-12-04) measured the other shape.
 //   PeerServers publisher --size B --seconds S --subscribers N [--drain S] [--backend ...]
-//       ExampleProtocols' Publisher (SP PUB); prints "PORT n", waits for N
-//       subscribers, publishes B-byte messages (u64 sequence number first) as
-//       fast as publish() returns for S seconds, waits --drain seconds,
+//       A PUB socket (Pub0Handler); prints "PORT n", waits for N
+//       subscribers' handshakes, publishes B-byte messages (u64 sequence
+//       number first) as fast as trySend accepts them for S seconds (waiting
+//       for POLLOUT when the send queue is full), waits --drain seconds,
 //       prints its statistics and closes every subscriber.
 //   PeerServers req-client --port P --connections N --size B --seconds S --warmup W --server-pid PID
-//       N ReqSockets, one request in flight each, all polled by one
-//       application thread with epoll on their fds. Prints rr-client's line.
+//       N REQ sockets (Req0Handler), one request in flight each, all polled
+//       by one application thread with epoll on their fds. Prints
+//       rr-client's line.
 //   PeerServers sub-client --port P --subscribers N --timeout S
-//       N SubSockets (subscribed to everything) polled by one application
-//       thread with epoll. Prints sp-sub's lines.
+//       N SUB sockets (Sub0Handler, subscribed to everything) polled by one
+//       application thread with epoll. A subscriber ends when its pipe goes
+//       (the publisher closed). Prints sp-sub's lines.
 //
 // Servers exit when their standard input (a pipe) closes.
 import BenchSupport
@@ -40,11 +49,11 @@ func makeLoop(_ name: String) throws -> UserProto.EventLoop {
   return loop
 }
 
-func loopback() throws -> SocketAddress { try SocketAddress(ipv4: "127.0.0.1", port: 0) }
-func target(_ port: Int) throws -> SocketAddress { try SocketAddress(ipv4: "127.0.0.1", port: UInt16(port)) }
-
-func announce(_ address: SocketAddress) {
-  print("PORT \(address.port ?? 0)")
+/// Prints the port a socket listens on, for the driver.
+func announce(_ bound: TransportURL) {
+  var port: UInt16 = 0
+  if case .tcp(let address) = bound { port = address.port ?? 0 }
+  print("PORT \(port)")
   flushOutput()
 }
 
@@ -84,9 +93,24 @@ switch role {
 case "echo-server":
   exitWhenInputCloses()
   let loop = try makeLoop("echo-loop")
-  let server = try EchoServer(on: try loopback(), loop: loop)
-  announce(server.localAddress)
-  while true { pause() }
+  let server = try Socket(Rep0Handler(), loop: loop)
+  announce(try server.listen("tcp://127.0.0.1:0"))
+  let fd = server.fileDescriptor
+  // Replies that would have blocked, in order: sent before any new request
+  // is taken, so each reply still answers its own request.
+  var backlog: [[UInt8]] = []
+  while true {
+    var entry = pollfd(fd: fd, events: Int16(backlog.isEmpty ? POLLIN : POLLOUT), revents: 0)
+    _ = poll(&entry, 1, -1)
+    while let reply = backlog.first, try server.trySend(reply) { backlog.removeFirst() }
+    guard backlog.isEmpty else { continue }
+    while case .message(let request) = try server.tryReceive() {
+      if try !server.trySend(request) {
+        backlog.append(request)
+        break
+      }
+    }
+  }
 
 case "publisher":
   exitWhenInputCloses()
@@ -95,14 +119,18 @@ case "publisher":
   let wanted = arguments.int("--subscribers", default: 1)
   let drain = arguments.double("--drain", default: 1)
   let loop = try makeLoop("pub-loop")
-  let publisher = try Publisher(on: try loopback(), loop: loop)
-  announce(publisher.localAddress)
+  let publisher = try Socket(Pub0Handler(), loop: loop)
+  announce(try publisher.listen("tcp://127.0.0.1:0"))
+  // Subscribers whose SP handshake completed: only they receive.
+  func subscribers() throws -> Int { try publisher.withHandlerAndWait { h, _ in h.pipes.ready.count } }
   let deadline = nowNanoseconds() + 30_000_000_000
-  while publisher.subscriberCount < wanted {
-    precondition(nowNanoseconds() < deadline, "only \(publisher.subscriberCount) of \(wanted) subscribers connected")
+  var connected = try subscribers()
+  while connected < wanted {
+    precondition(nowNanoseconds() < deadline, "only \(connected) of \(wanted) subscribers connected")
     sleepSeconds(0.001)
+    connected = try subscribers()
   }
-  sleepSeconds(0.2)  // let every subscriber's header exchange finish
+  let fd = publisher.fileDescriptor
   var template = [UInt8](repeating: 0, count: size)
   for i in 8..<size { template[i] = UInt8(truncatingIfNeeded: i &* 7 &+ 1) }
   var published: UInt64 = 0
@@ -112,22 +140,35 @@ case "publisher":
   var t = t0
   while t < end {
     for _ in 0..<64 {
-      publisher.publish(message(template, published))
-      published += 1
+      if try publisher.trySend(message(template, published)) {
+        published += 1
+      } else {
+        // The send queue is full (the loop has not taken it yet): wait
+        // until it drains to its low watermark.
+        var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        _ = poll(&entry, 1, 100)
+      }
     }
     t = nowNanoseconds()
   }
   let cpu1 = processCPUNanoseconds()
   sleepSeconds(drain)
-  let stats = publisher.statistics
+  let (stats, dropsPerPipe, ready) = try publisher.withHandlerAndWait { h, _ in
+    (h.statistics, h.dropsPerPipe, h.pipes.ready.map { $0.id })
+  }
   print(
     "published=\(published) seconds=\(fixed(Double(t - t0) / 1e9, 3)) publisher_cpu_ns=\(cpu1 - cpu0) "
-      + "delivered=\(stats.delivered) dropped=\(stats.dropped) statistics_published=\(stats.published)")
-  for (i, s) in publisher.subscriberStatistics.sorted(by: { $0.delivered < $1.delivered }).enumerated() {
+      + "delivered=\(stats.delivered) dropped=\(stats.drops) statistics_published=\(stats.published)")
+  // Every subscriber was ready before the first message and stayed, so
+  // each one got every message the handler published less its own drops.
+  let perSubscriber = ready.map {
+    (delivered: stats.published - (dropsPerPipe[$0] ?? 0), dropped: dropsPerPipe[$0] ?? 0)
+  }
+  for (i, s) in perSubscriber.sorted(by: { $0.delivered < $1.delivered }).enumerated() {
     print("pubsub \(i) delivered=\(s.delivered) dropped=\(s.dropped)")
   }
   flushOutput()
-  publisher.close()
+  try? publisher.close()
   sleepSeconds(0.1)
   exit(0)
 
@@ -139,7 +180,11 @@ case "req-client":
   let warmup = arguments.double("--warmup", default: 0.3)
   let serverPID = arguments.int("--server-pid", default: 0)
   let loop = try makeLoop("req-loop")
-  let sockets = try (0..<connections).map { _ in try ReqSocket.connect(to: try target(port), loop: loop) }
+  let sockets = try (0..<connections).map { _ -> Req0Socket in
+    let socket = try Socket(Req0Handler(), loop: loop)
+    try socket.dial("tcp://127.0.0.1:\(port)")
+    return socket
+  }
   let poller = Poller()
   for (i, s) in sockets.enumerated() { poller.add(s.fileDescriptor, i) }
   var body = [UInt8](repeating: 0, count: size)
@@ -151,6 +196,8 @@ case "req-client":
     started[i] = nowNanoseconds()
     precondition((try? sockets[i].trySend(body)) == true, "trySend would block")
   }
+  // The first requests wait in the send queues until the pipes are up (the
+  // warm-up leaves them out of the samples).
   for i in 0..<connections { send(i) }
   let t0 = nowNanoseconds()
   let measureStart = t0 + UInt64(warmup * 1e9)
@@ -190,11 +237,13 @@ case "sub-client":
   let count = arguments.int("--subscribers", default: 1)
   let timeout = arguments.double("--timeout", default: 30)
   let loop = try makeLoop("sub-loop")
-  let sockets = try (0..<count).map { _ -> SubSocket in
-    let s = try SubSocket.connect(to: try target(port), loop: loop)
-    s.subscribe([UInt8]())
-    return s
+  let sockets = try (0..<count).map { _ -> Sub0Socket in
+    let socket = try Socket(Sub0Handler(subscriptions: [[]]), loop: loop)
+    try socket.dial("tcp://127.0.0.1:\(port)")
+    return socket
   }
+  let connectDeadline = nowNanoseconds() + 30_000_000_000
+  while sockets.contains(where: { $0.pipeCount == 0 }) && nowNanoseconds() < connectDeadline { sleepSeconds(0.001) }
   let poller = Poller()
   for (i, s) in sockets.enumerated() { poller.add(s.fileDescriptor, i) }
   print("CONNECTED \(count)")
@@ -202,30 +251,47 @@ case "sub-client":
   var received = [Int](repeating: 0, count: count)
   var gaps = [Int](repeating: 0, count: count)
   var highest = [Int64](repeating: -1, count: count)
+  var isOpen = [Bool](repeating: true, count: count)
   var open = count
   var events = [epoll_event](repeating: epoll_event(), count: 64)
-  let deadline = nowNanoseconds() + UInt64(timeout * 1e9)
-  while open > 0 && nowNanoseconds() < deadline {
-    for i in poller.wait(&events, timeoutMs: 100) {
-      drain: while true {
-        let result: ProtocolSocket.ReceiveResult
-        do { result = try sockets[i].tryReceive() } catch { result = .endOfStream }
-        switch result {
-        case .message(let m):
-          received[i] += 1
-          if m.count >= 8 {
-            var seq: Int64 = 0
-            for k in 0..<8 { seq = seq << 8 | Int64(m[k]) }
-            if seq != highest[i] + 1 { gaps[i] += 1 }
-            highest[i] = max(highest[i], seq)
-          }
-        case .wouldBlock:
-          break drain
-        case .endOfStream:
-          poller.remove(sockets[i].fileDescriptor)
-          open -= 1
-          break drain
+  /// Takes what subscriber `i` has queued; false once it failed.
+  func drain(_ i: Int) -> Bool {
+    while true {
+      let result: ReceiveResult
+      do { result = try sockets[i].tryReceive() } catch { result = .endOfStream }
+      switch result {
+      case .message(let m):
+        received[i] += 1
+        if m.count >= 8 {
+          var seq: Int64 = 0
+          for k in 0..<8 { seq = seq << 8 | Int64(m[k]) }
+          if seq != highest[i] + 1 { gaps[i] += 1 }
+          highest[i] = max(highest[i], seq)
         }
+      case .wouldBlock: return true
+      case .endOfStream: return false
+      }
+    }
+  }
+  func stop(_ i: Int) {
+    poller.remove(sockets[i].fileDescriptor)
+    isOpen[i] = false
+    open -= 1
+  }
+  let deadline = nowNanoseconds() + UInt64(timeout * 1e9)
+  var nextCheck: UInt64 = 0
+  while open > 0 && nowNanoseconds() < deadline {
+    for i in poller.wait(&events, timeoutMs: 100) where isOpen[i] {
+      if !drain(i) { stop(i) }
+    }
+    // A SUB socket outlives its pipe (it re-dials): a subscriber is done
+    // once its pipe went, after what it had queued.
+    let now = nowNanoseconds()
+    if now >= nextCheck {
+      nextCheck = now + 50_000_000
+      for i in 0..<count where isOpen[i] && sockets[i].statistics.pipesRemoved > 0 {
+        _ = drain(i)
+        stop(i)
       }
     }
   }
@@ -234,6 +300,7 @@ case "sub-client":
     "subscribers=\(count) received_total=\(received.reduce(0, +)) received_min=\(received.min() ?? 0) "
       + "received_max=\(received.max() ?? 0) still_open=\(open)")
   flushOutput()
+  for s in sockets { s.abort() }
   exit(0)
 
 default:

@@ -67,7 +67,7 @@ struct CatCommand: ParsableCommand {
     case .pull0: try session.run(Socket(Pull0Handler(), loop: loop, options: socketOptions))
     case .pair0: try session.run(Socket(Pair0Handler(), loop: loop, options: socketOptions))
     case .bus0: try session.run(Socket(Bus0Handler(), loop: loop, options: socketOptions))
-    case .pair1: catFatal("Protocol not supported")  // nngcat's words for pair1 (no period)
+    case .pair1: try session.run(Socket(Pair1Handler(), loop: loop, options: socketOptions))
     }
   }
 }

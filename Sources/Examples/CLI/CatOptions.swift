@@ -148,6 +148,8 @@ struct CatOptions: Sendable, Hashable {
     var topics: [String] = []
     var options = CatOptions(proto: .req0, addresses: [], format: nil)
     var dataGiven = false
+    /// `--pair` was the protocol option: pair1, or pair0 with `--compat`.
+    var pairAlias = false
 
     var index = 0
     while case let (option, value)? = try nextOption(arguments, &index) {
@@ -157,6 +159,10 @@ struct CatOptions: Sendable, Hashable {
       case .proto(let p):
         if proto != nil { throw .fatal("Only one protocol may be specified.") }
         proto = p
+      case .pair:
+        if proto != nil { throw .fatal("Only one protocol may be specified.") }
+        proto = .pair1
+        pairAlias = true
       case .dial: addresses.append(Address(mode: .dial, url: value))
       case .listen: addresses.append(Address(mode: .listen, url: value))
       case .dialLocal, .listenLocal:
@@ -200,6 +206,7 @@ struct CatOptions: Sendable, Hashable {
     if options.compat {
       if options.async { throw .fatal("Options --async and --compat are incompatible.") }
       if options.count != 0 { throw .fatal("Options --count and --compat are incompatible.") }
+      if pairAlias { proto = .pair0 }
       if proto == .pair1 { throw .fatal("Protocol does not support --compat.") }
       options.async = true
     }
@@ -240,6 +247,8 @@ struct CatOptions: Sendable, Hashable {
   private enum Meaning: Hashable {
     case help, version, verbose, silent
     case proto(Proto)
+    /// `--pair`: pair1, or pair0 in compat mode.
+    case pair
     case dial, listen, dialLocal, listenLocal, dialIPC, listenIPC
     case data, file, subscribe, formatNamed
     case format(CatFormat)
@@ -270,10 +279,10 @@ struct CatOptions: Sendable, Hashable {
     Spec(name: "sub0", meaning: .proto(.sub0), takesValue: false),
     Spec(name: "surveyor0", meaning: .proto(.surveyor0), takesValue: false),
     Spec(name: "respondent0", meaning: .proto(.respondent0), takesValue: false),
-    // nngcat documents `--pair` as pair1 (pair0 with `--compat`), but
-    // 1.5.2 ignores it ("No protocol specified."); here it is pair0, the
-    // pair this package has.
-    Spec(name: "pair", meaning: .proto(.pair0), takesValue: false),
+    // nngcat documents `--pair` as pair1 (pair0 with `--compat`), and
+    // that is what it is here; nngcat 1.5.2 itself ignores the option (its
+    // protocol switch has no case for it: "No protocol specified.").
+    Spec(name: "pair", meaning: .pair, takesValue: false),
     Spec(name: "pair0", meaning: .proto(.pair0), takesValue: false),
     Spec(name: "pair1", meaning: .proto(.pair1), takesValue: false),
     Spec(name: "bus0", meaning: .proto(.bus0), takesValue: false),

@@ -21,6 +21,7 @@ struct Demo: ParsableCommand {
 
   @Option(help: "How long to run, in seconds.")
   var seconds: Double = 3
+  @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     guard seconds.isFinite, seconds > 0, seconds <= 3600 else {
@@ -72,20 +73,22 @@ struct Demo: ParsableCommand {
   }
 
   func runDemo() throws -> Summary {
-    let loop = try EventLoop()
+    let logger = logging.logger(label: "userproto.demo")
+    let loop = try EventLoop(logger: logger)
     defer { loop.shutdownAndWait() }
     // What every socket's mask fd uses (each one makes the same choice).
     let (maskLayout, maskReason) = try MaskFD.choose(.automatic, usage: .socket)
 
-    let echo = try Socket(Rep0Handler(), loop: loop)
+    let echo = try Socket(Rep0Handler(), loop: loop, logger: logger)
     defer { try? echo.close() }
     let echoURL = try echo.listen("tcp://127.0.0.1:0")
     // Small per-subscriber queues, so the stalled subscriber's drops show.
     let publisher = try Socket(
-      Pub0Handler(), loop: loop, options: SocketOptions(sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024))
+      Pub0Handler(), loop: loop, options: SocketOptions(sendHighWatermark: 64 * 1024, sendLowWatermark: 16 * 1024),
+      logger: logger)
     defer { try? publisher.close() }
     let publisherURL = try publisher.listen("tcp://127.0.0.1:0")
-    let requesters = try (0..<4).map { _ in try Socket(Req0Handler(), loop: loop) }
+    let requesters = try (0..<4).map { _ in try Socket(Req0Handler(), loop: loop, logger: logger) }
     defer { for r in requesters { r.abort() } }
     for r in requesters { try r.dial(echoURL) }
     let topics = Demo.topics
@@ -97,7 +100,7 @@ struct Demo: ParsableCommand {
       try publisher.withHandlerAndWait { h, _ in h.pipes.ready.map { $0.id } }
     }
     for topic in topics {
-      let s = try Socket(Sub0Handler(subscriptions: [Array(topic.utf8)]), loop: loop)
+      let s = try Socket(Sub0Handler(subscriptions: [Array(topic.utf8)]), loop: loop, logger: logger)
       subscribers.append(s)
       try s.dial(publisherURL)
       let deadline = EventLoop.now() + 5_000_000_000

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CUserProtoShim  // epoll, which SwiftGlibc does not export
 import Dispatch
+import ExampleProtocols
 import Glibc
 import Locking
 import Synchronization
@@ -11,7 +12,10 @@ import UserProto
 /// event loop), and reacts to each fd by its readiness alone.
 ///
 /// The "app" echoes: whatever arrives on its server-side sockets, kernel or
-/// UserProto, it sends back. Clients on the side check the echoes.
+/// UserProto, it sends back. Clients on the side check the echoes. The
+/// UserProto side speaks the tutorial's length-prefixed protocol
+/// (`Socket<FramedHandler>`, docs/tutorial.md): one socket listens, one
+/// dials it.
 enum MixedPoll {
   struct Report: Sendable, CustomStringConvertible {
     var mechanism: String
@@ -33,21 +37,15 @@ enum MixedPoll {
       close(kernelServer)
       close(kernelClient)
     }
-    // UserProto: a listener and one connection of a length-framed protocol.
-    let listener = try ProtocolListener<LengthPrefixedSocket>(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
-    defer { try? listener.close() }
-    let protocolClient = try LengthPrefixedSocket.connect(to: listener.localAddress, loop: loop)
-    defer { protocolClient.abort() }
-    var protocolServer: LengthPrefixedSocket?
-    let acceptDeadline = EventLoop.now() + 5_000_000_000
-    while protocolServer == nil && EventLoop.now() < acceptDeadline {
-      var entry = pollfd(fd: listener.fileDescriptor, events: Int16(POLLIN), revents: 0)
-      _ = poll(&entry, 1, 100)  // the listener's fd is readable when a connection waits
-      protocolServer = try listener.tryAccept()
-    }
-    guard let protocolServer else { throw ValidationError("no connection accepted") }
+    // UserProto: a framed socket listening on loopback and one dialing it.
+    // The dialer's sends wait in its send queue until its pipe is up and the
+    // hellos are exchanged, so nothing waits for the connection here.
+    let protocolServer = try Socket(FramedHandler(), loop: loop)
     defer { protocolServer.abort() }
+    let bound = try protocolServer.listen("tcp://127.0.0.1:0")
+    let protocolClient = try Socket(FramedHandler(), loop: loop)
+    defer { protocolClient.abort() }
+    try protocolClient.dial(bound)
 
     // The app runs on its own thread, the way an application's event loop
     // would, and knows nothing about UserProto's loop.
@@ -85,7 +83,7 @@ enum MixedPoll {
 
   /// The app's loop: echoes on both sockets until `shared.stop`, by
   /// readiness alone, in one poll(2) set or one epoll set.
-  static func serve(_ kernel: Int32, _ proto: LengthPrefixedSocket, _ shared: Shared, useEpoll: Bool) {
+  static func serve(_ kernel: Int32, _ proto: Socket<FramedHandler>, _ shared: Shared, useEpoll: Bool) {
     if useEpoll {
       serveWithEpoll(kernel, proto, shared)
     } else {
@@ -93,8 +91,14 @@ enum MixedPoll {
     }
   }
 
-  /// The app's view of its UserProto connection: echoes that would have
+  /// The app's view of its UserProto socket: echoes that would have
   /// blocked (sent when POLLOUT comes), and whether it still watches it.
+  ///
+  /// The socket outlives its pipes: a peer that goes away is a pipe removed,
+  /// which its fd does not show (it keeps listening, and stays quiet in the
+  /// set). For the app it ends only when it fails or its handler finishes
+  /// the message stream; its fd then stays readable for good, so it leaves
+  /// the set.
   struct ProtocolPeer {
     var pending: [[UInt8]] = []
     var open = true
@@ -106,7 +110,7 @@ enum MixedPoll {
   /// One poll(2) set: a kernel TCP socket and a UserProto socket's fd. A
   /// socket that ends or fails leaves the set (poll ignores negative fds),
   /// so it does not report POLLHUP/POLLERR over and over.
-  private static func serveWithPoll(_ kernel: Int32, _ proto: LengthPrefixedSocket, _ shared: Shared) {
+  private static func serveWithPoll(_ kernel: Int32, _ proto: Socket<FramedHandler>, _ shared: Shared) {
     var kernelOpen = true
     var peer = ProtocolPeer()
     while !shared.stop.load(ordering: .acquiring) {
@@ -124,7 +128,7 @@ enum MixedPoll {
   }
 
   /// One epoll set on the app's thread, level-triggered.
-  private static func serveWithEpoll(_ kernel: Int32, _ proto: LengthPrefixedSocket, _ shared: Shared) {
+  private static func serveWithEpoll(_ kernel: Int32, _ proto: Socket<FramedHandler>, _ shared: Shared) {
     let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
     guard ep >= 0 else { return }
     defer { close(ep) }
@@ -178,7 +182,7 @@ enum MixedPoll {
 
   /// Sends waiting echoes, then echoes new messages until a send would
   /// block. A socket that ends or fails is no longer watched.
-  static func echoProtocol(_ socket: LengthPrefixedSocket, _ peer: inout ProtocolPeer, _ shared: Shared) {
+  static func echoProtocol(_ socket: Socket<FramedHandler>, _ peer: inout ProtocolPeer, _ shared: Shared) {
     do {
       while let reply = peer.pending.first {
         guard try socket.trySend(reply) else { return }

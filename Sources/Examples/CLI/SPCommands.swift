@@ -1,15 +1,23 @@
 import ArgumentParser
 import ExampleProtocols
 import Glibc
+import Locking
+import Logging
+import ServiceLifecycle
 import UserProto
+import UserProtoLifecycle
 
 /// `userproto echo-server --listen tcp://127.0.0.1:5555`
 ///
 /// One REP socket (`Socket<Rep0Handler>`) listening: it serves every
-/// requester that connects. This thread polls the socket's fd, receives each
-/// request and sends its body back before taking the next, so each reply
-/// goes to the requester of the request just received.
-struct EchoServerCommand: ParsableCommand {
+/// requester that connects. The command is three ServiceLifecycle services
+/// in one `ServiceGroup`: the event loop, the socket, and the echo work
+/// (``EchoService``), which receives each request and sends its body back
+/// before taking the next, so each reply goes to the requester of the
+/// request just received. SIGINT or SIGTERM (or the end of `--seconds`)
+/// shuts them down in reverse order: the echo work prints its summary, the
+/// socket closes gracefully (replies already queued go out), the loop stops.
+struct EchoServerCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "echo-server", abstract: "Serve SP REP (rep0): reply to each request with its body.")
 
@@ -17,33 +25,62 @@ struct EchoServerCommand: ParsableCommand {
   var listen: String = "tcp://127.0.0.1:5555"
   @Option(help: "Stop after this many seconds (0: until SIGINT or SIGTERM).")
   var seconds: Int = 0
+  @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     try checkAddress("--listen", listen)
     try checkRange("--seconds", seconds, 0...maximumSeconds)
   }
 
-  func run() throws {
+  func run() async throws {
     let url = try transportURL(listen)
-    let stop = StopSignals()
-    let loop = try EventLoop()
-    defer { loop.shutdownAndWait() }
-    let server = try Socket(Rep0Handler(), loop: loop)
-    defer { try? server.close() }
-    let bound = try server.listen(url)
-    print("echo server on \(bound) (loop: \(loop.backend))")
-    fflush(nil)
-    let deadline = EventLoop.now() + UInt64(seconds) * 1_000_000_000
-    var failures = PipeFailureReport()
-    while seconds == 0 || EventLoop.now() < deadline {
-      var entry = pollfd(fd: server.fileDescriptor, events: Int16(POLLIN), revents: 0)
-      _ = poll(&entry, 1, 100)
-      try echoRequests(server)
-      try failures.printNew(server, every: failureReportPeriod)
-      if stop.wait(milliseconds: 0) { break }
+    let logger = logging.logger(label: "userproto.echo-server")
+    let loop = try EventLoop(logger: logger)
+    let server: Rep0Socket
+    let bound: TransportURL
+    do {
+      server = try Socket(Rep0Handler(), loop: loop, logger: logger)
+      do {
+        bound = try server.listen(url)
+      } catch {
+        await server.abortAndWait()
+        throw error
+      }
+    } catch {
+      await loop.shutdown()
+      throw error
     }
-    try failures.printNew(server)
-    let s = try server.withHandlerAndWait { h, _ in h.statistics }
+    let work = EchoService(
+      server: server, seconds: seconds, banner: "echo server on \(bound) (loop: \(loop.backend))")
+    try await runServices(loop: loop, socket: server, work: work, logger: logger)
+  }
+}
+
+/// The echo server's work (see ``EchoServerCommand``): prints `banner`,
+/// answers requests until graceful shutdown or the end of `seconds` (0: no
+/// end), printing failed connections as they happen, then the summary.
+///
+/// The banner is printed here, not before the group runs: a `ServiceGroup`
+/// traps its signals before it starts its services, so once the banner is
+/// out a SIGTERM is a graceful shutdown, never the default action.
+struct EchoService: Service {
+  let server: Rep0Socket
+  let seconds: Int
+  let banner: String
+
+  func run() async throws {
+    print(banner)
+    fflush(nil)
+    let server = self.server
+    let report = SharedFailureReport()
+    try await cancelWhenGracefulShutdown {
+      try await runUntilFirstEnds(seconds: seconds, reportingFailuresOf: server, into: report) {
+        for try await request in server.messages { try await server.send(request) }
+        throw CommandFailure("the echo server's socket failed")
+      }
+    }
+    try await report.printNew(server)
+    let s = try await server.withHandler { h, _ in h.statistics }
     print(
       "served \(s.repliesSent) requests, dropped \(s.repliesToStalledPeers) replies (requester not reading), "
         + "\(s.repliesToVanishedPeers) replies (requester gone), \(s.requestsOverTTL) requests (over the TTL), "
@@ -62,6 +99,7 @@ struct EchoClientCommand: ParsableCommand {
   @Option(help: "Number of requests.") var count: Int = 1
   @Option(help: "Resend a request after this many milliseconds without a reply (0: never).") var resendMs: Int = 60_000
   @Option(help: "Give up after this many seconds.") var timeout: Int = 10
+  @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     try checkAddress("--dial", dial)
@@ -72,9 +110,10 @@ struct EchoClientCommand: ParsableCommand {
 
   func run() throws {
     let url = try transportURL(dial)
-    let loop = try EventLoop()
+    let logger = logging.logger(label: "userproto.echo-client")
+    let loop = try EventLoop(logger: logger)
     defer { loop.shutdownAndWait() }
-    let socket = try Socket(Req0Handler(resendInterval: .milliseconds(resendMs)), loop: loop)
+    let socket = try Socket(Req0Handler(resendInterval: .milliseconds(resendMs)), loop: loop, logger: logger)
     defer { socket.abort() }
     // Re-dialed until the socket closes; requests wait in the send queue
     // until a pipe is up.
@@ -99,7 +138,12 @@ struct EchoClientCommand: ParsableCommand {
 }
 
 /// `userproto pub --listen tcp://127.0.0.1:5556 --data "news: hi" --count 10`
-struct PubCommand: ParsableCommand {
+///
+/// A PUB socket listening, run as ``EchoServerCommand`` runs its socket:
+/// the loop, the socket and the publishing (``PublishService``) as services
+/// of one `ServiceGroup`, shut down in reverse order on SIGINT or SIGTERM
+/// or once `--count` messages are out.
+struct PubCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "pub", abstract: "Publish SP PUB (pub0) messages to every subscriber.")
 
@@ -107,6 +151,7 @@ struct PubCommand: ParsableCommand {
   @Option(help: "Message to publish (repeatable; published in turn).") var data: [String] = ["news: hello"]
   @Option(help: "Messages to publish (0: until SIGINT or SIGTERM).") var count: Int = 0
   @Option(help: "Milliseconds between messages.") var intervalMs: Int = 100
+  @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     try checkAddress("--listen", listen)
@@ -115,29 +160,64 @@ struct PubCommand: ParsableCommand {
     if data.isEmpty { throw ValidationError("--data: give at least one message") }
   }
 
-  func run() throws {
+  func run() async throws {
     let url = try transportURL(listen)
-    let stop = StopSignals()
-    let loop = try EventLoop()
-    defer { loop.shutdownAndWait() }
-    let publisher = try Socket(Pub0Handler(), loop: loop)
-    defer { try? publisher.close() }
-    let bound = try publisher.listen(url)
-    print("publishing on \(bound)")
-    fflush(nil)
-    var i = 0
-    var failures = PipeFailureReport()
-    while count == 0 || i < count {
-      // PUB never waits: the handler takes each message at once (dropping
-      // copies for subscribers that stopped reading).
-      try publisher.trySend(Array(data[i % data.count].utf8))
-      i += 1
-      let stopping = stop.wait(milliseconds: intervalMs)
-      try failures.printNew(publisher, every: failureReportPeriod)
-      if stopping { break }
+    let logger = logging.logger(label: "userproto.pub")
+    let loop = try EventLoop(logger: logger)
+    let publisher: Pub0Socket
+    let bound: TransportURL
+    do {
+      publisher = try Socket(Pub0Handler(), loop: loop, logger: logger)
+      do {
+        bound = try publisher.listen(url)
+      } catch {
+        await publisher.abortAndWait()
+        throw error
+      }
+    } catch {
+      await loop.shutdown()
+      throw error
     }
-    try failures.printNew(publisher)
-    let s = try publisher.withHandlerAndWait { h, _ in h.statistics }
+    let work = PublishService(
+      publisher: publisher, messages: data.map { Array($0.utf8) }, count: count, intervalMs: intervalMs,
+      banner: "publishing on \(bound)")
+    try await runServices(loop: loop, socket: publisher, work: work, logger: logger)
+  }
+}
+
+/// The publishing of ``PubCommand``: prints `banner` (once the signals are
+/// trapped, as ``EchoService``), then `count` messages (0: until graceful
+/// shutdown), `intervalMs` apart, printing failed connections as they
+/// happen, then the summary.
+struct PublishService: Service {
+  let publisher: Pub0Socket
+  let messages: [[UInt8]]
+  let count: Int
+  let intervalMs: Int
+  let banner: String
+
+  func run() async throws {
+    print(banner)
+    fflush(nil)
+    let publisher = self.publisher
+    let messages = self.messages
+    let count = self.count
+    let interval = Duration.milliseconds(intervalMs)
+    let report = SharedFailureReport()
+    try await cancelWhenGracefulShutdown {
+      try await runUntilFirstEnds(seconds: 0, reportingFailuresOf: publisher, into: report) {
+        var i = 0
+        while count == 0 || i < count {
+          // PUB never waits: the handler takes each message at once
+          // (dropping copies for subscribers that stopped reading).
+          try publisher.trySend(messages[i % messages.count])
+          i += 1
+          if count == 0 || i < count { try await Task.sleep(for: interval) }
+        }
+      }
+    }
+    try await report.printNew(publisher)
+    let s = try await publisher.withHandler { h, _ in h.statistics }
     print(
       "published \(s.published), delivered \(s.delivered) copies, dropped \(s.drops), "
         + "\(publisher.statistics.pipeFailures) failed connections")
@@ -154,6 +234,7 @@ struct SubCommand: ParsableCommand {
   @Option(help: "Topic prefix (repeatable; none: everything).") var subscribe: [String] = []
   @Option(help: "Stop after this many messages.") var count: Int = 1
   @Option(help: "Give up after this many seconds.") var timeout: Int = 10
+  @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     try checkAddress("--dial", dial)
@@ -163,10 +244,12 @@ struct SubCommand: ParsableCommand {
 
   func run() throws {
     let url = try transportURL(dial)
-    let loop = try EventLoop()
+    let logger = logging.logger(label: "userproto.sub")
+    let loop = try EventLoop(logger: logger)
     defer { loop.shutdownAndWait() }
     let topics = subscribe.isEmpty ? [""] : subscribe
-    let socket = try Socket(Sub0Handler(subscriptions: topics.map { Array($0.utf8) }), loop: loop)
+    let socket = try Socket(
+      Sub0Handler(subscriptions: topics.map { Array($0.utf8) }), loop: loop, logger: logger)
     defer { socket.abort() }
     try socket.dial(url)
     let deadline = EventLoop.now() + UInt64(timeout) * 1_000_000_000
@@ -210,38 +293,6 @@ func checkAddress(_ option: String, _ url: String) throws {
     _ = try SPAddress.parse(url)
   } catch {
     throw ValidationError("\(option): \(error)")
-  }
-}
-
-/// SIGINT and SIGTERM as a request to stop: a server prints its summary and
-/// exits 0 instead of dying mid-line. Created before the event loop, so
-/// that its thread inherits the blocked mask and every such signal stays
-/// pending for `wait` (a signal delivered to an unblocking thread would kill
-/// the process with its default action).
-struct StopSignals {
-  private var set = sigset_t()
-
-  init() {
-    sigemptyset(&set)
-    sigaddset(&set, SIGINT)
-    sigaddset(&set, SIGTERM)
-    pthread_sigmask(SIG_BLOCK, &set, nil)
-  }
-
-  /// Waits up to `milliseconds` (0: only checks); true when a stop signal
-  /// arrived.
-  func wait(milliseconds: Int) -> Bool {
-    var set = self.set
-    var timeout = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
-    let deadline = EventLoop.now() + UInt64(milliseconds) * 1_000_000
-    while true {
-      if sigtimedwait(&set, nil, &timeout) > 0 { return true }
-      guard errno == EINTR else { return false }  // EAGAIN: the time is up
-      let now = EventLoop.now()
-      guard now < deadline else { return false }
-      let left = Int(deadline - now)
-      timeout = timespec(tv_sec: left / 1_000_000_000, tv_nsec: left % 1_000_000_000)
-    }
   }
 }
 
@@ -307,7 +358,7 @@ struct PipeFailures: Sendable {
 /// (`connection failed: pipe N (URL, peer ADDRESS): REASON`), counted by
 /// ``SocketStatistics/pipeFailures``, with the reason the SP layer recorded
 /// (it keeps the last 32; older ones are summed up in one line).
-struct PipeFailureReport {
+struct PipeFailureReport: Sendable {
   /// Failures printed so far.
   private(set) var reported = 0
   private var nextReport: UInt64 = 0
@@ -315,18 +366,93 @@ struct PipeFailureReport {
   /// Prints the failures since the last call; with a `period`, only if that
   /// long has passed since the last report.
   mutating func printNew<Handler: SPPipesHandler>(_ socket: Socket<Handler>, every period: UInt64 = 0) throws {
+    guard due(every: period) else { return }
+    print(try socket.withHandlerAndWait(Self.failures))
+  }
+
+  /// True (and the next report scheduled) when `period` has passed since
+  /// the last report.
+  mutating func due(every period: UInt64) -> Bool {
     let now = EventLoop.now()
-    guard now >= nextReport else { return }
+    guard now >= nextReport else { return false }
     nextReport = now + period
-    let failures = try socket.withHandlerAndWait { h, context in
-      PipeFailures(count: context.statistics.pipeFailures, recentReasons: h.pipes.recentFailures)
-    }
+    return true
+  }
+
+  /// What a socket's handler and context say about its failures (run on
+  /// the loop).
+  @Sendable static func failures<Handler: SPPipesHandler>(_ handler: Handler, _ context: SocketContext)
+    -> PipeFailures
+  {
+    PipeFailures(count: context.statistics.pipeFailures, recentReasons: handler.pipes.recentFailures)
+  }
+
+  /// Prints the failures in `failures` not printed yet.
+  mutating func print(_ failures: PipeFailures) {
     let new = failures.count - reported
     guard new > 0 else { return }
     let reasons = failures.recentReasons.suffix(new)
-    if new > reasons.count { print("(\(new - reasons.count) more failed connections, reasons not kept)") }
-    for reason in reasons { print("connection failed: \(reason)") }
+    if new > reasons.count { Swift.print("(\(new - reasons.count) more failed connections, reasons not kept)") }
+    for reason in reasons { Swift.print("connection failed: \(reason)") }
     fflush(nil)
     reported = failures.count
   }
+}
+
+/// A ``PipeFailureReport`` shared by a command's tasks.
+final class SharedFailureReport: Sendable {
+  private let report = Lock(PipeFailureReport())
+
+  /// The async ``PipeFailureReport/printNew(_:every:)``: asks the loop
+  /// without blocking a thread.
+  func printNew<Handler: SPPipesHandler>(_ socket: Socket<Handler>, every period: UInt64 = 0) async throws {
+    guard report.withLock({ $0.due(every: period) }) else { return }
+    let failures = try await socket.withHandler(PipeFailureReport.failures)
+    report.withLock { $0.print(failures) }
+  }
+}
+
+/// Runs a command's `work` beside a failure reporter (every
+/// ``failureReportPeriod``) and, with `seconds` above 0, a deadline; returns
+/// when `work` returns or the deadline passes, and throws what `work`
+/// throws. Cancelled (by graceful shutdown), it returns quietly.
+func runUntilFirstEnds<Handler: SPPipesHandler>(
+  seconds: Int, reportingFailuresOf socket: Socket<Handler>, into report: SharedFailureReport,
+  _ work: @escaping @Sendable () async throws -> Void
+) async throws {
+  do {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask(operation: work)
+      group.addTask {
+        while true {
+          try await Task.sleep(for: .nanoseconds(Int64(failureReportPeriod)))
+          try await report.printNew(socket, every: failureReportPeriod)
+        }
+      }
+      if seconds > 0 { group.addTask { try await Task.sleep(for: .seconds(seconds)) } }
+      try await group.next()
+      group.cancelAll()
+    }
+  } catch is CancellationError {
+    // Graceful shutdown cancelled the work.
+  }
+}
+
+/// Runs a long-running command's services in one `ServiceGroup`: the
+/// loop, then the socket, then the command's work, so SIGINT and SIGTERM
+/// (and the work returning) shut them down in reverse order: the work
+/// prints its summary, the socket closes gracefully, the loop stops.
+func runServices<Handler: SocketHandler>(
+  loop: EventLoop, socket: Socket<Handler>, work: some Service, logger: Logger
+) async throws {
+  let group = ServiceGroup(
+    configuration: ServiceGroupConfiguration(
+      services: [
+        .init(service: loop, serviceName: "event loop"),
+        .init(service: socket, serviceName: "socket"),
+        .init(service: work, successTerminationBehavior: .gracefullyShutdownGroup, serviceName: "work"),
+      ],
+      gracefulShutdownSignals: [.sigterm, .sigint],
+      logger: logger))
+  try await group.run()
 }

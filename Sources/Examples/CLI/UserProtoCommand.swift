@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct UserProtoCommand: ParsableCommand {
+struct UserProtoCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "userproto",
     abstract: "UserProto: user-space protocols with real, pollable file descriptors.",

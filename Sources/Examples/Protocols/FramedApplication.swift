@@ -39,8 +39,11 @@ public enum FramedApplication {
 
   /// Which of the two descriptors poll(2) found readable.
   public struct Readable: Sendable, Hashable {
+    /// poll(2) reported an event on the framed socket's fd: readable, or an error or hang-up.
     public var socket: Bool
+    /// The kernel socket was readable.
     public var kernel: Bool
+    /// A result from the two flags.
     public init(socket: Bool, kernel: Bool) {
       self.socket = socket
       self.kernel = kernel

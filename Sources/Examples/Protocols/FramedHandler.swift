@@ -33,12 +33,14 @@ public final class FramedHandler: SocketHandler {
     var helloTimer: HandlerTimer?
   }
 
+  /// A handler that fails a pipe whose hello has not arrived within `helloTimeout`.
   public init(helloTimeout: Duration = .seconds(5)) {
     self.helloTimeout = helloTimeout
   }
 
   // MARK: Pipes come and go
 
+  /// Writes the hello to the new pipe and starts its hello timer.
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) {
     // The hello goes first, ahead of any frame this handler writes later.
     try? pipe.write(FramedHandler.hello)
@@ -46,10 +48,12 @@ public final class FramedHandler: SocketHandler {
     pipes[pipe.id] = PipeState(pipe: pipe, helloTimer: timer)
   }
 
+  /// Forgets the pipe and cancels its hello timer.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     pipes.removeValue(forKey: pipe.id)?.helloTimer?.cancel()
   }
 
+  /// Fails, as a protocol violation, the pipe whose hello timer fired.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) {
     // The only timers are hello timers: fail the pipe that is still silent.
     guard let state = pipes.values.first(where: { $0.helloTimer === timer }) else { return }
@@ -58,6 +62,8 @@ public final class FramedHandler: SocketHandler {
 
   // MARK: Receiving
 
+  /// Checks the hello, then delivers each whole frame; a wrong hello or an oversize length fails
+  /// the pipe.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -86,6 +92,7 @@ public final class FramedHandler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer ended in the middle of the hello or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext)
     throws(SocketError)
   {
@@ -98,6 +105,7 @@ public final class FramedHandler: SocketHandler {
 
   // MARK: Sending
 
+  /// Refuses a message longer than a 4-byte length can state.
   public static func validateSend(_ message: [UInt8]) throws(SocketError) {
     // Runs on the sender's thread and sees only the message.
     if message.count > Int(UInt32.max) {
@@ -105,6 +113,7 @@ public final class FramedHandler: SocketHandler {
     }
   }
 
+  /// Frames the message and writes it to the next ready, writable pipe, round-robin; waits while there is none.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     let ready = context.pipes.filter { pipes[$0.id]?.ready == true && $0.isWritable }
     guard !ready.isEmpty else { return .wait }  // stays queued; the fd may stop being writable

@@ -14,6 +14,7 @@ public struct SPAddressError: Error, Hashable, Sendable, CustomStringConvertible
     self.reason = reason
   }
 
+  /// `bad address URL: REASON`.
   public var description: String { "bad address \(url): \(reason)" }
 }
 
@@ -23,7 +24,7 @@ public struct SPAddressError: Error, Hashable, Sendable, CustomStringConvertible
 /// getaddrinfo (its IPv4 address if it has one, else its IPv6 address);
 /// `tcp4://` and `tcp6://` (as NNG) keep to one family, and `tcp6://*:PORT`
 /// is the IPv6 any address. `ipc:///path/to/socket` is a Unix-domain socket,
-/// which SP peers frame differently (see ``SPSocket/Framing``).
+/// which SP peers frame differently (see ``SPFraming``).
 public enum SPAddress {
   /// Parses `url` into a socket address.
   /// - Throws: ``SPAddressError`` saying what is wrong.

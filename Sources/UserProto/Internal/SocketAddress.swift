@@ -126,6 +126,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     return storage.withUnsafeBytes { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
   }
 
+  /// `HOST:PORT` for IPv4, `[HOST]:PORT` for IPv6, `unix:PATH` for a Unix-domain address.
   public var description: String {
     switch family {
     case AF_INET:

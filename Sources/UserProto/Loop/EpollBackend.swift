@@ -11,7 +11,6 @@ final class EpollBackend: LoopBackend {
 
   private let epfd: Int32
   private let wake: WakeEvent
-  private let faults: LoopFaults?
   private static let wakeKey: UInt64 = .max
 
   /// Everything pending on one fd. The epoll key is the entry's serial, so
@@ -51,35 +50,29 @@ final class EpollBackend: LoopBackend {
   private var waitsWithPwait2 = true
   private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
-  init(faults: LoopFaults? = nil) throws(IOError) {
-    self.faults = faults
-    let ep = epoll_create1(Int32(EPOLL_CLOEXEC))
-    guard ep >= 0 else { throw IOError("epoll_create1", errno) }
+  init() throws(IOError) {
+    let ep = try Sys.epollCreate()
     let wake: WakeEvent
-    do {
+    do throws(IOError) {
       wake = try WakeEvent(blocking: false)
     } catch {
-      Glibc.close(ep)
+      Sys.close(ep)
       throw error
     }
     var event = epoll_event()
     event.events = EPOLLIN.rawValue
     event.data.u64 = EpollBackend.wakeKey
-    guard epoll_ctl(ep, EPOLL_CTL_ADD, wake.loopFD, &event) == 0 else {
-      let code = errno
-      Glibc.close(ep)
+    do throws(IOError) {
+      // A new epoll set holds nothing: EEXIST cannot come back here.
+      guard try Sys.epollAdd(ep, wake.loopFD, &event) else { throw IOError("epoll_ctl(ADD)", EEXIST) }
+    } catch {
+      Sys.close(ep)
       wake.close()
-      throw IOError("epoll_ctl", code)
+      throw error
     }
     epfd = ep
     self.wake = wake
     capabilities = ["epoll: edge-triggered, operations emulated with non-blocking syscalls"]
-  }
-
-  /// epoll_ctl(2), or the fault injected for it. Returns 0 or an errno.
-  private func control(_ op: Int32, _ fd: Int32, _ event: inout epoll_event) -> Int32 {
-    if let injected = faults.take(.epollCtl) { return injected }
-    return epoll_ctl(epfd, op, fd, &event) == 0 ? 0 : errno
   }
 
   func start() throws(IOError) {}
@@ -96,17 +89,16 @@ final class EpollBackend: LoopBackend {
     var event = epoll_event()
     event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLPRI.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
     event.data.u64 = entry.serial
-    var code = control(EPOLL_CTL_ADD, fd, &event)
+    // EEXIST (false) means this file is registered under the number.
+    let added = try Sys.epollAdd(epfd, fd, &event)
     if let existing = entries[fd] {
-      if code == EEXIST { return existing }
+      if !added { return existing }
       // Only a successful ADD proves the entry's file is gone.
-      guard code == 0 else { throw IOError("epoll_ctl(ADD)", code) }
       retireStale(existing)
-    } else if code == EEXIST {
+    } else if !added {
       // Registered by an entry whose removal failed: take it over.
-      code = control(EPOLL_CTL_MOD, fd, &event)
+      try Sys.epollModify(epfd, fd, &event)
     }
-    guard code == 0 else { throw IOError("epoll_ctl(ADD)", code) }
     nextSerial += 1
     entries[fd] = entry
     bySerial[entry.serial] = entry
@@ -136,8 +128,13 @@ final class EpollBackend: LoopBackend {
 
   private func retireIfIdle(_ entry: Entry) {
     guard entry.isIdle, entries[entry.fd] === entry else { return }
-    var unused = epoll_event()
-    _ = control(EPOLL_CTL_DEL, entry.fd, &unused)
+    do throws(IOError) {
+      try Sys.epollDelete(epfd, entry.fd)
+    } catch {
+      // The fd was closed while registered (EBADF, ENOENT: the registration
+      // went with its file), or the removal failed: a later ADD of the
+      // number finds EEXIST and takes the registration over (entry(for:)).
+    }
     entries[entry.fd] = nil
     bySerial[entry.serial] = nil
   }
@@ -146,14 +143,18 @@ final class EpollBackend: LoopBackend {
     switch operation {
     case .poll(let fd, let wanted):
       let entry = try entry(for: fd)
+      // The current readiness, reported once, as POLL_ADD does when armed.
+      let revents: Int16
+      do throws(IOError) {
+        revents = try Sys.poll(fd, events: Int16(truncatingIfNeeded: wanted), milliseconds: 0)
+      } catch {
+        retireIfIdle(entry)
+        throw error
+      }
       entry.pollTokens.append((token, wanted))
       owners[token] = entry
-      // Report the current readiness once, as POLL_ADD does when armed.
-      var probe = pollfd(fd: fd, events: Int16(truncatingIfNeeded: wanted), revents: 0)
-      if Glibc.poll(&probe, 1, 0) > 0 {
-        let ready = UInt32(UInt16(bitPattern: probe.revents)) & (wanted | UInt32(POLLERR | POLLHUP))
-        if ready != 0 { queued.append(LoopCompletion(token: token, value: .events(ready), isFinal: false)) }
-      }
+      let ready = UInt32(UInt16(bitPattern: revents)) & (wanted | UInt32(POLLERR | POLLHUP))
+      if ready != 0 { queued.append(LoopCompletion(token: token, value: .events(ready), isFinal: false)) }
     case .accept(let fd):
       let entry = try entry(for: fd)
       entry.acceptToken = token
@@ -241,34 +242,41 @@ final class EpollBackend: LoopBackend {
   }
 
   private func waitDelivering(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
-    flushQueued(deliver)
+    // Completions delivered before the wait ran handlers that may have
+    // scheduled a timer or queued a task the loop's `timeout` does not
+    // know of: then the wait only polls, and the loop recomputes its
+    // deadline (an accept failing at once used to leave its retry timer
+    // unfired until something else woke the loop).
+    var delivered = false
+    let counting = { (completion: LoopCompletion) in
+      delivered = true
+      deliver(completion)
+    }
+    flushQueued(counting)
     var pending = attempts
     attempts = []
     for (entry, read, write) in pending where entries[entry.fd] === entry {
-      attempt(entry, readable: read, writable: write, drain: true, deliver)
+      attempt(entry, readable: read, writable: write, drain: true, counting)
     }
     pending = []
-    let hasWork = !queued.isEmpty || !attempts.isEmpty
-    var spec = timespec()
+    let hasWork = delivered || !queued.isEmpty || !attempts.isEmpty
+    var limit: timespec? = nil
     if hasWork {
-      spec = timespec(tv_sec: 0, tv_nsec: 0)
+      limit = timespec(tv_sec: 0, tv_nsec: 0)
     } else if let timeout {
-      spec = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
+      limit = timespec(tv_sec: Int(timeout / 1_000_000_000), tv_nsec: Int(timeout % 1_000_000_000))
     }
-    var n: Int32 = -1
+    // A signal (EINTR) is 0 events: the loop recomputes its timeout.
+    var n = 0
     if waitsWithPwait2 {
-      n = withUnsafePointer(to: &spec) { p -> Int32 in
-        if let injected = faults.take(.epollWait) {
-          errno = injected
-          return -1
-        }
-        let limit: UnsafePointer<timespec>? = (hasWork || timeout != nil) ? p : nil
-        return epoll_pwait2(epfd, &events, Int32(events.count), limit, nil)
+      do throws(IOError) {
+        n = try Sys.epollWait2(epfd, &events, timeout: limit)
+      } catch let error where error.code == ENOSYS || error.code == EPERM {
+        // A kernel before 5.11, or a seccomp filter that allows epoll_wait
+        // but not epoll_pwait2 (the sandboxes where this fallback runs):
+        // millisecond timeouts from now on, rounded up so no timer fires early.
+        waitsWithPwait2 = false
       }
-      // A kernel before 5.11, or a seccomp filter that allows epoll_wait
-      // but not epoll_pwait2 (the sandboxes where this fallback runs):
-      // millisecond timeouts from now on, rounded up so no timer fires early.
-      if n < 0 && (errno == ENOSYS || errno == EPERM) { waitsWithPwait2 = false }
     }
     if !waitsWithPwait2 {
       let milliseconds: Int32
@@ -279,19 +287,13 @@ final class EpollBackend: LoopBackend {
       } else {
         milliseconds = -1
       }
-      n = epoll_wait(epfd, &events, Int32(events.count), milliseconds)
+      n = try Sys.epollWait(epfd, &events, milliseconds: milliseconds)
     }
-    if n < 0 {
-      let code = errno
-      if code == EINTR { return }
-      throw IOError(waitsWithPwait2 ? "epoll_pwait2" : "epoll_wait", code)
-    }
-    for i in 0..<Int(n) {
+    for i in 0..<n {
       let key = events[i].data.u64
       let flags = events[i].events
       if key == EpollBackend.wakeKey {
-        var value: UInt64 = 0
-        _ = Glibc.read(wake.loopFD, &value, 8)
+        try Sys.drainEvent(wake.loopFD)
         continue
       }
       guard let entry = bySerial[key] else { continue }  // stale: its fd was retired
@@ -331,55 +333,52 @@ final class EpollBackend: LoopBackend {
     if writable || entry.connect?.started == false, let pending = entry.connect {
       if !pending.started {
         entry.connect?.started = true
-        let rc = pending.address.withSockaddr { Glibc.connect(fd, $0, $1) }
-        let code = errno
-        if rc == 0 {
+        do throws(IOError) {
+          // False: in progress; writability brings its end.
+          if try Sys.connect(fd, to: pending.address) {
+            entry.connect = nil
+            deliver(LoopCompletion(token: pending.token, value: .connected, isFinal: true))
+          }
+        } catch {
           entry.connect = nil
-          deliver(LoopCompletion(token: pending.token, value: .connected, isFinal: true))
-        } else if code != EINPROGRESS && code != EINTR && code != EAGAIN {
-          entry.connect = nil
-          deliver(LoopCompletion(token: pending.token, value: .failed(IOError("connect", code)), isFinal: true))
+          deliver(LoopCompletion(token: pending.token, value: .failed(error), isFinal: true))
         }
       } else if writable {
-        var error: Int32 = 0
-        var length = socklen_t(4)
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
         entry.connect = nil
-        deliver(
-          LoopCompletion(
-            token: pending.token, value: error == 0 ? .connected : .failed(IOError("connect", error)), isFinal: true))
+        let value: CompletionValue
+        do throws(IOError) {
+          let code = try Sys.pendingError(fd)
+          value = code == 0 ? .connected : .failed(IOError("connect", code))
+        } catch {
+          value = .failed(error)
+        }
+        deliver(LoopCompletion(token: pending.token, value: value, isFinal: true))
       }
     }
     if writable {
       while let first = entry.sends.first {
-        let flags = Int32(MSG_DONTWAIT | MSG_NOSIGNAL)
-        let n = first.bytes.withUnsafeBytes { bytes in
-          if let address = first.address {
-            address.withSockaddr { sendto(fd, bytes.baseAddress, bytes.count, flags, $0, $1) }
-          } else {
-            send(fd, bytes.baseAddress, bytes.count, flags)
-          }
+        let value: CompletionValue
+        do throws(IOError) {
+          // nil: the socket's buffer is full; writability brings the rest.
+          guard let n = try Sys.send(fd, first.bytes, to: first.address) else { break }
+          value = .sent(n)
+        } catch {
+          value = .failed(error)
         }
-        let code = errno
-        if n < 0 && code == EINTR { continue }
-        if n < 0 && code == EAGAIN { break }
         entry.sends.removeFirst()
-        deliver(
-          LoopCompletion(token: first.token, value: n >= 0 ? .sent(n) : .failed(IOError("send", code)), isFinal: true))
+        deliver(LoopCompletion(token: first.token, value: value, isFinal: true))
       }
     }
     if readable, let token = entry.acceptToken {
       while entry.acceptToken == token {
-        let client = up_accept(fd)
-        if client >= 0 {
+        do throws(IOError) {
+          // nil: no connection pending.
+          guard let client = try Sys.accept(fd) else { break }
           deliver(LoopCompletion(token: token, value: .accepted(client), isFinal: false))
-          continue
+        } catch {
+          entry.acceptToken = nil
+          deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
         }
-        let code = -client
-        if code == EINTR || code == ECONNABORTED { continue }
-        if code == EAGAIN { break }
-        entry.acceptToken = nil
-        deliver(LoopCompletion(token: token, value: .failed(IOError("accept", code)), isFinal: true))
       }
     }
     if readable, let token = entry.receiveToken, entry.withAddress {
@@ -387,24 +386,30 @@ final class EpollBackend: LoopBackend {
     } else if readable, let token = entry.receiveToken {
       // A datagram is asked with MSG_TRUNC, so one longer than the buffer
       // reports its real length (on a stream MSG_TRUNC would discard data).
-      let flags = Int32(MSG_DONTWAIT) | (entry.datagram ? Int32(MSG_TRUNC) : 0)
+      let flags = entry.datagram ? Int32(MSG_TRUNC) : 0
       while entry.receiveToken == token {
-        let n = receiveBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, flags) }
+        let received: Int?
+        do throws(IOError) {
+          received = try Sys.receive(fd, into: &receiveBuffer, flags: flags)
+        } catch {
+          entry.receiveToken = nil
+          deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
+          break
+        }
+        // nil: nothing pending; readability brings more.
+        guard let n = received else { break }
         if entry.datagram && n > receiveBuffer.count {
           deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
           continue
         }
-        if n > 0 || (n == 0 && entry.datagram) {
+        if n > 0 || entry.datagram {
           deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
           if !drain && !entry.datagram && n < receiveBuffer.count { break }
           continue
         }
-        let code = errno
-        if n < 0 && code == EINTR { continue }
-        if n < 0 && code == EAGAIN { break }
+        // End of stream.
         entry.receiveToken = nil
-        deliver(
-          LoopCompletion(token: token, value: n == 0 ? .received([]) : .failed(IOError("recv", code)), isFinal: true))
+        deliver(LoopCompletion(token: token, value: .received([]), isFinal: true))
       }
     }
     retireIfIdle(entry)
@@ -412,34 +417,26 @@ final class EpollBackend: LoopBackend {
 
   /// Datagrams with their senders (an unconnected UDP socket), until EAGAIN.
   private func receiveDatagrams(_ entry: Entry, _ token: UInt64, _ deliver: (LoopCompletion) -> Void) {
-    var from = sockaddr_storage()
     while entry.receiveToken == token {
-      var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-      let n = receiveBuffer.withUnsafeMutableBytes { buffer in
-        withUnsafeMutablePointer(to: &from) {
-          $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            recvfrom(entry.fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT | MSG_TRUNC), $0, &length)
-          }
-        }
+      let received: (length: Int, sender: SocketAddress)?
+      do throws(IOError) {
+        received = try Sys.receiveDatagram(entry.fd, into: &receiveBuffer)
+      } catch {
+        entry.receiveToken = nil
+        deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
+        return
       }
+      // nil: nothing pending; readability brings more.
+      guard let datagram = received else { return }
+      let n = datagram.length
       if n > receiveBuffer.count {
         // MSG_TRUNC: a datagram longer than the buffer reports its real length.
         deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
         continue
       }
-      if n >= 0 {
-        let sender = withUnsafeBytes(of: &from) {
-          SocketAddress(raw: UnsafeRawBufferPointer(rebasing: $0[0..<Int(length)]))
-        }
-        deliver(
-          LoopCompletion(token: token, value: .receivedFrom(Array(receiveBuffer[0..<n]), sender), isFinal: false))
-        continue
-      }
-      let code = errno
-      if code == EINTR { continue }
-      if code == EAGAIN { break }
-      entry.receiveToken = nil
-      deliver(LoopCompletion(token: token, value: .failed(IOError("recvfrom", code)), isFinal: true))
+      deliver(
+        LoopCompletion(token: token, value: .receivedFrom(Array(receiveBuffer[0..<n]), datagram.sender), isFinal: false)
+      )
     }
   }
 
@@ -451,7 +448,7 @@ final class EpollBackend: LoopBackend {
   func pause(milliseconds: Int32) { wake.waitReadable(milliseconds: milliseconds) }
 
   func close() {
-    Glibc.close(epfd)
+    Sys.close(epfd)
     wake.close()
   }
 }

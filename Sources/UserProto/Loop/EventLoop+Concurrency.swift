@@ -5,6 +5,7 @@ import Locking
 /// Swift concurrency on top of the loop: async entry points, and the loop
 /// as a serial executor so that code bound to it runs on its thread.
 extension EventLoop: SerialExecutor, TaskExecutor {
+  /// Runs an executor job on the loop; after shutdown, on a serial queue that starts once the loop ran its last task.
   public func enqueue(_ job: consuming ExecutorJob) {
     let unowned = UnownedJob(job)
     let executor = asUnownedSerialExecutor()
@@ -17,16 +18,20 @@ extension EventLoop: SerialExecutor, TaskExecutor {
     }
   }
 
+  /// The loop as an unowned serial executor.
   public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
     UnownedSerialExecutor(ordinary: self)
   }
 
+  /// True only for this loop itself.
   public func isSameExclusiveExecutionContext(other: EventLoop) -> Bool { other === self }
 
+  /// Stops the program unless called on the loop's thread (or its after-shutdown queue).
   public func checkIsolated() {
     precondition(isIsolatingCurrentContext() == true, "not on the event loop's thread (nor its after-shutdown queue)")
   }
 
+  /// True on the loop's thread and on its after-shutdown queue while it runs a job; false elsewhere.
   public func isIsolatingCurrentContext() -> Bool? {
     inEventLoop || runsAfterShutdownJob
   }

@@ -15,8 +15,11 @@ import Synchronization
 public final class EventLoop: @unchecked Sendable {
   /// The readiness and I/O engine.
   public enum Backend: String, Sendable, CustomStringConvertible {
+    /// io_uring: readiness, accepts, receives, connects and sends are ring operations.
     case ioUring = "io_uring"
+    /// epoll, edge-triggered: operations are non-blocking system calls made when their fd is ready.
     case epoll
+    /// The raw value: `io_uring` or `epoll`.
     public var description: String { rawValue }
   }
 
@@ -26,19 +29,25 @@ public final class EventLoop: @unchecked Sendable {
     /// environment variable `USERPROTO_LOOP_BACKEND` (`io_uring`, `epoll`)
     /// forces one.
     case automatic
+    /// io_uring only: the loop fails to start when it is refused.
     case ioUring
+    /// epoll only.
     case epoll
   }
 
+  /// How a loop is set up: its engine, ring size and name.
   public struct Configuration: Sendable {
+    /// Which engine to use (default ``EventLoop/BackendChoice/automatic``).
     public var backend: BackendChoice
     /// Submission queue entries of the io_uring ring.
     public var ringEntries: UInt32
+    /// The loop's name, also its thread's name (default `userproto-loop`).
     public var name: String
     /// Test hook: system calls of the loop's engine made to fail.
     @_spi(Testing) public var faults: LoopFaults?
     /// Test hook: ignore `USERPROTO_LOOP_BACKEND`.
     @_spi(Testing) public var honorsEnvironment = true
+    /// A configuration; by default the automatic engine choice, a 256-entry ring and the name `userproto-loop`.
     public init(backend: BackendChoice = .automatic, ringEntries: UInt32 = 256, name: String = "userproto-loop") {
       self.backend = backend
       self.ringEntries = ringEntries
@@ -82,6 +91,9 @@ public final class EventLoop: @unchecked Sendable {
 
   // Loop-confined state.
   let engine: any LoopBackend
+  /// The configuration's fault table (tests), bound on the loop's thread
+  /// and around the calls made for the loop on other threads (a listen's).
+  let faults: LoopFaults?
   private var timers = TimerHeap()
   private struct TimerAction {
     var run: () -> Void
@@ -124,17 +136,13 @@ public final class EventLoop: @unchecked Sendable {
   {
     var logger = logger
     logger[metadataKey: "loop.name"] = "\(configuration.name)"
-    var (engine, reason, choice, note) = try EventLoop.makeEngine(configuration)
-    var starter: LoopStarter
-    do {
-      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
-    } catch {
-      guard choice == .automatic, engine.kind == .ioUring else { throw error }
-      engine = try EpollBackend(faults: configuration.faults)
-      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
-      starter = try LoopStarter.spawn(engine: engine, name: configuration.name)
+    // The engine's set-up calls see the configuration's fault table (tests).
+    let (engine, reason, choice, starter) = try LoopFaults.binding(configuration.faults) {
+      () throws(IOError) -> (any LoopBackend, String, BackendChoice, LoopStarter) in
+      try EventLoop.startEngine(configuration)
     }
     self.engine = engine
+    faults = configuration.faults
     name = configuration.name
     backend = engine.kind
     backendReason = reason
@@ -151,6 +159,24 @@ public final class EventLoop: @unchecked Sendable {
       "event loop started", metadata: ["loop.backend": "\(kind)", "loop.backend_reason": "\(reason)"])
   }
 
+  /// The started engine, why it was chosen, the choice after the
+  /// environment, and the thread it runs on.
+  private static func startEngine(_ configuration: Configuration) throws(IOError) -> (
+    any LoopBackend, String, BackendChoice, LoopStarter
+  ) {
+    var (engine, reason, choice, note) = try makeEngine(configuration)
+    var starter: LoopStarter
+    do throws(IOError) {
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
+    } catch {
+      guard choice == .automatic, engine.kind == .ioUring else { throw error }
+      engine = try EpollBackend()
+      reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
+      starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
+    }
+    return (engine, reason, choice, starter)
+  }
+
   /// The engine, why it was chosen, the choice after the environment, and
   /// the note about an unknown environment value (empty if none).
   private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (
@@ -161,13 +187,12 @@ public final class EventLoop: @unchecked Sendable {
     if choice == .automatic, configuration.honorsEnvironment, let forced = getenv("USERPROTO_LOOP_BACKEND") {
       (choice, note) = resolve(environment: String(cString: forced))
       if !note.isEmpty {
-        let line = "userproto: \(note)choosing the engine automatically\n"
-        _ = line.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+        Sys.writeStandardError("userproto: \(note)choosing the engine automatically\n")
       }
     }
     switch choice {
     case .epoll:
-      return (try EpollBackend(faults: configuration.faults), "epoll was requested", choice, note)
+      return (try EpollBackend(), "epoll was requested", choice, note)
     case .ioUring:
       return (try URingBackend(configuration), "io_uring was requested", choice, note)
     case .automatic:
@@ -182,7 +207,7 @@ public final class EventLoop: @unchecked Sendable {
           case EOPNOTSUPP: "io_uring lacks an operation the loop needs (\(error.operation))"
           default: "io_uring set-up failed: \(error)"
           }
-        return (try EpollBackend(faults: configuration.faults), "\(note)\(why); using epoll", choice, note)
+        return (try EpollBackend(), "\(note)\(why); using epoll", choice, note)
       }
     }
   }
@@ -234,7 +259,9 @@ public final class EventLoop: @unchecked Sendable {
     let loop: EventLoop
     let state: TimerState
 
+    /// True for the same timer of the same loop.
     public static func == (a: Scheduled, b: Scheduled) -> Bool { a.id == b.id && a.loop === b.loop }
+    /// Hashes the timer's id.
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
     /// Cancels the timer, from any thread. Returns true when it was
@@ -324,11 +351,7 @@ public final class EventLoop: @unchecked Sendable {
   var pendingTimers: Int { timerActions.count }
 
   /// The monotonic clock in nanoseconds.
-  public static func now() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-  }
+  public static func now() -> UInt64 { Sys.monotonicNanoseconds() }
 
   /// A deadline that never comes (``schedule(atNanoseconds:_:)``).
   static let never = UInt64.max
@@ -422,7 +445,7 @@ public final class EventLoop: @unchecked Sendable {
     guard let handler = operations.handler(for: completion.token) else {
       staleCompletions += 1
       // A connection accepted for a cancelled accept: nobody owns it.
-      if case .accepted(let fd) = completion.value { Glibc.close(fd) }
+      if case .accepted(let fd) = completion.value { Sys.close(fd) }
       return
     }
     if completion.isFinal { operations.release(completion.token) }

@@ -82,4 +82,8 @@ struct EnginePressure: Equatable {
   /// Multishot operations the kernel ended early (CQ overflow) that the
   /// loop armed again.
   var multishotEnded = 0
+  /// Submissions outside a wait (a cancel, room in a full submission queue)
+  /// that io_uring_submit refused, or that a full completion queue kept
+  /// back after a few reaps: their SQEs go with the next io_uring_enter.
+  var submitFailures = 0
 }

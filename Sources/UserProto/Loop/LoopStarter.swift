@@ -9,6 +9,7 @@ import Glibc
 final class LoopStarter: @unchecked Sendable {
   private let engine: any LoopBackend
   private let name: String
+  private let faults: LoopFaults?
   private let started = DispatchSemaphore(value: 0)
   private let go = DispatchSemaphore(value: 0)
   // Written by the thread before `started` is signalled.
@@ -17,15 +18,17 @@ final class LoopStarter: @unchecked Sendable {
   private var loop: EventLoop?
   private(set) var threadID: UInt = 0
 
-  private init(engine: any LoopBackend, name: String) {
+  private init(engine: any LoopBackend, name: String, faults: LoopFaults?) {
     self.engine = engine
     self.name = name
+    self.faults = faults
   }
 
   /// Starts the thread and the engine on it. On failure the thread has
-  /// ended and the engine is closed.
-  static func spawn(engine: any LoopBackend, name: String) throws(IOError) -> LoopStarter {
-    let starter = LoopStarter(engine: engine, name: name)
+  /// ended and the engine is closed. `faults` (tests) is bound on the
+  /// thread for its whole life: the engine's calls there see it.
+  static func spawn(engine: any LoopBackend, name: String, faults: LoopFaults?) throws(IOError) -> LoopStarter {
+    let starter = LoopStarter(engine: engine, name: name, faults: faults)
     let box = Unmanaged.passRetained(starter).toOpaque()
     var attributes = pthread_attr_t()
     pthread_attr_init(&attributes)
@@ -60,6 +63,10 @@ final class LoopStarter: @unchecked Sendable {
 
   private func main() {
     up_set_thread_name(name)
+    LoopFaults.binding(faults) { run() }
+  }
+
+  private func run() {
     do {
       try engine.start()
     } catch {

@@ -1,6 +1,7 @@
 import CUserProtoShim
 import Glibc
 import Locking
+import MaskCore
 
 /// The io_uring backend (liburing). Readiness is multishot POLL_ADD;
 /// accept and receive are multishot (receive selects from a ring of provided
@@ -27,7 +28,10 @@ final class URingBackend: LoopBackend {
   private var cqes = [up_cqe](repeating: up_cqe(), count: 256)
   /// Completions made up by fault injection, delivered by the next reap.
   private var refusals: [up_cqe] = []
-  private let faults: LoopFaults?
+  /// Completions reaped to make room in a full completion queue while SQEs
+  /// were submitted outside `wait` (a cancel): handled, in order, before
+  /// the next ones are reaped.
+  private var held: [up_cqe] = []
 
   /// What each in-flight operation owns, by token.
   private enum Record {
@@ -89,44 +93,36 @@ final class URingBackend: LoopBackend {
   ]
 
   init(_ configuration: EventLoop.Configuration) throws(IOError) {
-    faults = configuration.faults
     let entries = configuration.ringEntries
-    if let injected = faults.take(.uringSetup) { throw IOError("io_uring_setup", injected) }
     // Completions are run by the loop thread when it enters the kernel,
     // not signalled to it while it runs (measured: the default interrupts
     // the loop on nearly every completion; docs/benchmarks-loop.md).
     // Best: single issuer with deferred task work, the ring enabled on the
     // loop thread (start()); else cooperative task work; else none.
-    let attempts: [UInt32] = [
-      up_IORING_SETUP_R_DISABLED | up_IORING_SETUP_SINGLE_ISSUER | up_IORING_SETUP_DEFER_TASKRUN,
-      up_IORING_SETUP_COOP_TASKRUN,
-      0,
-    ]
-    var error: Int32 = 0
-    var created: OpaquePointer?
-    for flags in attempts {
-      created = up_ring_create(entries, flags, &error)
-      if created != nil || error != -EINVAL { break }
-    }
-    guard let ring = created else {
-      throw IOError("io_uring_setup", -error)
-    }
-    // Every opcode the loop uses must be there (IORING_REGISTER_PROBE).
+    let ring = try Sys.ringCreate(
+      entries: entries,
+      flagChoices: [
+        up_IORING_SETUP_R_DISABLED | up_IORING_SETUP_SINGLE_ISSUER | up_IORING_SETUP_DEFER_TASKRUN,
+        up_IORING_SETUP_COOP_TASKRUN,
+        0,
+      ])
+    // Every opcode the loop uses must be there (the probe the ring was
+    // created with: -errno when it could not be fetched).
     for (name, opcode) in URingBackend.requiredOpcodes {
-      let missing = faults.take(.uringProbe(opcode: name)) != nil
+      let missing = Sys.injected(.uringProbe(opcode: name)) != nil
       let supported = missing ? 0 : up_ring_opcode_supported(ring, opcode)
       if supported != 1 {
-        up_ring_destroy(ring)
-        let why = supported < 0 ? "cannot be probed (\(IOError.name(-supported)))" : "is not supported"
+        Sys.ringDestroy(ring)
+        let why = supported < 0 ? "cannot be probed (\(errnoName(-supported)))" : "is not supported"
         throw IOError("io_uring probe: IORING_OP_\(name) \(why)", EOPNOTSUPP)
       }
     }
     // Blocking on purpose: io_uring honours O_NONBLOCK and would complete
     // the read with EAGAIN instead of waiting for a wake-up.
-    do {
+    do throws(IOError) {
       wake = try WakeEvent(blocking: true)
     } catch {
-      up_ring_destroy(ring)
+      Sys.ringDestroy(ring)
       throw error
     }
     self.ring = ring
@@ -135,9 +131,16 @@ final class URingBackend: LoopBackend {
       flags & up_IORING_SETUP_DEFER_TASKRUN != 0
       ? "single issuer, deferred task work"
       : flags & up_IORING_SETUP_COOP_TASKRUN != 0 ? "cooperative task work" : "default task work"
-    var bufferError: Int32 = 0
-    bufferRing = up_bufring_create(
-      ring, URingBackend.bufferCount, URingBackend.bufferSize, URingBackend.bufferGroup, &bufferError)
+    // Without provided buffers, receives are single-shot (the reason is in
+    // the capabilities).
+    var bufferError: IOError?
+    do throws(IOError) {
+      bufferRing = try Sys.bufferRingCreate(
+        ring, count: URingBackend.bufferCount, size: URingBackend.bufferSize, group: URingBackend.bufferGroup)
+    } catch {
+      bufferRing = nil
+      bufferError = error
+    }
     // Multishot variants are tried; a kernel that refuses one with EINVAL
     // makes the backend use the single-shot form from then on.
     multishotReceive = bufferRing != nil
@@ -147,7 +150,7 @@ final class URingBackend: LoopBackend {
       "multishot poll", "multishot accept",
       bufferRing != nil
         ? "multishot recv with \(URingBackend.bufferCount) provided buffers of \(URingBackend.bufferSize) B"
-        : "single-shot recv (provided buffer ring: \(IOError.name(-bufferError)))",
+        : "single-shot recv (provided buffer ring: \(errnoName(bufferError?.code ?? 0)))",
     ])
     wakeBuffer = .allocate(capacity: 1)
   }
@@ -158,8 +161,7 @@ final class URingBackend: LoopBackend {
   /// (single issuer) is enabled here so that this thread is its submitter.
   func start() throws(IOError) {
     if up_ring_setup_flags(ring) & up_IORING_SETUP_R_DISABLED != 0 {
-      let rc = faults.take(.uringEnable).map { -$0 } ?? up_ring_enable(ring)
-      if rc < 0 { throw IOError("io_uring_register(ENABLE_RINGS)", -rc) }
+      try Sys.ringEnable(ring)
     }
     try armWake()
   }
@@ -176,15 +178,34 @@ final class URingBackend: LoopBackend {
 
   /// Queues one SQE, flushing the submission queue once if it is full.
   private func prep(_ body: () -> Int32) throws(IOError) {
-    if let injected = faults.take(.uringGetSQE) { throw IOError("io_uring_get_sqe", injected) }
-    var rc = body()
-    if rc == -EBUSY {
-      pressure.submissionQueueFull += 1
-      _ = up_ring_submit(ring)
-      rc = body()
-    }
-    if rc < 0 { throw IOError("io_uring_get_sqe", -rc) }
+    if try Sys.ringPrepare(body) { return }
+    pressure.submissionQueueFull += 1
+    submitQueued()
+    if try Sys.ringPrepare(body) { return }
+    throw IOError("io_uring_get_sqe", EBUSY)
   }
+
+  /// Submits every queued SQE now. A full completion queue (EBUSY) is
+  /// emptied into `held` (handled by the next reap, in order) and the
+  /// submit tried again, a few times at most; a submit that still fails
+  /// leaves the SQEs queued for the next io_uring_enter, and is counted.
+  private func submitQueued() {
+    for _ in 0..<URingBackend.submitAttempts {
+      do throws(IOError) {
+        if try Sys.ringSubmit(ring) { return }
+      } catch {
+        pressure.submitFailures += 1
+        return
+      }
+      pressure.completionQueueBusy += 1
+      var batch = [up_cqe](repeating: up_cqe(), count: URingBackend.heldBatch)
+      let n = Int(up_ring_reap(ring, &batch, UInt32(batch.count)))
+      held += batch[0..<n]
+    }
+    pressure.submitFailures += 1
+  }
+  private static let submitAttempts = 4
+  private static let heldBatch = 64
 
   func submit(_ operation: LoopOperation, token: UInt64) throws(IOError) {
     switch operation {
@@ -194,37 +215,52 @@ final class URingBackend: LoopBackend {
       track(fd, token)
     case .accept(let fd):
       try checkFile(fd)
-      try armAccept(fd: fd, token: token)
+      if refusedOperation(.accept, token) {
+        records[token] = .accept(fd: fd, multishot: false)
+      } else {
+        try armAccept(fd: fd, token: token)
+      }
       track(fd, token)
     case .connect(let fd, let address):
       try checkFile(fd)
       let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: address.storage.count, alignment: 8)
       buffer.copyBytes(from: address.storage)
-      do {
-        try prep { up_ring_prep_connect(ring, fd, buffer.baseAddress, UInt32(buffer.count), token) }
-      } catch {
-        buffer.deallocate()
-        throw error
+      if !refusedOperation(.connect, token) {
+        do throws(IOError) {
+          try prep { up_ring_prep_connect(ring, fd, buffer.baseAddress, UInt32(buffer.count), token) }
+        } catch {
+          buffer.deallocate()
+          throw error
+        }
       }
       records[token] = .connect(fd: fd, buffer: buffer)
       track(fd, token)
     case .receive(let fd, let datagram):
       try checkFile(fd)
-      try armReceive(fd: fd, token: token, datagram: datagram)
+      if refusedOperation(.receive, token) {
+        // A single-shot record (a buffer of its own), so the injected errno
+        // is not taken for a multishot refusal.
+        records[token] = .receive(
+          fd: fd, buffer: .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8), datagram: datagram)
+      } else {
+        try armReceive(fd: fd, token: token, datagram: datagram)
+      }
       track(fd, token)
     case .send(let fd, let bytes):
       let buffer = sendBuffer(for: bytes.count)
       buffer.copyBytes(from: bytes)
-      do {
-        try prep { up_ring_prep_send(ring, fd, buffer.baseAddress, bytes.count, token) }
-      } catch {
-        recycleSendBuffer(buffer)
-        throw error
+      if !refusedOperation(.send, token) {
+        do throws(IOError) {
+          try prep { up_ring_prep_send(ring, fd, buffer.baseAddress, bytes.count, token) }
+        } catch {
+          recycleSendBuffer(buffer)
+          throw error
+        }
       }
       records[token] = .send(buffer)
     case .receiveFrom(let fd):
       try checkFile(fd)
-      try armReceiveFrom(fd: fd, token: token)
+      try armReceiveFrom(fd: fd, token: token, refusable: true)
       track(fd, token)
     case .sendTo(let fd, let bytes, let address):
       guard let message = up_msg_alloc(bytes.count) else { throw IOError("sendmsg buffer", ENOMEM) }
@@ -232,21 +268,33 @@ final class URingBackend: LoopBackend {
         if let base = source.baseAddress { up_msg_data(message).copyMemory(from: base, byteCount: source.count) }
       }
       address.withSockaddr { up_msg_prepare_send(message, bytes.count, $0, $1) }
-      do {
-        try prep { up_ring_prep_sendmsg(ring, fd, message, token) }
-      } catch {
-        up_msg_free(message)
-        throw error
+      if !refusedOperation(.send, token) {
+        do throws(IOError) {
+          try prep { up_ring_prep_sendmsg(ring, fd, message, token) }
+        } catch {
+          up_msg_free(message)
+          throw error
+        }
       }
       records[token] = .sendTo(message: message)
     }
+  }
+
+  /// Test hook: an operation whose call has a fault injected (``LoopFaults``)
+  /// is not submitted; it completes with `-errno` at the next reap, as if
+  /// the kernel had refused it. An injected EINTR is consumed and the
+  /// operation submitted, as a retry would.
+  private func refusedOperation(_ call: LoopFaults.Call, _ token: UInt64) -> Bool {
+    guard let code = Sys.injectedFailure(call) else { return false }
+    refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
+    return true
   }
 
   /// The largest datagram a RECVMSG takes whole: 65,535 bytes of IPv4
   /// payload less the UDP header is the most UDP can carry.
   private static let datagramReceiveSize = 65_536
 
-  private func armReceiveFrom(fd: Int32, token: UInt64) throws(IOError) {
+  private func armReceiveFrom(fd: Int32, token: UInt64, refusable: Bool = false) throws(IOError) {
     let message: OpaquePointer
     if case .receiveFrom(_, let existing) = records[token] {
       message = existing
@@ -258,7 +306,8 @@ final class URingBackend: LoopBackend {
     }
     records[token] = .receiveFrom(fd: fd, message: message)
     up_msg_prepare_receive(message)
-    do {
+    if refusable && refusedOperation(.receive, token) { return }
+    do throws(IOError) {
       try prep { up_ring_prep_recvmsg(ring, fd, message, token) }
     } catch {
       records[token] = nil
@@ -270,9 +319,8 @@ final class URingBackend: LoopBackend {
   // MARK: fd numbers reused after a close without cancel
 
   private func fileID(_ fd: Int32) throws(IOError) -> FileID {
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw IOError("fstat", errno) }
-    return FileID(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    let identity = try Sys.fileIdentity(fd)
+    return FileID(device: identity.device, inode: identity.inode)
   }
 
   /// Before a long-lived operation on `fd`: if operations are still running
@@ -313,7 +361,7 @@ final class URingBackend: LoopBackend {
   /// Test hook: a multishot request refused as a kernel without it would
   /// (no SQE; a completion with `-errno` and no data).
   private func refusedByInjection(_ multishot: Bool, _ token: UInt64) -> Bool {
-    guard multishot, let code = faults.take(.uringMultishot) else { return false }
+    guard multishot, let code = Sys.injected(.uringMultishot) else { return false }
     refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
     return true
   }
@@ -339,6 +387,11 @@ final class URingBackend: LoopBackend {
   /// 16 KiB) and older kernels use single receives into a 64 KiB buffer.
   private func armReceive(fd: Int32, token: UInt64, datagram: Bool) throws(IOError) {
     if multishotReceive && !datagram {
+      // A refused submission's record had a buffer (refusedOperation).
+      if case .receive(_, let unused?, _) = records[token] {
+        unused.deallocate()
+        records[token] = .receive(fd: fd, buffer: nil, datagram: false)
+      }
       if !refusedByInjection(true, token) {
         try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
       }
@@ -370,12 +423,12 @@ final class URingBackend: LoopBackend {
   func cancel(token: UInt64) {
     guard records[token] != nil, !cancelling.contains(token) else { return }
     cancelling.insert(token)
-    do {
+    do throws(IOError) {
       try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
     } catch {
       cancelBacklog.append(token)
     }
-    _ = up_ring_submit(ring)
+    submitQueued()
   }
 
   func wait(timeout: Int64?, deliver: (LoopCompletion) -> Void) throws(IOError) {
@@ -389,7 +442,7 @@ final class URingBackend: LoopBackend {
       let backlog = cancelBacklog
       cancelBacklog = []
       for token in backlog where records[token] != nil {
-        do {
+        do throws(IOError) {
           try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
         } catch {
           cancelBacklog.append(token)
@@ -397,25 +450,13 @@ final class URingBackend: LoopBackend {
       }
     }
     rearmPending(deliver)
-    if !refusals.isEmpty { timeout = 0 }
+    if !refusals.isEmpty || !held.isEmpty { timeout = 0 }
     // Rounded up (no timer fires early) without overflowing near Int64.max.
     let micros = timeout.map { Int(max(0, $0 / 1000 + ($0 % 1000 > 0 ? 1 : 0))) } ?? -1
-    var rc: Int32
-    if let injected = faults.take(.uringEnter) {
-      throw IOError("io_uring_enter", injected)
-    }
-    repeat {
-      rc = up_ring_submit_and_wait(ring, 1, micros)
-      if rc == -EBUSY || rc == -EAGAIN {
-        // The completion queue is full (overflowing): reap, then submit again.
-        pressure.completionQueueBusy += 1
-        reap(deliver)
-        continue
-      }
-      break
-    } while true
-    if rc < 0 && rc != -ETIME && rc != -EINTR {
-      throw IOError("io_uring_enter", -rc)
+    // False: the completion queue is full (overflowing): reap, then submit again.
+    while try !Sys.ringSubmitAndWait(ring, microseconds: micros) {
+      pressure.completionQueueBusy += 1
+      reap(deliver)
     }
     reap(deliver)
   }
@@ -461,6 +502,14 @@ final class URingBackend: LoopBackend {
       for cqe in made { handle(cqe, deliver) }
     }
     while true {
+      // Reaped by a cancel while the last batch was handled: older than
+      // anything still in the completion queue.
+      if !held.isEmpty {
+        let batch = held
+        held = []
+        for cqe in batch { handle(cqe, deliver) }
+        continue
+      }
       let n = Int(up_ring_reap(ring, &cqes, UInt32(cqes.count)))
       if n == 0 { return }
       for i in 0..<n { handle(cqes[i], deliver) }
@@ -490,7 +539,7 @@ final class URingBackend: LoopBackend {
       if cqe.flags & up_IORING_CQE_F_BUFFER != 0, let bufferRing {
         up_bufring_recycle(bufferRing, UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT))
       }
-      if case .accept = record, res >= 0 { Glibc.close(res) }
+      if case .accept = record, res >= 0 { Sys.close(res) }
       if !more { finish(.failed(IOError("fd closed while registered", EBADF))) }
       return
     }
@@ -667,9 +716,14 @@ final class URingBackend: LoopBackend {
   func close() {
     // Every operation must have ended before this (the loop cancels and
     // drains them). The ring goes first, so the kernel has let go of every
-    // buffer before any is freed.
-    up_ring_destroy(ring)
-    up_bufring_free(bufferRing)
+    // buffer before any is freed. A connection accepted in a completion
+    // held back from a full queue (submitQueued) has no owner: closed.
+    for cqe in held where cqe.res >= 0 {
+      if case .accept = records[cqe.user_data] { Sys.close(cqe.res) }
+    }
+    held = []
+    Sys.ringDestroy(ring)
+    Sys.bufferRingFree(bufferRing)
     bufferRing = nil
     for token in Array(records.keys) { release(token) }
     for buffer in sendPool { buffer.deallocate() }

@@ -1,4 +1,3 @@
-import CUserProtoShim
 import Glibc
 import Locking
 
@@ -15,9 +14,7 @@ final class WakeEvent: Sendable {
   /// - Parameter blocking: io_uring reads it with a READ that must wait,
   ///   so it must be blocking there; epoll reads it when readable.
   init(blocking: Bool) throws(IOError) {
-    let flags = up_EFD_CLOEXEC | (blocking ? 0 : up_EFD_NONBLOCK)
-    let created = up_eventfd2(0, flags)
-    guard created >= 0 else { throw IOError("eventfd", -created) }
+    let created = try Sys.eventfd(nonBlocking: !blocking)
     fd = Lock(created)
     loopFD = created
   }
@@ -26,22 +23,25 @@ final class WakeEvent: Sendable {
   func signal() {
     fd.withLock { fd in
       guard fd >= 0 else { return }
-      var one: UInt64 = 1
-      _ = Glibc.write(fd, &one, 8)
+      Sys.signalEvent(fd)
     }
   }
 
   /// Waits up to `milliseconds` for a wake-up without consuming it (the
   /// engine's own read does that). Used to back off when the engine fails.
   func waitReadable(milliseconds: Int32) {
-    var entry = pollfd(fd: loopFD, events: Int16(POLLIN), revents: 0)
-    _ = poll(&entry, 1, milliseconds)
+    do throws(IOError) {
+      _ = try Sys.poll(loopFD, events: Int16(POLLIN), milliseconds: milliseconds)
+    } catch {
+      // The pause ends early: the loop's next wait reports the engine's
+      // state, and the back-off goes on from there.
+    }
   }
 
   func close() {
     fd.withLock { fd in
       guard fd >= 0 else { return }
-      Glibc.close(fd)
+      Sys.close(fd)
       fd = -1
     }
   }

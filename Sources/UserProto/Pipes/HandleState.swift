@@ -142,6 +142,7 @@ struct HandleState {
 
 /// The result of a non-blocking receive.
 public enum ReceiveResult: Sendable, Hashable {
+  /// The next message.
   case message([UInt8])
   /// Nothing queued yet.
   case wouldBlock

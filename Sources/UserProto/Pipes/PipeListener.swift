@@ -20,26 +20,30 @@ final class PipeListener {
   static let acceptRetryDelay: Duration = .milliseconds(100)
 
   /// Binds (on the calling thread, so that errors and the chosen port come
-  /// back at once); ``start()`` then accepts on the loop.
+  /// back at once); ``start()`` then accepts on the loop. The calls made
+  /// here see the loop's fault table (tests), as the loop's own do.
   init(url: TransportURL, core: SocketCore) throws(SocketError) {
     self.core = core
     loop = core.loop
+    let opened: (fd: Int32, url: TransportURL)
     do throws(IOError) {
-      switch url {
-      case .tcp(let address), .ipc(let address):
-        let (fd, bound) = try Sockets.listen(on: address)
-        self.fd = fd
-        self.url = address.isIP ? .tcp(bound) : .ipc(bound)
-      case .udp(let address):
-        let (fd, bound) = try Sockets.udpBound(on: address)
-        self.fd = fd
-        self.url = .udp(bound)
-      case .inproc:
-        self.url = url
+      opened = try LoopFaults.binding(core.loop.faults) { () throws(IOError) -> (fd: Int32, url: TransportURL) in
+        switch url {
+        case .tcp(let address), .ipc(let address):
+          let (fd, bound) = try Sockets.listen(on: address)
+          return (fd, address.isIP ? .tcp(bound) : .ipc(bound))
+        case .udp(let address):
+          let (fd, bound) = try Sockets.udpBound(on: address)
+          return (fd, .udp(bound))
+        case .inproc:
+          return (-1, url)
+        }
       }
     } catch {
       throw .transport(error)
     }
+    fd = opened.fd
+    self.url = opened.url
     if case .inproc(let name) = url {
       try Inproc.register(name, self, loop: loop)
     }
@@ -125,10 +129,22 @@ final class PipeListener {
 
   private func adopt(_ client: Int32) {
     guard !closed, let core, !core.closing else {
-      Glibc.close(client)
+      Sys.close(client)
       return
     }
-    if url.isIP { Sockets.configureTCP(client, core.options) }
+    if url.isIP {
+      do throws(IOError) {
+        try Sockets.configureTCP(client, core.options)
+      } catch {
+        // A connection whose options cannot be set is refused (as SwiftNIO
+        // closes such a child channel); the listener goes on.
+        Sys.close(client)
+        countAcceptError()
+        core.logger.notice(
+          "accepted connection refused", metadata: ["listener.url": "\(url)", "error": "\(error)"])
+        return
+      }
+    }
     core.attach(StreamTransport(loop: loop, fd: client), dialer: nil, url: url)
   }
 
@@ -163,22 +179,34 @@ final class PipeListener {
       if let endpoint {
         endpoint.closeListener()  // the UDP socket closes with its last peer
       } else {
-        Glibc.close(fd)
+        Sys.close(fd)
       }
     case .tcp, .ipc(_):
       if let acceptHandle { loop.cancel(acceptHandle) }
       acceptHandle = nil
-      Glibc.close(fd)
+      Sys.close(fd)
       if case .ipc(let address) = url {
         let path = String(address.description.dropFirst("unix:".count))
-        if !path.isEmpty { unlink(path) }
+        if !path.isEmpty { removeSocketFile(path) }
+      }
+    }
+  }
+
+  /// Removes a Unix-domain listener's socket file. Already gone (ENOENT) is
+  /// fine; another failure leaves the file, and is logged.
+  private func removeSocketFile(_ path: String) {
+    do throws(IOError) {
+      try Sys.unlink(path)
+    } catch {
+      if error.code != ENOENT {
+        core?.logger.notice("socket file not removed", metadata: ["listener.url": "\(url)", "error": "\(error)"])
       }
     }
   }
 
   deinit {
     // Never started (the loop was gone): release the fd here.
-    if !closed && endpoint == nil && fd >= 0 { Glibc.close(fd) }
+    if !closed && endpoint == nil && fd >= 0 { Sys.close(fd) }
     if !closed, case .inproc(let name) = url { Inproc.unregister(name, self) }
   }
 }

@@ -36,14 +36,18 @@ extension Socket {
 
 /// The received messages of a ``Socket``.
 public struct SocketMessages<Handler: SocketHandler>: AsyncSequence, Sendable {
+  /// A message's bytes.
   public typealias Element = [UInt8]
   let socket: Socket<Handler>
 
+  /// Receives the messages one at a time.
   public struct AsyncIterator: AsyncIteratorProtocol {
     let socket: Socket<Handler>
+    /// The next message, suspending until one arrives; nil at end-of-stream.
     public mutating func next() async throws -> [UInt8]? { try await socket.receive() }
   }
 
+  /// An iterator over the socket's received messages.
   public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
 }
 
@@ -52,10 +56,18 @@ public struct SocketMessages<Handler: SocketHandler>: AsyncSequence, Sendable {
 extension Socket {
   /// Closes gracefully (``close()``) and returns once the socket has
   /// finished: its queued output handed to the kernel and its pipes closed
-  /// (or the 5 s linger passed), or the loop stopped. On a socket already
-  /// closed it only waits.
+  /// (or ``SocketOptions/closeLinger`` passed), or the loop stopped. On a
+  /// socket already closed it only waits.
   public func closeAndWait() async {
     try? close()
+    await core.waitFinished()
+  }
+
+  /// Returns once the socket has finished: closed (by ``close()`` or
+  /// ``abort()``, from any thread) and every pipe, dialer, listener and
+  /// timer of it gone, or its loop stopped. Does not close it; not
+  /// cancellable (a task that must stop waiting aborts the socket).
+  public func waitUntilFinished() async {
     await core.waitFinished()
   }
 

@@ -6,9 +6,9 @@ import MaskCore
 ///
 /// The protocol is its `Handler`, which runs on the socket's event loop
 /// (see ``SocketHandler``). The socket owns zero or more pipes: connections
-/// it dials (``dial(_:reconnect:)``, re-dialed after a failure until the
+/// it dials (`dial(_:reconnect:)`, re-dialed after a failure until the
 /// socket closes) and connections accepted by listeners it starts
-/// (``listen(_:)``), on as many addresses at once as wanted. Its fd
+/// (`listen(_:)`), on as many addresses at once as wanted. Its fd
 /// aggregates them:
 ///
 /// - readable exactly when ``tryReceive()`` would not block: a message is
@@ -89,7 +89,7 @@ public final class Socket<Handler: SocketHandler>: Sendable {
     try dial(TransportURL(url, for: .dial), reconnect: reconnect)
   }
 
-  /// Dials a parsed address; see ``dial(_:reconnect:)``.
+  /// Dials a parsed address, as `dial(_:reconnect:)` with a URL string does.
   public func dial(_ url: TransportURL, reconnect: ReconnectPolicy = ReconnectPolicy()) throws(SocketError) {
     try checkOpen()
     if case .inproc(let name) = url, let other = Inproc.loop(of: name), other !== loop {
@@ -119,7 +119,7 @@ public final class Socket<Handler: SocketHandler>: Sendable {
     try listen(TransportURL(url, for: .listen))
   }
 
-  /// Listens on a parsed address; see ``listen(_:)``.
+  /// Listens on a parsed address, as `listen(_:)` with a URL string does.
   @discardableResult
   public func listen(_ url: TransportURL) throws(SocketError) -> TransportURL {
     try checkOpen()
@@ -212,7 +212,8 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   /// Closes gracefully: sends already accepted are handed to the handler,
   /// dialers and listeners stop, every pipe's write side shuts after its
   /// queued output, and the pipes close once their peers finish (or after
-  /// 5 s). The socket is closed for the application at once.
+  /// ``SocketOptions/closeLinger``, 5 s by default). The socket is closed
+  /// for the application at once.
   /// - Throws: ``SocketError/closed`` if it already was.
   public func close() throws(SocketError) {
     guard core.markClosed() else { throw .closed }

@@ -256,7 +256,7 @@ extension SocketCore {
   /// Graceful close: accepted sends are offered once more, every pipe's
   /// write side shuts down after its queued output, and the socket finishes
   /// when every pipe is done (its output out and its peer finished), or
-  /// after 5 s.
+  /// after ``SocketOptions/closeLinger`` (5 s by default).
   func beginClose() {
     guard !closing, handler != nil else { return }
     drainSends()
@@ -270,7 +270,7 @@ extension SocketCore {
     }
     keepAliveWhileClosing = self
     let weak = WeakLoopConfined(self)
-    lingerTimer = try? loop.schedule(after: .seconds(5)) { weak.value?.finish() }
+    lingerTimer = try? loop.schedule(after: options.closeLinger) { weak.value?.finish() }
     for pipe in Array(allPipes.values) {
       if pipe.isUp {
         pipe.transport?.shutdownWrite()

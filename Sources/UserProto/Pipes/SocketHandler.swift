@@ -87,31 +87,42 @@ public enum SendDisposition: Sendable, Hashable {
 }
 
 extension SocketHandler {
+  /// The default: true, the application may send.
   public static var sendsMessages: Bool { true }
+  /// The default: false, a send keeps what was received.
   public static var sendCancelsReceive: Bool { false }
+  /// The default: accepts every message.
   public static func validateSend(_ message: [UInt8]) throws(SocketError) {}
 
+  /// The default: does nothing.
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) {}
 
+  /// The default: delivers all the bytes received so far as one message.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
     try context.deliver(input.readAll())
   }
 
+  /// The default: closes the pipe, whatever input is left.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     pipe.close()
   }
 
+  /// The default: does nothing.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {}
 
+  /// The default: writes the message to the first writable pipe; ``SendDisposition/wait`` when none is.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     guard let pipe = context.pipes.first(where: { $0.isWritable }) else { return .wait }
     try pipe.write(message)
     return .taken
   }
 
+  /// The default: does nothing.
   public func pipeWritable(_ pipe: SocketPipe, context: SocketContext) {}
+  /// The default: does nothing.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) {}
+  /// The default: does nothing.
   public func socketClosing(context: SocketContext) {}
 }

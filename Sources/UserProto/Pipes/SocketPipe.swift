@@ -17,8 +17,9 @@ public final class SocketPipe: Hashable, CustomStringConvertible {
   public var isDialed: Bool { dialer != nil }
   /// True for datagram pipes (UDP): each receive is one datagram.
   public let isDatagram: Bool
-  /// This end's and the peer's address, once connected (nil in memory).
+  /// This end's address, once connected (nil in memory).
   public private(set) var localAddress: SocketAddress?
+  /// The peer's address, once connected (nil in memory).
   public private(set) var remoteAddress: SocketAddress?
 
   weak var core: SocketCore?
@@ -55,9 +56,12 @@ public final class SocketPipe: Hashable, CustomStringConvertible {
     lowWatermark = core.options.sendLowWatermark
   }
 
+  /// True only for the same pipe object.
   public static func == (a: SocketPipe, b: SocketPipe) -> Bool { a === b }
+  /// Hashes the pipe's identity.
   public func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
 
+  /// `pipe ID (URL)`, with the peer's address when it has one.
   public var description: String {
     "pipe \(id) (\(url)\(remoteAddress.map { ", peer \($0)" } ?? ""))"
   }

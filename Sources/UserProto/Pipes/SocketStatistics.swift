@@ -1,14 +1,18 @@
 /// Counters of a ``Socket``, readable from any thread.
 public struct SocketStatistics: Sendable, Hashable {
-  /// Messages the handler delivered to the application, and their bytes.
+  /// Messages the handler delivered to the application.
   public var messagesReceived = 0
+  /// The bytes of those messages.
   public var bytesReceived = 0
-  /// Messages the application sent that the handler took, and their bytes.
+  /// Messages the application sent that the handler took.
   public var messagesSent = 0
+  /// The bytes of those messages.
   public var bytesSent = 0
-  /// Pipes up now, and pipes added and removed so far.
+  /// Pipes up now.
   public var pipes = 0
+  /// Pipes added so far.
   public var pipesAdded = 0
+  /// Pipes removed so far, for whatever reason.
   public var pipesRemoved = 0
   /// Pipes removed because they failed (a protocol violation, a reset...).
   public var pipeFailures = 0
@@ -27,5 +31,6 @@ public struct SocketStatistics: Sendable, Hashable {
   /// closing). What the kernel or the network dropped is not seen here.
   public var datagramDrops = 0
 
+  /// All counters zero.
   public init() {}
 }

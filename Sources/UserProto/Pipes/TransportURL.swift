@@ -11,9 +11,13 @@ import Glibc
 ///   to that peer; a listener makes a pipe per peer address it hears from.
 /// - `inproc://NAME`: in this process, by name, no kernel socket.
 public enum TransportURL: Sendable, Hashable, CustomStringConvertible {
+  /// TCP to or on an IPv4 or IPv6 address.
   case tcp(SocketAddress)
+  /// A Unix-domain stream socket at a path.
   case ipc(SocketAddress)
+  /// UDP to or on an IPv4 or IPv6 address.
   case udp(SocketAddress)
+  /// An in-process peer, by name.
   case inproc(String)
 
   /// What the URL is for: dialing needs a concrete host; listening accepts
@@ -50,6 +54,7 @@ public enum TransportURL: Sendable, Hashable, CustomStringConvertible {
     }
   }
 
+  /// The URL in NNG's syntax: `tcp://HOST:PORT`, `ipc://PATH`, `udp://HOST:PORT` or `inproc://NAME`.
   public var description: String {
     switch self {
     case .tcp(let address): "tcp://\(address)"

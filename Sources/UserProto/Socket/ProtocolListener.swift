@@ -8,6 +8,7 @@ import MaskCore
 /// ``fileDescriptor`` is readable exactly when ``tryAccept()`` would return
 /// a socket.
 public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
+  /// The event loop the listener and its accepted sockets run on.
   public let loop: EventLoop
   /// The bound address (with the kernel-chosen port when 0 was asked).
   public let localAddress: SocketAddress
@@ -15,6 +16,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
   public let options: SocketOptions
   /// The pollable descriptor: readable while a connection is waiting.
   public var fileDescriptor: Int32 { mask.fileDescriptor }
+  /// The mask fd behind ``fileDescriptor``.
   public let mask: MaskFD
   /// Accepted connections waiting for the application, at most this many;
   /// accepting pauses (the kernel backlog holds the rest) until one is taken.
@@ -159,7 +161,7 @@ public final class ProtocolListener<S: ProtocolSocket>: @unchecked Sendable {
       Glibc.close(client)
       return
     }
-    if localAddress.isIP { Sockets.configureTCP(client, options) }
+    if localAddress.isIP { try? Sockets.configureTCP(client, options) }
     let socket: S
     do {
       socket = try S(loop: loop, options: options)

@@ -75,14 +75,18 @@ extension ProtocolSocket {
 
   /// An async sequence of received messages.
   public struct Messages: AsyncSequence, Sendable {
+    /// A message's bytes.
     public typealias Element = [UInt8]
     let socket: ProtocolSocket
 
+    /// Receives the messages one at a time.
     public struct AsyncIterator: AsyncIteratorProtocol {
       let socket: ProtocolSocket
+      /// The next message, suspending until one arrives; nil at end-of-stream.
       public mutating func next() async throws -> [UInt8]? { try await socket.receive() }
     }
 
+    /// An iterator over the socket's received messages.
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(socket: socket) }
   }
 }

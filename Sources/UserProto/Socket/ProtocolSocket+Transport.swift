@@ -90,7 +90,7 @@ extension ProtocolSocket: TransportDelegate {
   ) throws -> Self {
     let socket = try Self(loop: loop, options: options)
     let fd = try Sockets.stream(family: address.family)
-    if address.isIP { Sockets.configureTCP(fd, options) }
+    if address.isIP { try? Sockets.configureTCP(fd, options) }
     try socket.start(StreamTransport(loop: loop, fd: fd, connectTo: address), fd: fd)
     return socket
   }

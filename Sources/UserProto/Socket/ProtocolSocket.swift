@@ -4,7 +4,7 @@ import MaskCore
 
 /// A protocol socket: subclass it to implement a protocol.
 ///
-/// The base class owns the buffers, the connection and a ``MaskFD`` whose
+/// The base class owns the buffers, the connection and a `MaskFD` whose
 /// readiness mirrors the buffers. Its readiness is derived under the same
 /// lock that changes the buffers, so no wake-up is lost, none is spurious,
 /// and no query consumes readiness:
@@ -50,7 +50,7 @@ open class ProtocolSocket: @unchecked Sendable {
   /// Loop-confined: the transport sent end-of-stream after all queued output.
   final var outputFinished = false
 
-  /// Creates an unconnected socket; connect it with ``connect(to:)``, or
+  /// Creates an unconnected socket; connect it with ``connect(to:loop:options:)``, or
   /// let a ``ProtocolListener`` attach an accepted connection.
   public required init(loop: EventLoop, options: SocketOptions = SocketOptions()) throws {
     self.loop = loop
@@ -293,6 +293,7 @@ open class ProtocolSocket: @unchecked Sendable {
 
   /// The result of a non-blocking receive.
   public enum ReceiveResult: Sendable, Hashable {
+    /// The next message.
     case message([UInt8])
     /// Nothing queued yet.
     case wouldBlock

@@ -23,6 +23,7 @@ public enum SocketError: Error, Hashable, Sendable, CustomStringConvertible {
   /// off its socket's event loop, or after the callback that lent it.
   case notOnLoop(String)
 
+  /// A sentence saying what went wrong.
   public var description: String {
     switch self {
     case .closed: "the socket is closed"

@@ -20,6 +20,11 @@ public struct SocketOptions: Sendable, Hashable {
   /// the kernel's defaults: no keep-alive, so a half-open connection is
   /// never noticed by a peer that only receives.
   public var tcpKeepAlive: TCPKeepAlive?
+  /// How long a graceful close waits for queued output to reach the
+  /// kernel and for the peers to finish before it ends every pipe at once
+  /// (default 5 s; `.zero` ends them at the next loop turn). Used by
+  /// ``Socket/close()``; the first design's sockets ignore it.
+  public var closeLinger: Duration
 
   /// What each queued message counts against the watermarks on top of its
   /// bytes (the bookkeeping a queue entry costs), in both directions, so a
@@ -27,10 +32,12 @@ public struct SocketOptions: Sendable, Hashable {
   /// zero-length messages.
   public static let perMessageCost = 64
 
+  /// Options with these limits (by default 256 KiB and 64 KiB watermarks, 1 MiB messages); a low
+  /// watermark above its high one is lowered to it.
   public init(
     receiveHighWatermark: Int = 256 * 1024, receiveLowWatermark: Int = 64 * 1024,
     sendHighWatermark: Int = 256 * 1024, sendLowWatermark: Int = 64 * 1024,
-    maximumMessageSize: Int = 1 << 20, tcpKeepAlive: TCPKeepAlive? = nil
+    maximumMessageSize: Int = 1 << 20, closeLinger: Duration = .seconds(5), tcpKeepAlive: TCPKeepAlive? = nil
   ) {
     self.receiveHighWatermark = receiveHighWatermark
     self.receiveLowWatermark = min(receiveLowWatermark, receiveHighWatermark)
@@ -38,6 +45,7 @@ public struct SocketOptions: Sendable, Hashable {
     self.sendLowWatermark = min(sendLowWatermark, sendHighWatermark)
     self.maximumMessageSize = maximumMessageSize
     self.tcpKeepAlive = tcpKeepAlive
+    self.closeLinger = max(closeLinger, .zero)
   }
 }
 

@@ -143,7 +143,7 @@ final class DatagramEndpoint: @unchecked Sendable {
     if let handle = receiveHandle { loop.cancel(handle) }
     receiveHandle = nil
     outbound.removeAll()
-    Glibc.close(fd)
+    Sys.close(fd)
   }
 }
 

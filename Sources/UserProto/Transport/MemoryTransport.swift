@@ -1,3 +1,5 @@
+import Glibc
+
 /// Two transports connected in memory on one loop: what one writes, the
 /// other receives (in order), with the same flow control as a kernel
 /// transport: a paused reader holds data back at the writer.
@@ -51,7 +53,7 @@ final class MemoryTransport: Transport, @unchecked Sendable {
     guard let peer, !peer.finished else {
       if !outbound.isEmpty {
         outbound.removeAll()
-        delegate?.transportFailed(IOError("send", 32))  // EPIPE
+        delegate?.transportFailed(IOError("send", EPIPE))
       }
       return
     }
@@ -88,7 +90,7 @@ final class MemoryTransport: Transport, @unchecked Sendable {
       // As TCP: what arrived before the reset is read, then ECONNRESET.
       let delegate = self.delegate
       close()
-      delegate?.transportFailed(IOError("recv", 104))  // ECONNRESET
+      delegate?.transportFailed(IOError("recv", ECONNRESET))
       return
     }
     if inbox.isEmpty && peerEnded && !paused && !finished {

@@ -118,7 +118,16 @@ final class StreamTransport: Transport, @unchecked Sendable {
     guard outboundHead < outbound.count else {
       if shutdownRequested {
         shutdownRequested = false
-        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+        do throws(IOError) {
+          try Sys.shutdownWrite(fd)
+        } catch {
+          // ENOTCONN: the connection is already gone (the peer reset it);
+          // the receive side reports how. Anything else fails the transport.
+          if error.code != ENOTCONN {
+            fail(error)
+            return
+          }
+        }
         delegate?.transportFinishedWriting()
       }
       return
@@ -216,8 +225,13 @@ final class StreamTransport: Transport, @unchecked Sendable {
     guard !finished else { return }
     if !isDatagram {
       // SO_LINGER with a zero timeout: close(2) sends RST, not FIN.
-      var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-      _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+      do throws(IOError) {
+        try Sys.setOption(fd, SOL_SOCKET, SO_LINGER, Glibc.linger(l_onoff: 1, l_linger: 0), "setsockopt(SO_LINGER)")
+      } catch {
+        // The close still happens; the peer then sees an end of stream
+        // instead of a reset. Nothing is left to report it to: no
+        // callback follows a reset.
+      }
     }
     close()
   }
@@ -234,6 +248,6 @@ final class StreamTransport: Transport, @unchecked Sendable {
     sendHandle = nil
     connectHandle = nil
     outbound = []
-    Glibc.close(fd)
+    Sys.close(fd)
   }
 }

@@ -196,9 +196,9 @@ struct SPHandlerTests {
     }
   }
 
-  @Test("bad peers fail only their own pipe; the REP keeps serving its good client")
-  func badPeers() async throws {
-    try await withSPLoop { loop in
+  @Test("bad peers fail only their own pipe; the REP keeps serving its good client", arguments: interopBackends)
+  func badPeers(backend: EventLoop.BackendChoice) async throws {
+    try await withLoop(backend) { loop in
       let rep = try Socket(Rep0Handler(headerTimeout: .milliseconds(300)), loop: loop)
       defer { rep.abort() }
       let bound = try rep.listen("tcp://127.0.0.1:0")

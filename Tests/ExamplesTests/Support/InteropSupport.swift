@@ -33,27 +33,6 @@ func withLoop<T>(_ backend: EventLoop.BackendChoice, _ body: (EventLoop) async t
   }
 }
 
-/// The next message on `socket` within `timeout`: `.wouldBlock` if none came.
-/// - Throws: the socket's pending error.
-func nextMessage(_ socket: ProtocolSocket, within timeout: Duration) async throws -> ProtocolSocket.ReceiveResult {
-  var result = ProtocolSocket.ReceiveResult.wouldBlock
-  _ = try await waitUntil(timeout, every: .milliseconds(2)) {
-    result = try socket.tryReceive()
-    return result != .wouldBlock
-  }
-  return result
-}
-
-/// Sends `text` on a REQ socket and returns the reply as text (nil if none
-/// came within `timeout`).
-func roundTrip(
-  _ socket: ProtocolSocket, _ text: String, within timeout: Duration = .seconds(5)
-) async throws -> String? {
-  guard try socket.trySend(Array(text.utf8)) else { return nil }
-  guard case .message(let reply) = try await nextMessage(socket, within: timeout) else { return nil }
-  return String(decoding: reply, as: UTF8.self)
-}
-
 /// The poll(2) events `fd` shows right now (without waiting).
 func pollEvents(_ fd: Int32, _ events: Int16 = Int16(POLLIN)) -> Int16 {
   var entry = pollfd(fd: fd, events: events, revents: 0)

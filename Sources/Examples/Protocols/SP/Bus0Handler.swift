@@ -47,6 +47,7 @@ public final class Bus0Handler: SocketHandler {
     /// cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// Per peer pipe (by id): copies dropped for it so far.
@@ -54,12 +55,15 @@ public final class Bus0Handler: SocketHandler {
   /// Per peer pipe that is up (by id): messages delivered from it so far.
   public private(set) var receivedPerPipe: [UInt64: Int] = [:]
 
+  /// A BUS v0 handler; a pipe whose peer sends no SP header within `headerTimeout` fails.
   public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     pipes = SPPipes(.bus0, peer: .bus0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Delivers every message a peer sends, whole, and counts it for its pipe.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -71,18 +75,22 @@ public final class Bus0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe and its counts.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
     receivedPerPipe[pipe.id] = nil
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Writes the message to every pipe whose handshake completed; a pipe that cannot take it drops it. Never waits.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     statistics.sent += 1
     let result = pipes.broadcast(message) { pipe in

@@ -8,7 +8,7 @@ public typealias Pair0Socket = Socket<Pair0Handler>
 ///
 /// The first pipe that completes its SP handshake becomes the ``peer``.
 /// Another pipe that completes its handshake while the peer is up is
-/// refused: it fails with ``SocketError/notSupported(_:)`` (counted in
+/// refused: it fails with `SocketError.notSupported(_:)` (counted in
 /// ``Statistics/refusedPipes``, its reason in ``SPPipes/recentFailures``)
 /// and the peer is not disturbed. That is NNG's pair0, which closes the
 /// newer pipe (NNG_EBUSY) once its header exchange is done; a refused
@@ -17,7 +17,7 @@ public typealias Pair0Socket = Socket<Pair0Handler>
 ///
 /// A send goes to the peer when its pipe is writable; otherwise (no peer
 /// yet, or its output at the send high watermark) it waits
-/// (``SendDisposition/wait``) in the socket's send queue, which then fills
+/// (`SendDisposition.wait`) in the socket's send queue, which then fills
 /// and stops the fd showing writable, until a peer is paired or drains.
 /// A message written to a peer whose pipe then fails is lost, as in NNG;
 /// those the pipe had not yet handed to the kernel are counted in
@@ -52,6 +52,7 @@ public final class Pair0Handler: SocketHandler {
     /// cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// The pipe this socket is paired with, once its handshake completed.
@@ -61,12 +62,15 @@ public final class Pair0Handler: SocketHandler {
   /// counted in ``Statistics/heldBack`` once).
   private var holding = false
 
+  /// A PAIR v0 handler; a pipe whose peer sends no SP header within `headerTimeout` fails.
   public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     pipes = SPPipes(.pair0, peer: .pair0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Pairs the first pipe to complete its handshake and delivers its messages; refuses a newer one while paired.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -83,17 +87,21 @@ public final class Pair0Handler: SocketHandler {
     if let refusal { throw refusal }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe; when it was the peer, the next pipe to complete its handshake takes its place.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
     if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Writes the message to the peer if its pipe is writable; waits otherwise (no peer yet, or its output full).
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     if let pipe = peer, pipe.isWritable {
       do throws(SocketError) {

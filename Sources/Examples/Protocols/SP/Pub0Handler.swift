@@ -43,6 +43,7 @@ public final class Pub0Handler: SocketHandler {
     /// cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// Copies dropped because a subscriber's pipe was not writable.
@@ -50,12 +51,15 @@ public final class Pub0Handler: SocketHandler {
   /// Per subscriber pipe (by id): copies dropped for it so far.
   public private(set) var dropsPerPipe: [UInt64: Int] = [:]
 
+  /// A PUB v0 handler; a pipe whose subscriber sends no SP header within `headerTimeout` fails.
   public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     pipes = SPPipes(.pub0, peer: .sub0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Parses what a subscriber sends and drops it, counted in ``Statistics/ignoredMessages``.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -65,17 +69,21 @@ public final class Pub0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe and its drop count.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Writes the message to every pipe whose handshake completed; a pipe that cannot take it drops it. Never waits.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     statistics.published += 1
     let (written, failed) = pipes.broadcast(message) { pipe in

@@ -9,7 +9,7 @@ public typealias Push0Socket = Socket<Push0Handler>
 /// Each message the application sends goes to exactly one PULL peer: the
 /// next pipe, round robin, that completed its SP handshake and is writable
 /// (its output below the send high watermark). When no pipe can take it,
-/// the send waits (``SendDisposition/wait``): it stays first in the
+/// the send waits (`SendDisposition.wait`): it stays first in the
 /// socket's send queue, so once that queue is full the socket's fd stops
 /// showing writable, and it goes as soon as a pipe completes its handshake
 /// or drains to its low watermark. A message the socket accepted is never
@@ -48,6 +48,7 @@ public final class Push0Handler: SocketHandler {
     /// cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// Per pipe that is up (by id): messages written to it so far.
@@ -59,12 +60,15 @@ public final class Push0Handler: SocketHandler {
   /// counted in ``Statistics/heldBack`` once).
   private var holding = false
 
+  /// A PUSH v0 handler; a pipe whose puller sends no SP header within `headerTimeout` fails.
   public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     pipes = SPPipes(.push0, peer: .pull0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Parses what a puller sends and discards it; a completed handshake offers waiting sends again.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -74,17 +78,21 @@ public final class Push0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe and its count of messages sent.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
     sentPerPipe[pipe.id] = nil
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Writes the message to the next ready, writable pipe, round robin; waits while there is none.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     let ready = pipes.ready
     for step in 0..<ready.count {

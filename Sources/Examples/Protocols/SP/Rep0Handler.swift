@@ -17,7 +17,7 @@ public typealias Rep0Socket = Socket<Rep0Handler>
 /// answering them, in order.
 ///
 /// A send with no request left to answer cannot be refused at the call:
-/// ``SocketHandler/validateSend(_:)`` is static and never sees which
+/// `SocketHandler.validateSend(_:)` is static and never sees which
 /// requests are outstanding, and a throwing ``send(_:context:)`` would fail
 /// the whole socket. So such a reply (where NNG's send returns
 /// NNG_ESTATE) is dropped on the loop and counted in
@@ -69,6 +69,7 @@ public final class Rep0Handler: SocketHandler {
     /// cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// Requests delivered and not answered yet, with where their answers go.
@@ -77,6 +78,7 @@ public final class Rep0Handler: SocketHandler {
   /// Requests delivered and not answered yet.
   public var unansweredRequests: Int { replies.count }
 
+  /// A REP v0 handler with these limits; a pipe whose requester sends no SP header within `headerTimeout` fails.
   public init(
     ttl: Int = 8, maximumUnansweredRequests: Int = 1024, headerTimeout: Duration = SPPipes.defaultHeaderTimeout
   ) {
@@ -85,8 +87,10 @@ public final class Rep0Handler: SocketHandler {
     pipes = SPPipes(.rep0, peer: .req0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Delivers each request's body and keeps its pipe and backtrace for the reply; drops one over the TTL or the limit.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -96,16 +100,20 @@ public final class Rep0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe; a reply still owed to it is dropped (counted) when its turn comes.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
+  /// Sends the message as the reply to the oldest unanswered request, or drops it (counted). Never waits.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     switch replies.reply(message, through: pipes) {
     case .sent: statistics.repliesSent += 1

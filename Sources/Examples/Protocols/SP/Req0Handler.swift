@@ -33,6 +33,7 @@ public typealias Req0Socket = Socket<Req0Handler>
 /// let reply = try await req.receive()
 /// ```
 public final class Req0Handler: SocketHandler {
+  /// True: a new request abandons the previous one, whose reply is then never received.
   public static var sendCancelsReceive: Bool { true }
 
   /// The SP layer: handshakes and framing per pipe.
@@ -58,6 +59,7 @@ public final class Req0Handler: SocketHandler {
     /// Requests abandoned by a newer one before their reply came.
     public var abandonedRequests = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   private struct Outstanding {
@@ -75,13 +77,17 @@ public final class Req0Handler: SocketHandler {
   /// The request id of the request awaiting its reply, if any.
   public var outstandingRequestID: UInt32? { outstanding?.id }
 
+  /// A REQ v0 handler that resends an unanswered request after `resendInterval`; a pipe whose
+  /// replier sends no SP header within `headerTimeout` fails.
   public init(resendInterval: Duration = .seconds(60), headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     self.resendInterval = resendInterval
     pipes = SPPipes(.req0, peer: .rep0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Delivers the reply to the outstanding request (its body, without the id) and drops any other reply.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -91,10 +97,12 @@ public final class Req0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe; when it carried the outstanding request, sends that request again at once on another pipe.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     pipes.removed(pipe, error: error)
     guard var request = outstanding, request.pipeID == pipe.id else { return }
@@ -104,10 +112,12 @@ public final class Req0Handler: SocketHandler {
     if transmit(context: context) { statistics.pipeLossResends += 1 }
   }
 
+  /// Sends the outstanding request, if it waits for a pipe, on the next pipe that can take it.
   public func pipeWritable(_ pipe: SocketPipe, context: SocketContext) {
     if outstanding?.pipeID == nil, transmit(context: context) { statistics.pipeLossResends += 1 }
   }
 
+  /// Fails a pipe whose SP header is late; on the resend timer, sends the outstanding request again on the next pipe.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) {
     if pipes.timerFired(timer) { return }
     guard timer === resendTimer else { return }
@@ -121,12 +131,15 @@ public final class Req0Handler: SocketHandler {
     }
   }
 
+  /// Cancels the resend timer and forgets the outstanding request.
   public func socketClosing(context: SocketContext) {
     resendTimer?.cancel()
     resendTimer = nil
     outstanding = nil
   }
 
+  /// Abandons the previous request and writes this one, with a new request id, to the next
+  /// ready, writable pipe; waits while there is none.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     if outstanding != nil {
       // A new request abandons the old one, whether or not it can go now.

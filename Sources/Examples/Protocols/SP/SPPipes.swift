@@ -3,16 +3,27 @@ public import UserProto
 /// The scalability protocols' ids, as SP peers send them in their 8-byte
 /// header (protocol number × 16 + role; the names are NNG's).
 public enum SPProtocolID: UInt16, Sendable, CaseIterable, CustomStringConvertible {
+  /// PAIR version 0: one peer, messages both ways.
   case pair0 = 0x10
+  /// PAIR version 1 (NNG's): known by its id; no handler here implements it.
   case pair1 = 0x11
+  /// PUB: publishes to every subscriber.
   case pub0 = 0x20
+  /// SUB: receives what publishers send, filtered by prefix.
   case sub0 = 0x21
+  /// REQ: sends requests, receives their replies.
   case req0 = 0x30
+  /// REP: receives requests, sends each reply back to its requester.
   case rep0 = 0x31
+  /// PUSH: sends each message to one puller.
   case push0 = 0x50
+  /// PULL: receives what pushers send.
   case pull0 = 0x51
+  /// SURVEYOR: asks every respondent, collects their answers.
   case surveyor0 = 0x62
+  /// RESPONDENT: answers a surveyor's questions.
   case respondent0 = 0x63
+  /// BUS: every message to every connected peer.
   case bus0 = 0x70
 
   /// The role's name without its version (`PUB`, `REQ`...), as in errors.
@@ -31,6 +42,7 @@ public enum SPProtocolID: UInt16, Sendable, CaseIterable, CustomStringConvertibl
     }
   }
 
+  /// The name in lower case: `pub`, `req`...
   public var description: String { name.lowercased() }
 
   /// The 8 header bytes a socket of this protocol sends first on each pipe:
@@ -57,12 +69,18 @@ public enum SPFraming: Sendable, Hashable {
   public var prefixLength: Int { self == .ipc ? 9 : 8 }
 
   /// One message framed for the wire: the prefix, then `body` (one copy).
-  public func frame(_ body: [UInt8]) -> [UInt8] {
+  public func frame(_ body: [UInt8]) -> [UInt8] { frame(header: [], body) }
+
+  /// One message framed for the wire whose SP header (a PAIR v1 hop count,
+  /// say) is kept apart from its body: the prefix, counting both, then
+  /// `header`, then `body` (one copy, no concatenation first).
+  public func frame(header: [UInt8], _ body: [UInt8]) -> [UInt8] {
     var out = [UInt8]()
-    out.reserveCapacity(prefixLength + body.count)
+    out.reserveCapacity(prefixLength + header.count + body.count)
     if self == .ipc { out.append(0x01) }
-    let n = UInt64(body.count)
+    let n = UInt64(header.count + body.count)
     for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: n >> UInt64(shift))) }
+    out += header
     out += body
     return out
   }
@@ -80,11 +98,12 @@ public enum SPFraming: Sendable, Hashable {
 /// byte; nothing reaches the handler before the handshake. Every fault
 /// (bad header, no header in time, an oversize or malformed frame, a frame
 /// cut short by the end of the stream) fails that pipe only, with a
-/// ``SocketError/protocolViolation(_:)`` or
-/// ``SocketError/messageTooLarge(size:limit:)`` saying what happened.
+/// `SocketError.protocolViolation(_:)` or
+/// `SocketError.messageTooLarge(size:limit:)` saying what happened.
 public final class SPPipes {
-  /// This side's protocol, and the only one accepted from the peer.
+  /// This side's protocol, sent in its header.
   public let protocolID: SPProtocolID
+  /// The only protocol accepted from the peer.
   public let peerProtocolID: SPProtocolID
   /// How long a peer has to send its header once its pipe is up (NNG
   /// waits 10 s); a duration too long for the loop's clock never fires.
@@ -105,6 +124,8 @@ public final class SPPipes {
   /// The default header timeout (NNG's).
   public static let defaultHeaderTimeout: Duration = .seconds(10)
 
+  /// The pipe layer of a `protocolID` socket that accepts only `peer` peers; a pipe whose
+  /// header has not arrived within `headerTimeout` fails.
   public init(_ protocolID: SPProtocolID, peer: SPProtocolID, headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     self.protocolID = protocolID
     self.peerProtocolID = peer

@@ -9,7 +9,7 @@ public typealias Sub0Socket = Socket<Sub0Handler>
 /// with one of its subscriptions (byte prefixes; the empty prefix matches
 /// everything; with no subscription nothing is delivered). The prefix is
 /// compared in place, so a filtered message is never copied. Subscriptions
-/// change at run time through ``Socket/withHandler(_:)``; a change applies
+/// change at run time through `Socket.withHandler(_:)`; a change applies
 /// to messages parsed after it (messages already queued for the application
 /// stay). SUB sends nothing: ``sendsMessages`` is false.
 ///
@@ -20,6 +20,7 @@ public typealias Sub0Socket = Socket<Sub0Handler>
 /// for try await message in sub.messages { print(message) }
 /// ```
 public final class Sub0Handler: SocketHandler {
+  /// False: a SUB socket sends nothing, and a send throws.
   public static var sendsMessages: Bool { false }
 
   /// The SP layer: handshakes and framing per pipe.
@@ -34,8 +35,11 @@ public final class Sub0Handler: SocketHandler {
     /// Messages no subscription matched (dropped).
     public var filtered = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
+  /// A SUB v0 handler with these prefixes subscribed; a pipe whose publisher sends no SP header
+  /// within `headerTimeout` fails.
   public init(subscriptions: [[UInt8]] = [], headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     pipes = SPPipes(.sub0, peer: .pub0, headerTimeout: headerTimeout)
     for prefix in subscriptions { subscribe(prefix) }
@@ -45,6 +49,7 @@ public final class Sub0Handler: SocketHandler {
   public func subscribe(_ prefix: [UInt8]) {
     if !subscriptions.contains(prefix) { subscriptions.append(prefix) }
   }
+  /// Adds the UTF-8 bytes of `prefix` as a prefix (nothing if it is there already).
   public func subscribe(_ prefix: String) { subscribe(Array(prefix.utf8)) }
 
   /// Removes a prefix; false if it was not subscribed.
@@ -54,11 +59,14 @@ public final class Sub0Handler: SocketHandler {
     subscriptions.remove(at: index)
     return true
   }
+  /// Removes the UTF-8 bytes of `prefix`; false if they were not subscribed.
   @discardableResult
   public func unsubscribe(_ prefix: String) -> Bool { unsubscribe(Array(prefix.utf8)) }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Delivers the messages that start with a subscribed prefix; counts and drops the others.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -73,14 +81,17 @@ public final class Sub0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     pipes.removed(pipe, error: error)
   }
 
+  /// Fails the pipe whose SP header did not arrive within the header timeout.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) { _ = pipes.timerFired(timer) }
 
   private func matches(_ input: InboundBuffer, length: Int) -> Bool {

@@ -25,7 +25,7 @@ public typealias Surveyor0Socket = Socket<Surveyor0Handler>
 /// NNG_ETIMEDOUT). A new survey ends the previous one
 /// (``sendCancelsReceive``): once the send is accepted, no answer to an
 /// earlier survey is received, even one already queued (those are counted
-/// in the socket's ``SocketStatistics/staleDrops``).
+/// in the socket's `SocketStatistics.staleDrops`).
 ///
 /// An answer shorter than a survey id, or whose id lacks the high bit, is a
 /// protocol violation and fails that pipe only (as REQ v0 treats replies).
@@ -37,6 +37,7 @@ public typealias Surveyor0Socket = Socket<Surveyor0Handler>
 /// while case .message(let answer) = try surveyor.tryReceive() { print(answer) }
 /// ```
 public final class Surveyor0Handler: SocketHandler {
+  /// True: a new survey ends the previous one, whose answers are then never received.
   public static var sendCancelsReceive: Bool { true }
 
   /// The SP layer: handshakes and framing per pipe.
@@ -70,6 +71,7 @@ public final class Surveyor0Handler: SocketHandler {
     /// never read cannot be counted (SP has no acknowledgements).
     public var lostWithPipes = 0
   }
+  /// The handler's counters so far (read them on the loop, through `withHandler`).
   public private(set) var statistics = Statistics()
 
   /// Per respondent pipe (by id): survey copies dropped for it so far.
@@ -80,13 +82,17 @@ public final class Surveyor0Handler: SocketHandler {
   private var surveyTimer: HandlerTimer?
   private var nextID = UInt32.random(in: 0...UInt32.max) | 0x8000_0000
 
+  /// A SURVEYOR v0 handler whose surveys collect answers for `surveyTime`; a pipe whose
+  /// respondent sends no SP header within `headerTimeout` fails.
   public init(surveyTime: Duration = .seconds(1), headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
     self.surveyTime = surveyTime
     pipes = SPPipes(.surveyor0, peer: .respondent0, headerTimeout: headerTimeout)
   }
 
+  /// Starts the SP handshake: writes this side's header and starts the header timer (a `udp://` pipe is closed).
   public func pipeAdded(_ pipe: SocketPipe, context: SocketContext) { pipes.added(pipe, context: context) }
 
+  /// Delivers the answers to the current survey (their body, without the id) and drops the others.
   public func received(_ input: inout InboundBuffer, from pipe: SocketPipe, context: SocketContext)
     throws(SocketError)
   {
@@ -96,15 +102,18 @@ public final class Surveyor0Handler: SocketHandler {
     }
   }
 
+  /// Closes the pipe, or fails it when the peer stopped in the middle of its SP header or a frame.
   public func pipeReachedEnd(_ pipe: SocketPipe, input: InboundBuffer, context: SocketContext) throws(SocketError) {
     try pipes.reachedEnd(pipe, input: input)
   }
 
+  /// Forgets the pipe and its drop count.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
     statistics.lostWithPipes += pipes.removed(pipe, error: error)
     dropsPerPipe[pipe.id] = nil
   }
 
+  /// Fails a pipe whose SP header is late; on the survey timer, ends the survey and discards its unread answers.
   public func timerFired(_ timer: HandlerTimer, context: SocketContext) {
     if pipes.timerFired(timer) { return }
     guard timer === surveyTimer else { return }
@@ -117,12 +126,14 @@ public final class Surveyor0Handler: SocketHandler {
     statistics.unreadAtExpiry += (try? context.discardReceivedMessages()) ?? 0
   }
 
+  /// Cancels the survey timer and ends the current survey.
   public func socketClosing(context: SocketContext) {
     surveyTimer?.cancel()
     surveyTimer = nil
     currentSurveyID = nil
   }
 
+  /// Starts a survey: writes the message, after a new survey id, to every pipe whose handshake completed. Never waits.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
     // The new survey replaces the old one (whose queued answers the socket
     // already dropped: sendCancelsReceive).
