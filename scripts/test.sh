@@ -30,6 +30,19 @@ scripts/docs.sh
 # The bounded soak (docs/reliability.md#soak): RSS and fds must not grow.
 echo "== soak: 60 s of connection churn, pub/sub and timers"
 scripts/soak.sh 60
+# Faults in network namespaces (docs/reliability.md#faults): loss, delay,
+# reordering, duplication, killed and stalled peers, half-open connections,
+# EMFILE; every message accepted is delivered or counted.
+echo "== faults: SP/TCP and UDP between two network namespaces"
+swift build --product userproto-netfault
+USERPROTO_NETFAULT="$(swift build --show-bin-path)/userproto-netfault" scripts/faults.sh
+# ThreadSanitizer and AddressSanitizer (LeakSanitizer included) over every
+# suite: zero reports (docs/reliability.md#sanitizers).
+echo "== sanitizers: every suite under TSan and ASan"
+scripts/sanitizers.sh all
+# libFuzzer: every target for 60 s (docs/reliability.md#fuzzing).
+echo "== fuzz: every target for 60 s"
+scripts/fuzz.sh 60
 # kernel/: build the EFD_MASK kernel (cached), boot it and Debian's stock 6.1
 # kernel (without and with the efd_mask module) under QEMU, run the C
 # conformance test and the Swift suites there.
