@@ -176,8 +176,10 @@ open class SPSocket: ProtocolSocket, @unchecked Sendable {
         throw SocketError.messageTooLarge(
           size: length > UInt64(Int.max) ? Int.max : Int(length), limit: options.maximumMessageSize)
       }
+      // Subtracted, not added: with no size limit (Int.max) a length near
+      // Int.max would overflow the sum.
+      guard buffer.count - offset - prefix >= Int(length) else { return }
       let end = offset + prefix + Int(length)
-      guard buffer.count >= end else { return }
       let message = Array(buffer[(offset + prefix)..<end])
       offset = end
       try receivedMessage(message)
