@@ -140,6 +140,15 @@ struct CLITests {
 
 @Suite("SP addresses", .testThreads)
 struct SPAddressTests {
+  // Found by Fuzz/Sources/URLFuzzer: getaddrinfo read "localhost\0.example"
+  // as "localhost", and inet_pton "127.0.0.1\0.example" as 127.0.0.1.
+  @Test("a host with a NUL byte is refused, not cut short at it")
+  func refusesNUL() {
+    for url in ["tcp://127.0.0.1\0.example:5555", "tcp://localhost\0.example:5555", "tcp://[::1\0]:1"] {
+      #expect(throws: SPAddressError.self, "\(url.debugDescription)") { try SPAddress.parse(url) }
+    }
+  }
+
   @Test("IPv4, IPv6, any and host names resolve; tcp4:// and tcp6:// keep to a family; URLs round-trip")
   func parses() throws {
     #expect(try SPAddress.parse("tcp://127.0.0.1:5555") == SocketAddress(ipv4: "127.0.0.1", port: 5555))

@@ -46,6 +46,31 @@ struct SocketAddressTests {
     }
   }
 
+  // Found by Fuzz/Sources/SocketAddressFuzzer and URLFuzzer: inet_pton,
+  // if_nametoindex and getaddrinfo read a C string, which ends at the
+  // first NUL byte, so "127.0.0.1\0.example" was taken for 127.0.0.1 and
+  // "localhost\0.example" was looked up as localhost.
+  @Test("text with a NUL byte is not an address, and no host name is looked up for it")
+  func refusesNUL() {
+    for text in ["127.0.0.1\0", "127.0.0.1\0.example", "\0"] {
+      #expect(throws: IOError.self, "\(text.debugDescription)") { try SocketAddress(ipv4: text, port: 1) }
+      #expect(throws: IOError.self, "\(text.debugDescription)") { try SocketAddress(ip: text, port: 1) }
+    }
+    for text in ["::1\0", "::1\0.example", "fe80::1%lo\0", "fe80::1%lo\0x"] {
+      #expect(throws: IOError.self, "\(text.debugDescription)") { try SocketAddress(ipv6: text, port: 1) }
+    }
+    for url in [
+      "tcp://127.0.0.1\0.example:5555", "tcp://localhost\0.example:5555", "udp://localhost\0:1",
+      "tcp6://[::1\0]:1", "tcp://[::1\0.example]:1",
+    ] {
+      #expect(throws: SocketError.self, "\(url.debugDescription)") { try TransportURL(url, for: .dial) }
+      #expect(throws: SocketError.self, "\(url.debugDescription)") { try TransportURL(url, for: .listen) }
+    }
+    // The same text without the NUL byte and what follows it still parses.
+    #expect(throws: Never.self) { try SocketAddress(ipv4: "127.0.0.1", port: 1) }
+    #expect(throws: Never.self) { try TransportURL("tcp://localhost:5555", for: .dial) }
+  }
+
   @Test("a C sockaddr is taken when its family and length are right, and refused otherwise")
   func fromSockaddr() throws {
     var v6 = sockaddr_in6()

@@ -90,6 +90,10 @@ public enum SPAddress {
   private static func resolve(
     _ url: String, _ host: String, port: UInt16, families: [Int32]
   ) throws(SPAddressError) -> SocketAddress {
+    // getaddrinfo reads a C string: a NUL byte would end the name early.
+    guard !host.utf8.contains(0) else {
+      throw SPAddressError(url, "the host name \(host.debugDescription) has a NUL byte")
+    }
     var hints = addrinfo()
     hints.ai_family = families.count == 1 ? families[0] : AF_UNSPEC
     hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

@@ -5,7 +5,9 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
   var storage: [UInt8]
 
   /// An IPv4 address and port, e.g. `SocketAddress(ipv4: "127.0.0.1", port: 5555)`.
+  /// Text with a NUL byte is refused: C would read it only up to the NUL.
   public init(ipv4 host: String, port: UInt16) throws(IOError) {
+    try SocketAddress.refuseNUL(host)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = port.bigEndian
@@ -16,8 +18,10 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
   /// An IPv6 address and port, e.g. `SocketAddress(ipv6: "::1", port: 5555)`.
   /// A link-local address may name its interface after `%`
   /// (`"fe80::1%eth0"`, or the interface's index, `"fe80::1%2"`); so may
-  /// `scopeID`, which a `%` suffix overrides.
+  /// `scopeID`, which a `%` suffix overrides. Text with a NUL byte is
+  /// refused, as for IPv4.
   public init(ipv6 host: String, port: UInt16, scopeID: UInt32 = 0) throws(IOError) {
+    try SocketAddress.refuseNUL(host)
     var address = sockaddr_in6()
     address.sin6_family = sa_family_t(AF_INET6)
     address.sin6_port = port.bigEndian
@@ -36,6 +40,14 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
     }
     guard inet_pton(AF_INET6, text, &address.sin6_addr) == 1 else { throw IOError("inet_pton(\(host))", EINVAL) }
     storage = withUnsafeBytes(of: &address) { Array($0) }
+  }
+
+  /// inet_pton and if_nametoindex read a C string, which ends at the first
+  /// NUL byte: "1.2.3.4\0.example" would pass for 1.2.3.4.
+  private static func refuseNUL(_ host: String) throws(IOError) {
+    guard !host.utf8.contains(0) else {
+      throw IOError("inet_pton(\(host.debugDescription)): a NUL byte in the address", EINVAL)
+    }
   }
 
   /// An IPv4 or IPv6 address (whichever `host` is in numeric form) and port.

@@ -104,6 +104,10 @@ public enum TransportURL: Sendable, Hashable, CustomStringConvertible {
   private static func resolve(
     _ host: String, port: UInt16, families: [Int32], udp: Bool, _ url: String
   ) throws(SocketError) -> SocketAddress {
+    // getaddrinfo reads a C string: a NUL byte would end the name early.
+    guard !host.utf8.contains(0) else {
+      throw .badAddress(url, "the host name \(host.debugDescription) has a NUL byte")
+    }
     var hints = addrinfo()
     hints.ai_family = families.count == 1 ? families[0] : AF_UNSPEC
     hints.ai_socktype = Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue)

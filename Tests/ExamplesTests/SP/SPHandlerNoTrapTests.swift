@@ -88,4 +88,31 @@ struct SPHandlerNoTrapTests {
       #expect(rep.readiness.isDisjoint(with: [.error, .hangup]))
     }
   }
+
+  // Found by Fuzz/Sources/SPFramesFuzzer (its corpus keeps the input as a
+  // seed, regression-unlimited-length-pull): with no size limit
+  // (maximumMessageSize Int.max), a frame length of Int.max passed the
+  // limit check, and adding the 8-byte prefix to it overflowed, a trap that
+  // any peer could set off with 16 bytes.
+  @Test("no size limit: a frame length of Int.max waits for its bytes instead of trapping")
+  func unlimitedFrameLength() async throws {
+    try await withLoop(.epoll) { loop in
+      let pull = try Socket(Pull0Handler(), loop: loop, options: SocketOptions(maximumMessageSize: .max))
+      defer { pull.abort() }
+      let bound = try pull.listen("tcp://127.0.0.1:0")
+      guard case .tcp(let address) = bound else { throw InteropFailure("listen gave \(bound)") }
+      let raw = try RawClient(connectingTo: try loopback(try #require(address.port)))
+      try raw.send(spHeader(0x50) + spLength(UInt64(Int.max)))
+      #expect(await raw.read(8, within: .seconds(5)).bytes == spHeader(0x51))
+      // The frame is incomplete, not an error: the pipe fails only when the
+      // peer ends in the middle of it.
+      raw.shutdownWrite()
+      let failed = await waitUntilAsync(.seconds(5)) {
+        let failures = (try? await pull.withHandler { h, _ in h.pipes.recentFailures }) ?? []
+        return failures.last?.contains("closed mid-frame") == true
+      }
+      #expect(failed, "\(pull.statistics)")
+      #expect(pull.statistics.pipeFailures == 1)
+    }
+  }
 }

@@ -237,7 +237,9 @@ public final class SPPipes {
         throw .messageTooLarge(size: length > UInt64(Int.max) ? Int.max : Int(length), limit: limit)
       }
       let count = Int(length)
-      guard input.readableBytes >= prefix + count else { return }
+      // Subtracted, not added: with no size limit (Int.max) a length near
+      // Int.max would overflow `prefix + count`.
+      guard input.readableBytes - prefix >= count else { return }
       input.moveReaderIndex(forwardBy: prefix)
       let before = input.readableBytes
       try message(&input, count, pipe)

@@ -1,0 +1,1 @@
+../../../Sources/Examples/CLI/CatFormat.swift
