@@ -80,7 +80,8 @@ let package = Package(
     // SURVEYOR/RESPONDENT and BUS.
     .target(
       name: "ExampleProtocols",
-      dependencies: ["UserProto"],
+      // Locking: SPDevice's run state (Sources/Examples/Protocols/SP/SPDevice.swift).
+      dependencies: ["UserProto", "Locking"],
       path: "Sources/Examples/Protocols",
       swiftSettings: strict
     ),

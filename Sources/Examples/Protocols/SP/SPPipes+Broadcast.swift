@@ -6,14 +6,17 @@ extension SPPipes {
   /// pipe whose output is not writable is skipped and handed to `stalled`
   /// (the protocol counts that drop); one whose write fails (it is going)
   /// is skipped and counted in the result. Used by the fan-out protocols
-  /// (PUB, SURVEYOR, BUS), which never wait for a pipe.
+  /// (PUB, SURVEYOR, BUS), which never wait for a pipe. A raw BUS passes
+  /// the pipe a message came from as `excluded`: it gets no copy.
   /// - Returns: the copies written, and the writes that failed.
   @discardableResult
-  public func broadcast(_ message: [UInt8], stalled: (SocketPipe) -> Void) -> (written: Int, failed: Int) {
+  public func broadcast(
+    _ message: [UInt8], excluding excluded: SocketPipe? = nil, stalled: (SocketPipe) -> Void
+  ) -> (written: Int, failed: Int) {
     var frames: [SPFraming: [UInt8]] = [:]
     var written = 0
     var failed = 0
-    for pipe in ready {
+    for pipe in ready where pipe !== excluded {
       guard pipe.isWritable else {
         stalled(pipe)
         continue

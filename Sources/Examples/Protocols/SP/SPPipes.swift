@@ -5,7 +5,7 @@ public import UserProto
 public enum SPProtocolID: UInt16, Sendable, CaseIterable, CustomStringConvertible {
   /// PAIR version 0: one peer, messages both ways.
   case pair0 = 0x10
-  /// PAIR version 1 (NNG's): known by its id; no handler here implements it.
+  /// PAIR version 1 (NNG's): one peer, messages both ways, each behind a hop count.
   case pair1 = 0x11
   /// PUB: publishes to every subscriber.
   case pub0 = 0x20
@@ -44,6 +44,24 @@ public enum SPProtocolID: UInt16, Sendable, CaseIterable, CustomStringConvertibl
 
   /// The name in lower case: `pub`, `req`...
   public var description: String { name.lowercased() }
+
+  /// The protocol a peer of this one speaks: REQ's is REP and REP's is
+  /// REQ, and so on; PAIR and BUS are their own peers.
+  public var peer: SPProtocolID {
+    switch self {
+    case .pair0: .pair0
+    case .pair1: .pair1
+    case .pub0: .sub0
+    case .sub0: .pub0
+    case .req0: .rep0
+    case .rep0: .req0
+    case .push0: .pull0
+    case .pull0: .push0
+    case .surveyor0: .respondent0
+    case .respondent0: .surveyor0
+    case .bus0: .bus0
+    }
+  }
 
   /// The 8 header bytes a socket of this protocol sends first on each pipe:
   /// `00 'S' 'P' 00`, the id (16-bit big-endian), two zero bytes.
