@@ -74,7 +74,7 @@ public final class EventLoop: @unchecked Sendable {
   }
   private enum State { case running, shuttingDown, shutDown }
   private let shared = Lock(Shared())
-  /// True while the loop thread is (about to be) blocked in the backend.
+  /// True while the loop thread is (about to be) blocked in the engine.
   private let sleeping = Atomic<Bool>(false)
   private let threadID = Atomic<UInt>(0)
   /// Runs executor jobs one at a time once the loop has stopped; activated
@@ -90,7 +90,7 @@ public final class EventLoop: @unchecked Sendable {
   private let exit = Lock(Exit())
 
   // Loop-confined state.
-  let engine: any LoopBackend
+  let engine: any LoopEngine
   /// The configuration's fault table (tests), bound on the loop's thread
   /// and around the calls made for the loop on other threads (a listen's).
   let faults: LoopFaults?
@@ -138,7 +138,7 @@ public final class EventLoop: @unchecked Sendable {
     logger[metadataKey: "loop.name"] = "\(configuration.name)"
     // The engine's set-up calls see the configuration's fault table (tests).
     let (engine, reason, choice, starter) = try LoopFaults.binding(configuration.faults) {
-      () throws(IOError) -> (any LoopBackend, String, BackendChoice, LoopStarter) in
+      () throws(IOError) -> (any LoopEngine, String, BackendChoice, LoopStarter) in
       try EventLoop.startEngine(configuration)
     }
     self.engine = engine
@@ -162,7 +162,7 @@ public final class EventLoop: @unchecked Sendable {
   /// The started engine, why it was chosen, the choice after the
   /// environment, and the thread it runs on.
   private static func startEngine(_ configuration: Configuration) throws(IOError) -> (
-    any LoopBackend, String, BackendChoice, LoopStarter
+    any LoopEngine, String, BackendChoice, LoopStarter
   ) {
     var (engine, reason, choice, note) = try makeEngine(configuration)
     var starter: LoopStarter
@@ -170,7 +170,7 @@ public final class EventLoop: @unchecked Sendable {
       starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
     } catch {
       guard choice == .automatic, engine.kind == .ioUring else { throw error }
-      engine = try EpollBackend()
+      engine = try EpollEngine()
       reason = "\(note)io_uring ring refused after set-up (\(error)); using epoll"
       starter = try LoopStarter.spawn(engine: engine, name: configuration.name, faults: configuration.faults)
     }
@@ -180,7 +180,7 @@ public final class EventLoop: @unchecked Sendable {
   /// The engine, why it was chosen, the choice after the environment, and
   /// the note about an unknown environment value (empty if none).
   private static func makeEngine(_ configuration: Configuration) throws(IOError) -> (
-    any LoopBackend, String, BackendChoice, String
+    any LoopEngine, String, BackendChoice, String
   ) {
     var choice = configuration.backend
     var note = ""
@@ -192,12 +192,12 @@ public final class EventLoop: @unchecked Sendable {
     }
     switch choice {
     case .epoll:
-      return (try EpollBackend(), "epoll was requested", choice, note)
+      return (try EpollEngine(), "epoll was requested", choice, note)
     case .ioUring:
-      return (try URingBackend(configuration), "io_uring was requested", choice, note)
+      return (try URingEngine(configuration), "io_uring was requested", choice, note)
     case .automatic:
       do {
-        return (try URingBackend(configuration), note + "io_uring is available", choice, note)
+        return (try URingEngine(configuration), note + "io_uring is available", choice, note)
       } catch {
         let why =
           switch error.code {
@@ -207,7 +207,7 @@ public final class EventLoop: @unchecked Sendable {
           case EOPNOTSUPP: "io_uring lacks an operation the loop needs (\(error.operation))"
           default: "io_uring set-up failed: \(error)"
           }
-        return (try EpollBackend(), "\(note)\(why); using epoll", choice, note)
+        return (try EpollEngine(), "\(note)\(why); using epoll", choice, note)
       }
     }
   }

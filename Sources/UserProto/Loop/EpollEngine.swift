@@ -4,7 +4,7 @@ import Glibc
 /// The epoll fallback. It gives the loop the same completion semantics as
 /// io_uring: each fd is registered once, edge-triggered, and operations are
 /// attempted with non-blocking syscalls when their fd becomes ready.
-final class EpollBackend: LoopBackend {
+final class EpollEngine: LoopEngine {
   let kind = EventLoop.Backend.epoll
   let capabilities: [String]
   var pressure: EnginePressure { EnginePressure() }
@@ -61,7 +61,7 @@ final class EpollBackend: LoopBackend {
     }
     var event = epoll_event()
     event.events = EPOLLIN.rawValue
-    event.data.u64 = EpollBackend.wakeKey
+    event.data.u64 = EpollEngine.wakeKey
     do throws(IOError) {
       // A new epoll set holds nothing: EEXIST cannot come back here.
       guard try Sys.epollAdd(ep, wake.loopFD, &event) else { throw IOError("epoll_ctl(ADD)", EEXIST) }
@@ -292,7 +292,7 @@ final class EpollBackend: LoopBackend {
     for i in 0..<n {
       let key = events[i].data.u64
       let flags = events[i].events
-      if key == EpollBackend.wakeKey {
+      if key == EpollEngine.wakeKey {
         try Sys.drainEvent(wake.loopFD)
         continue
       }

@@ -3,11 +3,11 @@ import Glibc
 import Locking
 import MaskCore
 
-/// The io_uring backend (liburing). Readiness is multishot POLL_ADD;
+/// The io_uring engine (liburing). Readiness is multishot POLL_ADD;
 /// accept and receive are multishot (receive selects from a ring of provided
 /// buffers) where the kernel supports them; connect and send are single
-/// operations whose buffers the backend owns until their completion arrives.
-final class URingBackend: LoopBackend {
+/// operations whose buffers the engine owns until their completion arrives.
+final class URingEngine: LoopEngine {
   let kind = EventLoop.Backend.ioUring
   var capabilities: [String] { capabilityLog.withLock { $0 } }
   /// Loop-confined.
@@ -108,7 +108,7 @@ final class URingBackend: LoopBackend {
       ])
     // Every opcode the loop uses must be there (the probe the ring was
     // created with: -errno when it could not be fetched).
-    for (name, opcode) in URingBackend.requiredOpcodes {
+    for (name, opcode) in URingEngine.requiredOpcodes {
       let missing = Sys.injected(.uringProbe(opcode: name)) != nil
       let supported = missing ? 0 : up_ring_opcode_supported(ring, opcode)
       if supported != 1 {
@@ -136,20 +136,20 @@ final class URingBackend: LoopBackend {
     var bufferError: IOError?
     do throws(IOError) {
       bufferRing = try Sys.bufferRingCreate(
-        ring, count: URingBackend.bufferCount, size: URingBackend.bufferSize, group: URingBackend.bufferGroup)
+        ring, count: URingEngine.bufferCount, size: URingEngine.bufferSize, group: URingEngine.bufferGroup)
     } catch {
       bufferRing = nil
       bufferError = error
     }
     // Multishot variants are tried; a kernel that refuses one with EINVAL
-    // makes the backend use the single-shot form from then on.
+    // makes the engine use the single-shot form from then on.
     multishotReceive = bufferRing != nil
     capabilityLog = Lock([
       "io_uring: \(entries) entries, features 0x\(String(up_ring_features(ring), radix: 16)), \(setup)",
-      "opcodes probed: " + URingBackend.requiredOpcodes.map(\.0).joined(separator: ", "),
+      "opcodes probed: " + URingEngine.requiredOpcodes.map(\.0).joined(separator: ", "),
       "multishot poll", "multishot accept",
       bufferRing != nil
-        ? "multishot recv with \(URingBackend.bufferCount) provided buffers of \(URingBackend.bufferSize) B"
+        ? "multishot recv with \(URingEngine.bufferCount) provided buffers of \(URingEngine.bufferSize) B"
         : "single-shot recv (provided buffer ring: \(errnoName(bufferError?.code ?? 0)))",
     ])
     wakeBuffer = .allocate(capacity: 1)
@@ -172,7 +172,7 @@ final class URingBackend: LoopBackend {
   }
 
   private func armWake() throws(IOError) {
-    try prep { up_ring_prep_read(ring, wake.loopFD, wakeBuffer, 8, URingBackend.wakeToken) }
+    try prep { up_ring_prep_read(ring, wake.loopFD, wakeBuffer, 8, URingEngine.wakeToken) }
     wakeArmed = true
   }
 
@@ -190,7 +190,7 @@ final class URingBackend: LoopBackend {
   /// submit tried again, a few times at most; a submit that still fails
   /// leaves the SQEs queued for the next io_uring_enter, and is counted.
   private func submitQueued() {
-    for _ in 0..<URingBackend.submitAttempts {
+    for _ in 0..<URingEngine.submitAttempts {
       do throws(IOError) {
         if try Sys.ringSubmit(ring) { return }
       } catch {
@@ -198,7 +198,7 @@ final class URingBackend: LoopBackend {
         return
       }
       pressure.completionQueueBusy += 1
-      var batch = [up_cqe](repeating: up_cqe(), count: URingBackend.heldBatch)
+      var batch = [up_cqe](repeating: up_cqe(), count: URingEngine.heldBatch)
       let n = Int(up_ring_reap(ring, &batch, UInt32(batch.count)))
       held += batch[0..<n]
     }
@@ -241,7 +241,7 @@ final class URingBackend: LoopBackend {
         // A single-shot record (a buffer of its own), so the injected errno
         // is not taken for a multishot refusal.
         records[token] = .receive(
-          fd: fd, buffer: .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8), datagram: datagram)
+          fd: fd, buffer: .allocate(byteCount: URingEngine.singleReceiveSize, alignment: 8), datagram: datagram)
       } else {
         try armReceive(fd: fd, token: token, datagram: datagram)
       }
@@ -299,7 +299,7 @@ final class URingBackend: LoopBackend {
     if case .receiveFrom(_, let existing) = records[token] {
       message = existing
     } else {
-      guard let made = up_msg_alloc(URingBackend.datagramReceiveSize) else {
+      guard let made = up_msg_alloc(URingEngine.datagramReceiveSize) else {
         throw IOError("recvmsg buffer", ENOMEM)
       }
       message = made
@@ -393,7 +393,7 @@ final class URingBackend: LoopBackend {
         records[token] = .receive(fd: fd, buffer: nil, datagram: false)
       }
       if !refusedByInjection(true, token) {
-        try prep { up_ring_prep_recv_multishot(ring, fd, URingBackend.bufferGroup, token) }
+        try prep { up_ring_prep_recv_multishot(ring, fd, URingEngine.bufferGroup, token) }
       }
       records[token] = .receive(fd: fd, buffer: nil, datagram: false)
     } else {
@@ -401,7 +401,7 @@ final class URingBackend: LoopBackend {
       if case .receive(_, let existing?, _) = records[token] {
         buffer = existing
       } else {
-        buffer = .allocate(byteCount: URingBackend.singleReceiveSize, alignment: 8)
+        buffer = .allocate(byteCount: URingEngine.singleReceiveSize, alignment: 8)
       }
       records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
       do {
@@ -424,7 +424,7 @@ final class URingBackend: LoopBackend {
     guard records[token] != nil, !cancelling.contains(token) else { return }
     cancelling.insert(token)
     do throws(IOError) {
-      try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
+      try prep { up_ring_prep_cancel(ring, token, URingEngine.cancelToken) }
     } catch {
       cancelBacklog.append(token)
     }
@@ -443,7 +443,7 @@ final class URingBackend: LoopBackend {
       cancelBacklog = []
       for token in backlog where records[token] != nil {
         do throws(IOError) {
-          try prep { up_ring_prep_cancel(ring, token, URingBackend.cancelToken) }
+          try prep { up_ring_prep_cancel(ring, token, URingEngine.cancelToken) }
         } catch {
           cancelBacklog.append(token)
         }
@@ -518,12 +518,12 @@ final class URingBackend: LoopBackend {
 
   private func handle(_ cqe: up_cqe, _ deliver: (LoopCompletion) -> Void) {
     let token = cqe.user_data
-    if token == URingBackend.wakeToken {
+    if token == URingEngine.wakeToken {
       wakeArmed = false
       try? armWake()  // if this fails, wait() retries before blocking
       return
     }
-    if token == URingBackend.cancelToken { return }
+    if token == URingEngine.cancelToken { return }
     guard let record = records[token] else { return }
     let more = cqe.flags & up_IORING_CQE_F_MORE != 0
     let res = cqe.res
@@ -606,7 +606,7 @@ final class URingBackend: LoopBackend {
       }
       // Asked with MSG_TRUNC: a cut datagram reports its real length, and
       // the msghdr's flags say so.
-      if Int(res) > URingBackend.datagramReceiveSize || up_msg_flags(message) & Int32(MSG_TRUNC) != 0 {
+      if Int(res) > URingEngine.datagramReceiveSize || up_msg_flags(message) & Int32(MSG_TRUNC) != 0 {
         deliver(LoopCompletion(token: token, value: .truncated(Int(res)), isFinal: false))
         if !cancelled { rearms.append(token) } else { finish(.failed(IOError("cancelled", ECANCELED))) }
         return
@@ -669,18 +669,18 @@ final class URingBackend: LoopBackend {
   private static let sendPoolLimit = 32
 
   private func sendBuffer(for count: Int) -> UnsafeMutableRawBufferPointer {
-    if count <= URingBackend.pooledSendSize, let pooled = sendPool.popLast() {
+    if count <= URingEngine.pooledSendSize, let pooled = sendPool.popLast() {
       return UnsafeMutableRawBufferPointer(rebasing: pooled[0..<max(count, 1)])
     }
-    let size = count <= URingBackend.pooledSendSize ? URingBackend.pooledSendSize : count
+    let size = count <= URingEngine.pooledSendSize ? URingEngine.pooledSendSize : count
     return UnsafeMutableRawBufferPointer(
       rebasing: UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)[0..<max(count, 1)])
   }
 
   private func recycleSendBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
     // Buffers are carved from allocations of at least pooledSendSize.
-    if buffer.count <= URingBackend.pooledSendSize && sendPool.count < URingBackend.sendPoolLimit {
-      sendPool.append(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: URingBackend.pooledSendSize))
+    if buffer.count <= URingEngine.pooledSendSize && sendPool.count < URingEngine.sendPoolLimit {
+      sendPool.append(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: URingEngine.pooledSendSize))
     } else {
       buffer.deallocate()
     }
