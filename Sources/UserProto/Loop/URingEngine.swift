@@ -7,34 +7,39 @@ import MaskCore
 /// accept and receive are multishot (receive selects from a ring of provided
 /// buffers) where the kernel supports them; connect and send are single
 /// operations whose buffers the engine owns until their completion arrives.
+///
+/// This file holds its state, its set-up, the submission queue and the
+/// wait; `URingEngine+Operations.swift` submits and arms operations,
+/// `URingEngine+Completions.swift` handles what the kernel completes, and
+/// `URingEngine+FileReuse.swift` detects fd numbers reused by another file.
 final class URingEngine: LoopEngine {
   let kind = EventLoop.Backend.ioUring
   var capabilities: [String] { capabilityLog.withLock { $0 } }
   /// Loop-confined.
-  private(set) var pressure = EnginePressure()
+  var pressure = EnginePressure()
   private let capabilityLog: Lock<[String]>
 
-  private let ring: OpaquePointer
+  let ring: OpaquePointer
   private let wake: WakeEvent
   private let wakeBuffer: UnsafeMutablePointer<UInt64>
   /// False after re-arming the wake-up read failed: retried before each wait.
-  private var wakeArmed = false
-  private var bufferRing: OpaquePointer?
+  var wakeArmed = false
+  var bufferRing: OpaquePointer?
   /// Multishot variants in use; each is given up (for single-shot) when the
   /// kernel refuses it with EINVAL.
-  private var multishotPoll = true
-  private var multishotAccept = true
-  private var multishotReceive: Bool
+  var multishotPoll = true
+  var multishotAccept = true
+  var multishotReceive: Bool
   private var cqes = [up_cqe](repeating: up_cqe(), count: 256)
   /// Completions made up by fault injection, delivered by the next reap.
-  private var refusals: [up_cqe] = []
+  var refusals: [up_cqe] = []
   /// Completions reaped to make room in a full completion queue while SQEs
   /// were submitted outside `wait` (a cancel): handled, in order, before
   /// the next ones are reaped.
   private var held: [up_cqe] = []
 
   /// What each in-flight operation owns, by token.
-  private enum Record {
+  enum Record {
     case poll(fd: Int32, events: UInt32, multishot: Bool)
     case accept(fd: Int32, multishot: Bool)
     case connect(fd: Int32, buffer: UnsafeMutableRawBufferPointer)
@@ -53,36 +58,41 @@ final class URingEngine: LoopEngine {
       }
     }
   }
-  private var records: [UInt64: Record] = [:]
+  var records: [UInt64: Record] = [:]
   /// Tokens whose cancellation was requested; completions for them end them.
-  private var cancelling: Set<UInt64> = []
+  var cancelling: Set<UInt64> = []
   /// Operations to arm again at the start of the next wait (a multishot
   /// the kernel ended, or a single-shot that completed). Not re-armed while
   /// reaping: a readable fd whose watch keeps ending on an overflowing CQ
   /// would otherwise keep the loop reaping forever.
-  private var rearms: [UInt64] = []
+  var rearms: [UInt64] = []
   /// Cancellations that found the submission queue full: retried in wait.
   private var cancelBacklog: [UInt64] = []
 
   /// The file behind an fd number when its operations were submitted.
-  private struct FileID: Equatable {
+  struct FileID: Equatable {
     var device: UInt64
     var inode: UInt64
   }
   /// Long-lived operations (watch, accept, receive, connect) by fd number,
   /// with the file they were submitted for, to detect a number reused
   /// after a close without cancel.
-  private var fileUsers: [Int32: (file: FileID, tokens: Set<UInt64>)] = [:]
+  var fileUsers: [Int32: (file: FileID, tokens: Set<UInt64>)] = [:]
   /// Operations whose fd was closed while they ran: they end with EBADF.
-  private var staleTokens: Set<UInt64> = []
+  var staleTokens: Set<UInt64> = []
+
+  /// Send buffers the kernel owns until their completion: reused from a
+  /// small pool, so the loop does not allocate (and fault in) a fresh
+  /// buffer of up to 256 KiB for every send.
+  var sendPool: [UnsafeMutableRawBufferPointer] = []
 
   // Internal tokens never collide with the loop's (generation >= 1).
-  private static let wakeToken: UInt64 = 0
-  private static let cancelToken: UInt64 = 1
-  private static let bufferGroup: UInt16 = 7
+  static let wakeToken: UInt64 = 0
+  static let cancelToken: UInt64 = 1
+  static let bufferGroup: UInt16 = 7
   static let bufferCount: UInt32 = 256
   static let bufferSize: UInt32 = 16 * 1024
-  private static let singleReceiveSize = 64 * 1024
+  static let singleReceiveSize = 64 * 1024
 
   /// The opcodes the loop submits; a kernel without one gets epoll.
   private static let requiredOpcodes: [(String, Int32)] = [
@@ -167,17 +177,17 @@ final class URingEngine: LoopEngine {
   }
 
   /// Notes a multishot variant the kernel refused, for ``capabilities``.
-  private func giveUp(_ what: String) {
+  func giveUp(_ what: String) {
     capabilityLog.withLock { $0.append("\(what): multishot refused with EINVAL, single-shot from now on") }
   }
 
-  private func armWake() throws(IOError) {
+  func armWake() throws(IOError) {
     try prep { up_ring_prep_read(ring, wake.loopFD, wakeBuffer, 8, URingEngine.wakeToken) }
     wakeArmed = true
   }
 
   /// Queues one SQE, flushing the submission queue once if it is full.
-  private func prep(_ body: () -> Int32) throws(IOError) {
+  func prep(_ body: () -> Int32) throws(IOError) {
     if try Sys.ringPrepare(body) { return }
     pressure.submissionQueueFull += 1
     submitQueued()
@@ -206,215 +216,6 @@ final class URingEngine: LoopEngine {
   }
   private static let submitAttempts = 4
   private static let heldBatch = 64
-
-  func submit(_ operation: LoopOperation, token: UInt64) throws(IOError) {
-    switch operation {
-    case .poll(let fd, let events):
-      try checkFile(fd)
-      try armPoll(fd: fd, events: events, token: token)
-      track(fd, token)
-    case .accept(let fd):
-      try checkFile(fd)
-      if refusedOperation(.accept, token) {
-        records[token] = .accept(fd: fd, multishot: false)
-      } else {
-        try armAccept(fd: fd, token: token)
-      }
-      track(fd, token)
-    case .connect(let fd, let address):
-      try checkFile(fd)
-      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: address.storage.count, alignment: 8)
-      buffer.copyBytes(from: address.storage)
-      if !refusedOperation(.connect, token) {
-        do throws(IOError) {
-          try prep { up_ring_prep_connect(ring, fd, buffer.baseAddress, UInt32(buffer.count), token) }
-        } catch {
-          buffer.deallocate()
-          throw error
-        }
-      }
-      records[token] = .connect(fd: fd, buffer: buffer)
-      track(fd, token)
-    case .receive(let fd, let datagram):
-      try checkFile(fd)
-      if refusedOperation(.receive, token) {
-        // A single-shot record (a buffer of its own), so the injected errno
-        // is not taken for a multishot refusal.
-        records[token] = .receive(
-          fd: fd, buffer: .allocate(byteCount: URingEngine.singleReceiveSize, alignment: 8), datagram: datagram)
-      } else {
-        try armReceive(fd: fd, token: token, datagram: datagram)
-      }
-      track(fd, token)
-    case .send(let fd, let bytes):
-      let buffer = sendBuffer(for: bytes.count)
-      buffer.copyBytes(from: bytes)
-      if !refusedOperation(.send, token) {
-        do throws(IOError) {
-          try prep { up_ring_prep_send(ring, fd, buffer.baseAddress, bytes.count, token) }
-        } catch {
-          recycleSendBuffer(buffer)
-          throw error
-        }
-      }
-      records[token] = .send(buffer)
-    case .receiveFrom(let fd):
-      try checkFile(fd)
-      try armReceiveFrom(fd: fd, token: token, refusable: true)
-      track(fd, token)
-    case .sendTo(let fd, let bytes, let address):
-      guard let message = up_msg_alloc(bytes.count) else { throw IOError("sendmsg buffer", ENOMEM) }
-      bytes.withUnsafeBytes { source in
-        if let base = source.baseAddress { up_msg_data(message).copyMemory(from: base, byteCount: source.count) }
-      }
-      address.withSockaddr { up_msg_prepare_send(message, bytes.count, $0, $1) }
-      if !refusedOperation(.send, token) {
-        do throws(IOError) {
-          try prep { up_ring_prep_sendmsg(ring, fd, message, token) }
-        } catch {
-          up_msg_free(message)
-          throw error
-        }
-      }
-      records[token] = .sendTo(message: message)
-    }
-  }
-
-  /// Test hook: an operation whose call has a fault injected (``LoopFaults``)
-  /// is not submitted; it completes with `-errno` at the next reap, as if
-  /// the kernel had refused it. An injected EINTR is consumed and the
-  /// operation submitted, as a retry would.
-  private func refusedOperation(_ call: LoopFaults.Call, _ token: UInt64) -> Bool {
-    guard let code = Sys.injectedFailure(call) else { return false }
-    refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
-    return true
-  }
-
-  /// The largest datagram a RECVMSG takes whole: 65,535 bytes of IPv4
-  /// payload less the UDP header is the most UDP can carry.
-  private static let datagramReceiveSize = 65_536
-
-  private func armReceiveFrom(fd: Int32, token: UInt64, refusable: Bool = false) throws(IOError) {
-    let message: OpaquePointer
-    if case .receiveFrom(_, let existing) = records[token] {
-      message = existing
-    } else {
-      guard let made = up_msg_alloc(URingEngine.datagramReceiveSize) else {
-        throw IOError("recvmsg buffer", ENOMEM)
-      }
-      message = made
-    }
-    records[token] = .receiveFrom(fd: fd, message: message)
-    up_msg_prepare_receive(message)
-    if refusable && refusedOperation(.receive, token) { return }
-    do throws(IOError) {
-      try prep { up_ring_prep_recvmsg(ring, fd, message, token) }
-    } catch {
-      records[token] = nil
-      up_msg_free(message)
-      throw error
-    }
-  }
-
-  // MARK: fd numbers reused after a close without cancel
-
-  private func fileID(_ fd: Int32) throws(IOError) -> FileID {
-    let identity = try Sys.fileIdentity(fd)
-    return FileID(device: identity.device, inode: identity.inode)
-  }
-
-  /// Before a long-lived operation on `fd`: if operations are still running
-  /// for another file that had this number (closed without cancelling
-  /// them), they are ended with EBADF. io_uring holds its own reference to
-  /// that file, so they would otherwise run on until cancelled.
-  private func checkFile(_ fd: Int32) throws(IOError) {
-    let file = try fileID(fd)
-    guard let users = fileUsers[fd] else {
-      fileUsers[fd] = (file, [])
-      return
-    }
-    guard users.file != file else { return }
-    fileUsers[fd] = (file, [])
-    for token in users.tokens {
-      staleTokens.insert(token)
-      cancel(token: token)
-    }
-  }
-
-  private func track(_ fd: Int32, _ token: UInt64) {
-    fileUsers[fd]?.tokens.insert(token)
-  }
-
-  private func untrack(_ token: UInt64, _ record: Record) {
-    let fd: Int32
-    switch record {
-    case .poll(let f, _, _), .accept(let f, _), .connect(let f, _), .receive(let f, _, _), .receiveFrom(let f, _):
-      fd = f
-    case .send, .sendTo: return
-    }
-    guard var users = fileUsers[fd], users.tokens.remove(token) != nil else { return }
-    fileUsers[fd] = users.tokens.isEmpty ? nil : users
-  }
-
-  // MARK: Arming
-
-  /// Test hook: a multishot request refused as a kernel without it would
-  /// (no SQE; a completion with `-errno` and no data).
-  private func refusedByInjection(_ multishot: Bool, _ token: UInt64) -> Bool {
-    guard multishot, let code = Sys.injected(.uringMultishot) else { return false }
-    refusals.append(up_cqe(user_data: token, res: -code, flags: 0))
-    return true
-  }
-
-  private func armPoll(fd: Int32, events: UInt32, token: UInt64) throws(IOError) {
-    let multishot = multishotPoll
-    if !refusedByInjection(multishot, token) {
-      try prep { up_ring_prep_poll_add(ring, fd, events, token, multishot ? 1 : 0) }
-    }
-    records[token] = .poll(fd: fd, events: events, multishot: multishot)
-  }
-
-  private func armAccept(fd: Int32, token: UInt64) throws(IOError) {
-    let multishot = multishotAccept
-    if !refusedByInjection(multishot, token) {
-      try prep { up_ring_prep_accept(ring, fd, multishot ? 1 : 0, token) }
-    }
-    records[token] = .accept(fd: fd, multishot: multishot)
-  }
-
-  /// Streams use the multishot receive with provided buffers where the
-  /// kernel has it; datagrams (which must not be cut at a provided buffer's
-  /// 16 KiB) and older kernels use single receives into a 64 KiB buffer.
-  private func armReceive(fd: Int32, token: UInt64, datagram: Bool) throws(IOError) {
-    if multishotReceive && !datagram {
-      // A refused submission's record had a buffer (refusedOperation).
-      if case .receive(_, let unused?, _) = records[token] {
-        unused.deallocate()
-        records[token] = .receive(fd: fd, buffer: nil, datagram: false)
-      }
-      if !refusedByInjection(true, token) {
-        try prep { up_ring_prep_recv_multishot(ring, fd, URingEngine.bufferGroup, token) }
-      }
-      records[token] = .receive(fd: fd, buffer: nil, datagram: false)
-    } else {
-      let buffer: UnsafeMutableRawBufferPointer
-      if case .receive(_, let existing?, _) = records[token] {
-        buffer = existing
-      } else {
-        buffer = .allocate(byteCount: URingEngine.singleReceiveSize, alignment: 8)
-      }
-      records[token] = .receive(fd: fd, buffer: buffer, datagram: datagram)
-      do {
-        // MSG_TRUNC on a stream socket would discard data: datagrams only.
-        let flags = datagram ? Int32(MSG_TRUNC) : 0
-        try prep { up_ring_prep_recv(ring, fd, buffer.baseAddress, buffer.count, flags, token) }
-      } catch {
-        records[token] = nil
-        buffer.deallocate()
-        throw error
-      }
-    }
-  }
 
   /// Cancels an operation and submits at once, together with every SQE
   /// queued before it: when this returns, nothing queued for the fd still
@@ -461,40 +262,6 @@ final class URingEngine: LoopEngine {
     reap(deliver)
   }
 
-  /// Arms the operations queued by `handle` again; one that cannot be armed
-  /// ends with the error, and one cancelled meanwhile (nothing left in the
-  /// kernel to cancel) ends here.
-  private func rearmPending(_ deliver: (LoopCompletion) -> Void) {
-    let pending = rearms
-    rearms = []
-    for token in pending {
-      guard let record = records[token] else { continue }
-      func finish(_ error: IOError) {
-        release(token)
-        deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
-      }
-      if staleTokens.contains(token) {
-        finish(IOError("fd closed while registered", EBADF))
-        continue
-      }
-      if cancelling.contains(token) {
-        finish(IOError("cancelled", ECANCELED))
-        continue
-      }
-      do throws(IOError) {
-        switch record {
-        case .poll(let fd, let events, _): try armPoll(fd: fd, events: events, token: token)
-        case .accept(let fd, _): try armAccept(fd: fd, token: token)
-        case .receive(let fd, _, let datagram): try armReceive(fd: fd, token: token, datagram: datagram)
-        case .receiveFrom(let fd, _): try armReceiveFrom(fd: fd, token: token)
-        case .connect, .send, .sendTo: break
-        }
-      } catch {
-        finish(error)
-      }
-    }
-  }
-
   private func reap(_ deliver: (LoopCompletion) -> Void) {
     while !refusals.isEmpty {
       let made = refusals
@@ -516,177 +283,7 @@ final class URingEngine: LoopEngine {
     }
   }
 
-  private func handle(_ cqe: up_cqe, _ deliver: (LoopCompletion) -> Void) {
-    let token = cqe.user_data
-    if token == URingEngine.wakeToken {
-      wakeArmed = false
-      try? armWake()  // if this fails, wait() retries before blocking
-      return
-    }
-    if token == URingEngine.cancelToken { return }
-    guard let record = records[token] else { return }
-    let more = cqe.flags & up_IORING_CQE_F_MORE != 0
-    let res = cqe.res
-    let cancelled = cancelling.contains(token)
-
-    func finish(_ value: CompletionValue) {
-      release(token)
-      deliver(LoopCompletion(token: token, value: value, isFinal: true))
-    }
-
-    if staleTokens.contains(token) {
-      // Its fd was closed and the number reused: drop what it produced.
-      if cqe.flags & up_IORING_CQE_F_BUFFER != 0, let bufferRing {
-        up_bufring_recycle(bufferRing, UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT))
-      }
-      if case .accept = record, res >= 0 { Sys.close(res) }
-      if !more { finish(.failed(IOError("fd closed while registered", EBADF))) }
-      return
-    }
-    if res == -EINVAL && record.multishot && !cancelled {
-      // A kernel without this multishot variant: single-shot from now on.
-      switch record {
-      case .poll:
-        if multishotPoll { giveUp("poll") }
-        multishotPoll = false
-      case .accept:
-        if multishotAccept { giveUp("accept") }
-        multishotAccept = false
-      case .receive:
-        if multishotReceive { giveUp("recv") }
-        multishotReceive = false
-      case .connect, .send, .receiveFrom, .sendTo: break
-      }
-      rearms.append(token)
-      return
-    }
-    if res == -ECANCELED || (cancelled && res < 0) {
-      finish(.failed(IOError("cancelled", ECANCELED)))
-      return
-    }
-    switch record {
-    case .poll:
-      if res < 0 {
-        finish(.failed(IOError("poll", -res)))
-        return
-      }
-      deliver(LoopCompletion(token: token, value: .events(UInt32(res)), isFinal: false))
-      if !more && !cancelled {
-        // Single-shot, or the kernel ended the multishot (CQ overflow).
-        if record.multishot { pressure.multishotEnded += 1 }
-        rearms.append(token)
-      } else if !more {
-        finish(.failed(IOError("cancelled", ECANCELED)))
-      }
-    case .accept:
-      if res < 0 {
-        finish(.failed(IOError("accept", -res)))
-        return
-      }
-      deliver(LoopCompletion(token: token, value: .accepted(res), isFinal: false))
-      if !more && !cancelled {
-        rearms.append(token)
-      } else if !more {
-        finish(.failed(IOError("cancelled", ECANCELED)))
-      }
-    case .connect:
-      finish(res < 0 ? .failed(IOError("connect", -res)) : .connected)
-    case .send:
-      finish(res < 0 ? .failed(IOError("send", -res)) : .sent(Int(res)))
-    case .sendTo:
-      finish(res < 0 ? .failed(IOError("sendmsg", -res)) : .sent(Int(res)))
-    case .receiveFrom(_, let message):
-      if res == -EAGAIN || res == -EINTR {
-        if !cancelled { rearms.append(token) } else { finish(.failed(IOError("cancelled", ECANCELED))) }
-        return
-      }
-      if res < 0 {
-        finish(.failed(IOError("recvmsg", -res)))
-        return
-      }
-      // Asked with MSG_TRUNC: a cut datagram reports its real length, and
-      // the msghdr's flags say so.
-      if Int(res) > URingEngine.datagramReceiveSize || up_msg_flags(message) & Int32(MSG_TRUNC) != 0 {
-        deliver(LoopCompletion(token: token, value: .truncated(Int(res)), isFinal: false))
-        if !cancelled { rearms.append(token) } else { finish(.failed(IOError("cancelled", ECANCELED))) }
-        return
-      }
-      var length: UInt32 = 0
-      let address = up_msg_address(message, &length)
-      let sender = SocketAddress(raw: UnsafeRawBufferPointer(start: address, count: Int(length)))
-      let bytes = Array(UnsafeRawBufferPointer(start: up_msg_data(message), count: Int(res)))
-      deliver(LoopCompletion(token: token, value: .receivedFrom(bytes, sender), isFinal: false))
-      if !cancelled {
-        rearms.append(token)
-      } else {
-        finish(.failed(IOError("cancelled", ECANCELED)))
-      }
-    case .receive(_, let buffer, let datagram):
-      if res == -ENOBUFS && !cancelled {
-        // Every provided buffer was in use: arm again (they are recycled
-        // as soon as each completion is copied out).
-        rearms.append(token)
-        return
-      }
-      if res < 0 {
-        finish(.failed(IOError("recv", -res)))
-        return
-      }
-      if res == 0 && !datagram {
-        finish(.received([]))
-        return
-      }
-      if let buffer, Int(res) > buffer.count {
-        // A datagram (asked with MSG_TRUNC) longer than the buffer reports
-        // its real length: it was cut.
-        deliver(LoopCompletion(token: token, value: .truncated(Int(res)), isFinal: false))
-      } else {
-        var bytes: [UInt8]
-        if let buffer {
-          bytes = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(res)]))
-        } else {
-          let bid = UInt16(truncatingIfNeeded: cqe.flags >> up_IORING_CQE_BUFFER_SHIFT)
-          let base = up_bufring_buffer(bufferRing, bid)!
-          bytes = Array(UnsafeRawBufferPointer(start: base, count: Int(res)))
-          up_bufring_recycle(bufferRing, bid)
-        }
-        deliver(LoopCompletion(token: token, value: .received(bytes), isFinal: false))
-        bytes = []
-      }
-      if !more && !cancelled {
-        rearms.append(token)
-      } else if !more {
-        finish(.failed(IOError("cancelled", ECANCELED)))
-      }
-    }
-  }
-
-  /// Send buffers the kernel owns until their completion: reused from a
-  /// small pool, so the loop does not allocate (and fault in) a fresh
-  /// buffer of up to 256 KiB for every send.
-  private var sendPool: [UnsafeMutableRawBufferPointer] = []
-  private static let pooledSendSize = 256 * 1024
-  private static let sendPoolLimit = 32
-
-  private func sendBuffer(for count: Int) -> UnsafeMutableRawBufferPointer {
-    if count <= URingEngine.pooledSendSize, let pooled = sendPool.popLast() {
-      return UnsafeMutableRawBufferPointer(rebasing: pooled[0..<max(count, 1)])
-    }
-    let size = count <= URingEngine.pooledSendSize ? URingEngine.pooledSendSize : count
-    return UnsafeMutableRawBufferPointer(
-      rebasing: UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)[0..<max(count, 1)])
-  }
-
-  private func recycleSendBuffer(_ buffer: UnsafeMutableRawBufferPointer) {
-    // Buffers are carved from allocations of at least pooledSendSize.
-    if buffer.count <= URingEngine.pooledSendSize && sendPool.count < URingEngine.sendPoolLimit {
-      sendPool.append(UnsafeMutableRawBufferPointer(start: buffer.baseAddress, count: URingEngine.pooledSendSize))
-    } else {
-      buffer.deallocate()
-    }
-  }
-
-  private func release(_ token: UInt64) {
+  func release(_ token: UInt64) {
     cancelling.remove(token)
     staleTokens.remove(token)
     guard let record = records.removeValue(forKey: token) else { return }
