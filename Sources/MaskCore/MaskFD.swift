@@ -29,8 +29,10 @@ public final class MaskFD: Sendable {
     public static let closeOnExec = Options(rawValue: 2)
   }
 
-  /// Which backend to use.
-  public enum Backend: Hashable, Sendable {
+  /// Which backend to use: a request, automatic or one backend (as
+  /// UserProto's `EventLoop.BackendChoice` is for the loop's engine); the
+  /// one in use is the mask fd's `backend`, a ``MaskBackendKind``.
+  public enum BackendChoice: Hashable, Sendable {
     /// The kernel backend when the running kernel passes the probe, else
     /// the module backend when `/dev/efd_mask` passes it, else the cheapest
     /// emulation layout for the declared usage. The environment variable
@@ -45,6 +47,10 @@ public final class MaskFD: Sendable {
     /// The stock-kernel emulation; nil picks the layout from the usage.
     case emulation(EmulationLayout?)
   }
+
+  /// The former name of ``MaskFD/BackendChoice``.
+  @available(*, deprecated, renamed: "BackendChoice")
+  public typealias Backend = BackendChoice
 
   /// What the caller will set, so the cheapest exact mechanism is picked.
   public enum Usage: Hashable, Sendable {
@@ -110,7 +116,7 @@ public final class MaskFD: Sendable {
   ///   `/dev/efd_mask` is missing, unusable or fails the probe; ``MaskError/system(operation:errno:)``
   ///   when the kernel refuses (EMFILE: see ``MaskError/isDescriptorLimit``).
   public init(
-    backend: Backend = .automatic, usage: Usage = .socket, options: Options = [.closeOnExec]
+    backend: BackendChoice = .automatic, usage: Usage = .socket, options: Options = [.closeOnExec]
   ) throws(MaskError) {
     let (layout, reason) = try MaskFD.choose(backend, usage: usage)
     let mechanism: Mechanism
@@ -139,19 +145,22 @@ public final class MaskFD: Sendable {
   }
 
   /// Resolves a backend request to a mechanism and the reason for it.
-  public static func choose(_ backend: Backend, usage: Usage = .socket) throws(MaskError) -> (MaskLayout, String) {
+  public static func choose(_ backend: BackendChoice, usage: Usage = .socket) throws(MaskError) -> (MaskLayout, String)
+  {
     try choose(backend, usage: usage, override: getenv("MASKCORE_BACKEND").map { String(cString: $0) })
   }
 
   /// ``choose(_:usage:)`` with the value of `MASKCORE_BACKEND` given.
-  static func choose(_ backend: Backend, usage: Usage, override: String?) throws(MaskError) -> (MaskLayout, String) {
+  static func choose(_ backend: BackendChoice, usage: Usage, override: String?) throws(MaskError) -> (
+    MaskLayout, String
+  ) {
     try choose(backend, usage: usage, override: override, kernel: KernelProbe.current, module: { ModuleProbe.current })
   }
 
   /// The decision with the probes given; the module is probed only when
   /// the kernel backend is not taken.
   static func choose(
-    _ backend: Backend, usage: Usage, override: String?, kernel probe: KernelProbe,
+    _ backend: BackendChoice, usage: Usage, override: String?, kernel probe: KernelProbe,
     module moduleProbe: () -> ModuleProbe
   ) throws(MaskError) -> (MaskLayout, String) {
     var request = backend

@@ -26,7 +26,7 @@ func describe(_ state: MaskState, prefix: String = "") -> String {
   "\(prefix)events=\(state.events.rawValue) \(prefix)data=\(String(state.data, radix: 16))"
 }
 
-func backend(_ name: String) -> MaskFD.Backend {
+func backend(_ name: String) -> MaskFD.BackendChoice {
   switch name {
   case "kernel": return .kernel
   case "module": return .module

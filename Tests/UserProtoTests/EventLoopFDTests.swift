@@ -89,9 +89,9 @@ struct EventLoopFDTests {
     let left = try onLoop(loop) {
       let receive = try loop.receive(socket: a) { _ in }
       _ = try loop.send(socket: a, [1, 2, 3]) { _ in }
-      let before = (loop.engine as? URingBackend)?.queuedSubmissions ?? -1
+      let before = (loop.engine as? URingEngine)?.queuedSubmissions ?? -1
       loop.cancel(receive)
-      return (before, (loop.engine as? URingBackend)?.queuedSubmissions ?? -1)
+      return (before, (loop.engine as? URingEngine)?.queuedSubmissions ?? -1)
     }
     #expect(left.0 > 0, "the receive and the send were queued, not yet submitted")
     #expect(left.1 == 0, "cancel submitted everything")

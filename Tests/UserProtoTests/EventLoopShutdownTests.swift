@@ -105,9 +105,9 @@ struct EventLoopShutdownTests {
   }
 }
 
-private func wakeNumber(of engine: any LoopBackend) -> Int32 {
-  if let uring = engine as? URingBackend { return uring.wakeNumber }
-  if let epoll = engine as? EpollBackend { return epoll.wakeNumber }
+private func wakeNumber(of engine: any LoopEngine) -> Int32 {
+  if let uring = engine as? URingEngine { return uring.wakeNumber }
+  if let epoll = engine as? EpollEngine { return epoll.wakeNumber }
   return -1
 }
 

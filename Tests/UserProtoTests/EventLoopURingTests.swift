@@ -85,7 +85,7 @@ struct EventLoopURingTests {
     // On a loaded machine the wake-ups of several tasks can coalesce, so
     // the failing re-arm may be the last task's own; the loop's next wait
     // retries it.
-    #expect(eventually { (try? onLoop(loop) { (loop.engine as? URingBackend)?.wakeIsArmed }) == true })
+    #expect(eventually { (try? onLoop(loop) { (loop.engine as? URingEngine)?.wakeIsArmed }) == true })
   }
 
   @Test("a ring that cannot be enabled: automatic falls back to epoll, io_uring throws")

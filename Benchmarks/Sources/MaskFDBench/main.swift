@@ -66,7 +66,7 @@ struct Row {
 
 var rows: [(MaskLayout, [Row])] = []
 for layout in available {
-  let backend: MaskFD.Backend =
+  let backend: MaskFD.BackendChoice =
     switch layout {
     case .kernel: .kernel
     case .module: .module
@@ -208,7 +208,7 @@ var subjects = [
 ]
 var wakeMasks: [MaskFD] = []
 for layout in available {
-  let backend: MaskFD.Backend =
+  let backend: MaskFD.BackendChoice =
     switch layout {
     case .kernel: .kernel
     case .module: .module

@@ -130,7 +130,7 @@ func runChild(kind: String, backend: String, count: Int, trials: Int) throws {
   var masks: [MaskFD] = []
   var sockets: [ProtocolSocket] = []
   var loop: UserProto.EventLoop? = nil
-  let maskBackend: MaskFD.Backend =
+  let maskBackend: MaskFD.BackendChoice =
     switch backend {
     case "kernel": .kernel
     case "full": .emulation(.full)

@@ -5,7 +5,13 @@
 // - eventfd2 through the raw syscall (sys/eventfd.h is not in SwiftGlibc).
 // - accept4 and thread naming helpers.
 // - A thin, opaque wrapper over liburing. liburing.h is included only by the
-//   .c file: its sys/select.h clashes with SwiftGlibc.
+//   .c files (through shim_uring_internal.h): its sys/select.h clashes with
+//   SwiftGlibc.
+//
+// Implemented by shim_mask.c (EFD_MASK, eventfd2, fork generation),
+// shim_posix.c (accept4, thread names), shim_uring.c (the ring, SQEs,
+// submitting and reaping), shim_uring_msg.c (datagram messages) and
+// shim_uring_bufring.c (provided buffers).
 //
 // Every function returns -errno on failure unless documented otherwise.
 #ifndef C_USERPROTO_SHIM_H

@@ -14,7 +14,7 @@ struct MaskDemo: ParsableCommand {
   var backend: String = "automatic"
 
   func run() throws {
-    let choice: MaskFD.Backend
+    let choice: MaskFD.BackendChoice
     switch backend {
     case "automatic": choice = .automatic
     case "kernel": choice = .kernel

@@ -7,7 +7,7 @@ import Glibc
 /// ring with a single issuer is enabled by its submitter), and the caller
 /// learns whether that worked before it commits to the engine.
 final class LoopStarter: @unchecked Sendable {
-  private let engine: any LoopBackend
+  private let engine: any LoopEngine
   private let name: String
   private let faults: LoopFaults?
   private let started = DispatchSemaphore(value: 0)
@@ -18,7 +18,7 @@ final class LoopStarter: @unchecked Sendable {
   private var loop: EventLoop?
   private(set) var threadID: UInt = 0
 
-  private init(engine: any LoopBackend, name: String, faults: LoopFaults?) {
+  private init(engine: any LoopEngine, name: String, faults: LoopFaults?) {
     self.engine = engine
     self.name = name
     self.faults = faults
@@ -27,7 +27,7 @@ final class LoopStarter: @unchecked Sendable {
   /// Starts the thread and the engine on it. On failure the thread has
   /// ended and the engine is closed. `faults` (tests) is bound on the
   /// thread for its whole life: the engine's calls there see it.
-  static func spawn(engine: any LoopBackend, name: String, faults: LoopFaults?) throws(IOError) -> LoopStarter {
+  static func spawn(engine: any LoopEngine, name: String, faults: LoopFaults?) throws(IOError) -> LoopStarter {
     let starter = LoopStarter(engine: engine, name: name, faults: faults)
     let box = Unmanaged.passRetained(starter).toOpaque()
     var attributes = pthread_attr_t()

@@ -18,7 +18,7 @@ let kernelUnderTest = KernelProbe.current.isAvailable || getenv("MASKCORE_EXPECT
 /// QEMU guest with the efd_mask module loaded).
 let moduleUnderTest = ModuleProbe.current.isAvailable || getenv("MASKCORE_EXPECT_MODULE") != nil
 
-func backendChoice(_ layout: MaskLayout) -> MaskFD.Backend {
+func backendChoice(_ layout: MaskLayout) -> MaskFD.BackendChoice {
   switch layout {
   case .kernel: .kernel
   case .module: .module

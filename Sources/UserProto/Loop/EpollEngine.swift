@@ -4,18 +4,23 @@ import Glibc
 /// The epoll fallback. It gives the loop the same completion semantics as
 /// io_uring: each fd is registered once, edge-triggered, and operations are
 /// attempted with non-blocking syscalls when their fd becomes ready.
-final class EpollBackend: LoopBackend {
+///
+/// This file holds its state, submit, cancel and the wait;
+/// `EpollEngine+Registration.swift` keeps one epoll entry per fd, and
+/// `EpollEngine+Attempts.swift` makes the system calls that complete the
+/// operations.
+final class EpollEngine: LoopEngine {
   let kind = EventLoop.Backend.epoll
   let capabilities: [String]
   var pressure: EnginePressure { EnginePressure() }
 
-  private let epfd: Int32
+  let epfd: Int32
   private let wake: WakeEvent
   private static let wakeKey: UInt64 = .max
 
   /// Everything pending on one fd. The epoll key is the entry's serial, so
   /// a reused fd number never reaches a stale entry.
-  private final class Entry {
+  final class Entry {
     let fd: Int32
     let serial: UInt64
     var pollTokens: [(UInt64, UInt32)] = []
@@ -36,19 +41,19 @@ final class EpollBackend: LoopBackend {
     }
   }
 
-  private var entries: [Int32: Entry] = [:]
+  var entries: [Int32: Entry] = [:]
   /// The entry each live operation belongs to, so cancelling is O(1).
-  private var owners: [UInt64: Entry] = [:]
-  private var bySerial: [UInt64: Entry] = [:]
-  private var nextSerial: UInt64 = 1
+  var owners: [UInt64: Entry] = [:]
+  var bySerial: [UInt64: Entry] = [:]
+  var nextSerial: UInt64 = 1
   /// Entries to attempt before blocking (new operations).
   private var attempts: [(entry: Entry, read: Bool, write: Bool)] = []
   /// Completions produced outside `wait` (cancellations), delivered next.
-  private var queued: [LoopCompletion] = []
+  var queued: [LoopCompletion] = []
   private var events = [epoll_event](repeating: epoll_event(), count: 256)
   /// False once epoll_pwait2 was refused (ENOSYS, EPERM): epoll_wait then.
   private var waitsWithPwait2 = true
-  private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+  var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
 
   init() throws(IOError) {
     let ep = try Sys.epollCreate()
@@ -61,7 +66,7 @@ final class EpollBackend: LoopBackend {
     }
     var event = epoll_event()
     event.events = EPOLLIN.rawValue
-    event.data.u64 = EpollBackend.wakeKey
+    event.data.u64 = EpollEngine.wakeKey
     do throws(IOError) {
       // A new epoll set holds nothing: EEXIST cannot come back here.
       guard try Sys.epollAdd(ep, wake.loopFD, &event) else { throw IOError("epoll_ctl(ADD)", EEXIST) }
@@ -76,68 +81,6 @@ final class EpollBackend: LoopBackend {
   }
 
   func start() throws(IOError) {}
-
-  /// The entry of `fd`, registering it when new.
-  ///
-  /// An existing entry is verified first: epoll keys a registration by the
-  /// file and the number, so if the fd was closed while registered and its
-  /// number reused by another file, ADD succeeds (the new file was not in
-  /// the set) where the same file gives EEXIST. The stale entry's operations
-  /// then end with EBADF, and the new file gets a fresh entry.
-  private func entry(for fd: Int32) throws(IOError) -> Entry {
-    let entry = Entry(fd: fd, serial: nextSerial)
-    var event = epoll_event()
-    event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLPRI.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
-    event.data.u64 = entry.serial
-    // EEXIST (false) means this file is registered under the number.
-    let added = try Sys.epollAdd(epfd, fd, &event)
-    if let existing = entries[fd] {
-      if !added { return existing }
-      // Only a successful ADD proves the entry's file is gone.
-      retireStale(existing)
-    } else if !added {
-      // Registered by an entry whose removal failed: take it over.
-      try Sys.epollModify(epfd, fd, &event)
-    }
-    nextSerial += 1
-    entries[fd] = entry
-    bySerial[entry.serial] = entry
-    return entry
-  }
-
-  /// Ends every operation of an entry whose fd was closed while registered.
-  private func retireStale(_ entry: Entry) {
-    let error = IOError("fd closed while registered", EBADF)
-    var tokens = entry.pollTokens.map(\.0)
-    tokens += [entry.acceptToken, entry.receiveToken, entry.connect?.token].compactMap { $0 }
-    tokens += entry.sends.map(\.token)
-    for token in tokens {
-      owners[token] = nil
-      queued.append(LoopCompletion(token: token, value: .failed(error), isFinal: true))
-    }
-    entry.pollTokens = []
-    entry.acceptToken = nil
-    entry.receiveToken = nil
-    entry.connect = nil
-    entry.sends = []
-    // Its registration went with the old file (or, if the file lives on in
-    // another process or fd, its events carry a serial nobody looks up).
-    if entries[entry.fd] === entry { entries[entry.fd] = nil }
-    bySerial[entry.serial] = nil
-  }
-
-  private func retireIfIdle(_ entry: Entry) {
-    guard entry.isIdle, entries[entry.fd] === entry else { return }
-    do throws(IOError) {
-      try Sys.epollDelete(epfd, entry.fd)
-    } catch {
-      // The fd was closed while registered (EBADF, ENOENT: the registration
-      // went with its file), or the removal failed: a later ADD of the
-      // number finds EEXIST and takes the registration over (entry(for:)).
-    }
-    entries[entry.fd] = nil
-    bySerial[entry.serial] = nil
-  }
 
   func submit(_ operation: LoopOperation, token: UInt64) throws(IOError) {
     switch operation {
@@ -292,7 +235,7 @@ final class EpollBackend: LoopBackend {
     for i in 0..<n {
       let key = events[i].data.u64
       let flags = events[i].events
-      if key == EpollBackend.wakeKey {
+      if key == EpollEngine.wakeKey {
         try Sys.drainEvent(wake.loopFD)
         continue
       }
@@ -316,127 +259,6 @@ final class EpollBackend: LoopBackend {
       let batch = queued
       queued = []
       for completion in batch { deliver(completion) }
-    }
-  }
-
-  /// Runs every operation of `entry` that readiness allows, until EAGAIN.
-  /// A stream read shorter than the buffer means the socket was drained
-  /// (edge-triggered: new data brings a new event), which saves the read
-  /// that would return EAGAIN; with `drain` (the peer is closing, or the
-  /// state is unknown) reading goes on until EAGAIN or end-of-stream.
-  private func attempt(
-    _ entry: Entry, readable: Bool, writable: Bool, drain: Bool, _ deliver: (LoopCompletion) -> Void
-  ) {
-    let fd = entry.fd
-    // Output first: bytes queued before a failure (a protocol header)
-    // still leave, as they would with io_uring's in-order submission.
-    if writable || entry.connect?.started == false, let pending = entry.connect {
-      if !pending.started {
-        entry.connect?.started = true
-        do throws(IOError) {
-          // False: in progress; writability brings its end.
-          if try Sys.connect(fd, to: pending.address) {
-            entry.connect = nil
-            deliver(LoopCompletion(token: pending.token, value: .connected, isFinal: true))
-          }
-        } catch {
-          entry.connect = nil
-          deliver(LoopCompletion(token: pending.token, value: .failed(error), isFinal: true))
-        }
-      } else if writable {
-        entry.connect = nil
-        let value: CompletionValue
-        do throws(IOError) {
-          let code = try Sys.pendingError(fd)
-          value = code == 0 ? .connected : .failed(IOError("connect", code))
-        } catch {
-          value = .failed(error)
-        }
-        deliver(LoopCompletion(token: pending.token, value: value, isFinal: true))
-      }
-    }
-    if writable {
-      while let first = entry.sends.first {
-        let value: CompletionValue
-        do throws(IOError) {
-          // nil: the socket's buffer is full; writability brings the rest.
-          guard let n = try Sys.send(fd, first.bytes, to: first.address) else { break }
-          value = .sent(n)
-        } catch {
-          value = .failed(error)
-        }
-        entry.sends.removeFirst()
-        deliver(LoopCompletion(token: first.token, value: value, isFinal: true))
-      }
-    }
-    if readable, let token = entry.acceptToken {
-      while entry.acceptToken == token {
-        do throws(IOError) {
-          // nil: no connection pending.
-          guard let client = try Sys.accept(fd) else { break }
-          deliver(LoopCompletion(token: token, value: .accepted(client), isFinal: false))
-        } catch {
-          entry.acceptToken = nil
-          deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
-        }
-      }
-    }
-    if readable, let token = entry.receiveToken, entry.withAddress {
-      receiveDatagrams(entry, token, deliver)
-    } else if readable, let token = entry.receiveToken {
-      // A datagram is asked with MSG_TRUNC, so one longer than the buffer
-      // reports its real length (on a stream MSG_TRUNC would discard data).
-      let flags = entry.datagram ? Int32(MSG_TRUNC) : 0
-      while entry.receiveToken == token {
-        let received: Int?
-        do throws(IOError) {
-          received = try Sys.receive(fd, into: &receiveBuffer, flags: flags)
-        } catch {
-          entry.receiveToken = nil
-          deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
-          break
-        }
-        // nil: nothing pending; readability brings more.
-        guard let n = received else { break }
-        if entry.datagram && n > receiveBuffer.count {
-          deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
-          continue
-        }
-        if n > 0 || entry.datagram {
-          deliver(LoopCompletion(token: token, value: .received(Array(receiveBuffer[0..<n])), isFinal: false))
-          if !drain && !entry.datagram && n < receiveBuffer.count { break }
-          continue
-        }
-        // End of stream.
-        entry.receiveToken = nil
-        deliver(LoopCompletion(token: token, value: .received([]), isFinal: true))
-      }
-    }
-    retireIfIdle(entry)
-  }
-
-  /// Datagrams with their senders (an unconnected UDP socket), until EAGAIN.
-  private func receiveDatagrams(_ entry: Entry, _ token: UInt64, _ deliver: (LoopCompletion) -> Void) {
-    while entry.receiveToken == token {
-      let received: (length: Int, sender: SocketAddress)?
-      do throws(IOError) {
-        received = try Sys.receiveDatagram(entry.fd, into: &receiveBuffer)
-      } catch {
-        entry.receiveToken = nil
-        deliver(LoopCompletion(token: token, value: .failed(error), isFinal: true))
-        return
-      }
-      // nil: nothing pending; readability brings more.
-      guard let datagram = received else { return }
-      let n = datagram.length
-      if n > receiveBuffer.count {
-        // MSG_TRUNC: a datagram longer than the buffer reports its real length.
-        deliver(LoopCompletion(token: token, value: .truncated(n), isFinal: false))
-        continue
-      }
-      deliver(
-        LoopCompletion(token: token, value: .receivedFrom(Array(receiveBuffer[0..<n]), datagram.sender), isFinal: false)
-      )
     }
   }
 

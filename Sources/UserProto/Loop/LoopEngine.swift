@@ -1,6 +1,6 @@
 import Glibc
 
-/// What a loop backend can be asked to do. Every operation is identified by
+/// What a loop engine can be asked to do. Every operation is identified by
 /// a token; its results arrive as completions carrying that token.
 enum LoopOperation {
   /// Report readiness changes of `fd` (io_uring multishot POLL_ADD; epoll
@@ -48,7 +48,7 @@ struct LoopCompletion {
 
 /// A readiness and I/O engine: io_uring, or epoll emulating the same
 /// completion semantics. Confined to the loop's thread except `wakeup()`.
-protocol LoopBackend: AnyObject {
+protocol LoopEngine: AnyObject {
   var kind: EventLoop.Backend { get }
   /// Capabilities found at start-up, for diagnostics, and features given up
   /// later. Safe from any thread.
