@@ -1,3 +1,4 @@
+import CUserProtoShim
 import Glibc
 
 // Attempts: the non-blocking system calls that give epoll the completions

@@ -1,3 +1,4 @@
+import CUserProtoShim
 import Glibc
 
 // Registration: one epoll entry per fd, keyed by a serial, and what becomes

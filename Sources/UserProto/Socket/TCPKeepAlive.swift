@@ -26,6 +26,7 @@ public struct TCPKeepAlive: Sendable, Hashable {
   /// Unanswered probes before the connection fails (`TCP_KEEPCNT`).
   public var probes: Int
 
+  /// Keep-alive after `idle` of silence, a probe every `interval`, failing after `probes` unanswered ones.
   public init(idle: Duration = .seconds(10), interval: Duration = .seconds(2), probes: Int = 3) {
     self.idle = idle
     self.interval = interval

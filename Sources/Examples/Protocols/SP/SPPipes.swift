@@ -182,7 +182,7 @@ public final class SPPipes {
 
   /// A pipe went: forgets it (and its timer); records why it failed.
   /// Returns how many of the handler's messages went with it unsent: the
-  /// writes its output still held (``SocketPipe/queuedOutputMessages``),
+  /// writes its output still held (`SocketPipe.queuedOutputMessages`),
   /// this side's SP header excepted. A protocol counts them as lost; what
   /// the kernel had taken but the peer never read is not known (SP has no
   /// acknowledgements).
