@@ -21,6 +21,9 @@ up_ring *up_ring_create(unsigned entries, unsigned flags, int *error) {
     *error = rc;
     return NULL;
   }
+  UP_TSAN_NEW_MEMORY(r->ring.sq.ring_ptr, r->ring.sq.ring_sz);
+  UP_TSAN_NEW_MEMORY(r->ring.cq.ring_ptr, r->ring.cq.ring_sz);
+  UP_TSAN_NEW_MEMORY(r->ring.sq.sqes, r->ring.sq.ring_entries * sizeof(struct io_uring_sqe));
   r->probe = io_uring_get_probe_ring(&r->ring);
   *error = 0;
   return r;
