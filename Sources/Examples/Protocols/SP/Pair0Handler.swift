@@ -53,14 +53,23 @@ public final class Pair0Handler: SocketHandler {
     public var lostWithPipes = 0
   }
   /// The handler's counters so far (read them on the loop, through `withHandler`).
-  public private(set) var statistics = Statistics()
+  public var statistics: Statistics {
+    var s = counters
+    s.sent = slot.sent
+    s.heldBack = slot.heldBack
+    s.refusedPipes = slot.refusedPipes
+    s.peersPaired = slot.peersPaired
+    s.lostWithPipes = slot.lostWithPipes
+    return s
+  }
+  /// The counters of this version's own (the rest are the slot's).
+  private var counters = Statistics()
 
   /// The pipe this socket is paired with, once its handshake completed.
-  public private(set) var peer: SocketPipe?
+  public var peer: SocketPipe? { slot.peer }
 
-  /// True while the first queued message waits for the peer (so it is
-  /// counted in ``Statistics/heldBack`` once).
-  private var holding = false
+  /// The peer, the sends waiting for it, and their counters.
+  private var slot = SPPairSlot()
 
   /// A PAIR v0 handler; a pipe whose peer sends no SP header within `headerTimeout` fails.
   public init(headerTimeout: Duration = SPPipes.defaultHeaderTimeout) {
@@ -78,11 +87,12 @@ public final class Pair0Handler: SocketHandler {
     // from inside would release the input being parsed.
     var refusal: SocketError?
     try pipes.received(
-      &input, from: pipe, context: context, handshake: { pipe in refusal = pair(with: pipe, context: context) }
+      &input, from: pipe, context: context,
+      handshake: { pipe in refusal = slot.pair(with: pipe, name: "PAIR v0", context: context) }
     ) { (input: inout InboundBuffer, length: Int, pipe: SocketPipe) throws(SocketError) in
-      guard pipe === peer else { return }  // refused: skipped, and it fails below
+      guard pipe === slot.peer else { return }  // refused: skipped, and it fails below
       try context.deliver(input.readBytes(length) ?? [])
-      statistics.received += 1
+      counters.received += 1
     }
     if let refusal { throw refusal }
   }
@@ -94,8 +104,7 @@ public final class Pair0Handler: SocketHandler {
 
   /// Forgets the pipe; when it was the peer, the next pipe to complete its handshake takes its place.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    statistics.lostWithPipes += pipes.removed(pipe, error: error)
-    if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
+    slot.removed(pipe, error: error, pipes: pipes)
   }
 
   /// Fails the pipe whose SP header did not arrive within the header timeout.
@@ -103,37 +112,7 @@ public final class Pair0Handler: SocketHandler {
 
   /// Writes the message to the peer if its pipe is writable; waits otherwise (no peer yet, or its output full).
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
-    if let pipe = peer, pipe.isWritable {
-      do throws(SocketError) {
-        try pipe.write(pipes.framing(of: pipe).frame(message))
-        holding = false
-        statistics.sent += 1
-        return .taken
-      } catch {
-        // The pipe is going: its removal frees the place, and the next
-        // peer's handshake offers the message again.
-      }
-    }
-    if !holding {
-      holding = true
-      statistics.heldBack += 1
-    }
-    return .wait
+    slot.send { pipe in pipes.framing(of: pipe).frame(message) }
   }
 
-  // MARK: Internals
-
-  /// `pipe` completed its handshake: it becomes the peer, or, when there
-  /// is one already, the reason it is refused.
-  private func pair(with pipe: SocketPipe, context: SocketContext) -> SocketError? {
-    if let current = peer, current !== pipe {
-      statistics.refusedPipes += 1
-      return .notSupported(
-        "PAIR v0 takes one peer at a time and is paired with \(current); the newer pipe is refused (NNG: NNG_EBUSY)")
-    }
-    peer = pipe
-    statistics.peersPaired += 1
-    try? context.resumeSends()  // sends waiting for a peer can go now
-    return nil
-  }
 }

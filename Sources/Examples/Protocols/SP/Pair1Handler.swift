@@ -74,6 +74,9 @@ public final class Pair1Handler: SocketHandler {
     public var refusedPipes = 0
     /// Peers paired so far (the first, and each that took a gone one's place).
     public var peersPaired = 0
+    /// Messages written to a pipe that went before handing them on to the
+    /// kernel (or the in-process peer): lost with it.
+    public var lostWithPipes = 0
     /// Messages dropped because their hop count was above the TTL (NNG's
     /// `ttl_drop`); their pipe stayed.
     public var messagesOverTTL = 0
@@ -82,14 +85,23 @@ public final class Pair1Handler: SocketHandler {
     public var malformedMessages = 0
   }
   /// The handler's counters so far (read them on the loop, through `withHandler`).
-  public private(set) var statistics = Statistics()
+  public var statistics: Statistics {
+    var s = counters
+    s.sent = slot.sent
+    s.heldBack = slot.heldBack
+    s.refusedPipes = slot.refusedPipes
+    s.peersPaired = slot.peersPaired
+    s.lostWithPipes = slot.lostWithPipes
+    return s
+  }
+  /// The counters of this version's own (the rest are the slot's).
+  private var counters = Statistics()
 
   /// The pipe this socket is paired with, once its handshake completed.
-  public private(set) var peer: SocketPipe?
+  public var peer: SocketPipe? { slot.peer }
 
-  /// True while the first queued message waits for the peer (so it is
-  /// counted in ``Statistics/heldBack`` once).
-  private var holding = false
+  /// The peer, the sends waiting for it, and their counters.
+  private var slot = SPPairSlot()
 
   /// The 4 bytes in front of every message this socket sends.
   private static let sentHeader: [UInt8] = [0, 0, 0, UInt8(Pair1Handler.sentHopCount)]
@@ -113,9 +125,10 @@ public final class Pair1Handler: SocketHandler {
     // from inside would release the input being parsed.
     var refusal: SocketError?
     try pipes.received(
-      &input, from: pipe, context: context, handshake: { pipe in refusal = pair(with: pipe, context: context) }
+      &input, from: pipe, context: context,
+      handshake: { pipe in refusal = slot.pair(with: pipe, name: "PAIR v1", context: context) }
     ) { (input: inout InboundBuffer, length: Int, pipe: SocketPipe) throws(SocketError) in
-      guard pipe === peer else { return }  // refused: skipped, and it fails below
+      guard pipe === slot.peer else { return }  // refused: skipped, and it fails below
       try receiveMessage(&input, length: length, context: context)
     }
     if let refusal { throw refusal }
@@ -128,8 +141,7 @@ public final class Pair1Handler: SocketHandler {
 
   /// Forgets the pipe; when it was the peer, the next pipe to complete its handshake takes its place.
   public func pipeRemoved(_ pipe: SocketPipe, error: SocketError?, context: SocketContext) {
-    pipes.removed(pipe, error: error)
-    if peer === pipe { peer = nil }  // the place is free for the next pipe to complete its handshake
+    slot.removed(pipe, error: error, pipes: pipes)
   }
 
   /// Fails the pipe whose SP header did not arrive within the header timeout.
@@ -137,39 +149,10 @@ public final class Pair1Handler: SocketHandler {
 
   /// Writes the message, behind its hop count, to the peer if its pipe is writable; waits otherwise.
   public func send(_ message: [UInt8], context: SocketContext) throws(SocketError) -> SendDisposition {
-    if let pipe = peer, pipe.isWritable {
-      do throws(SocketError) {
-        try pipe.write(pipes.framing(of: pipe).frame(header: Self.sentHeader, message))
-        holding = false
-        statistics.sent += 1
-        return .taken
-      } catch {
-        // The pipe is going: its removal frees the place, and the next
-        // peer's handshake offers the message again.
-      }
-    }
-    if !holding {
-      holding = true
-      statistics.heldBack += 1
-    }
-    return .wait
+    slot.send { pipe in pipes.framing(of: pipe).frame(header: Self.sentHeader, message) }
   }
 
   // MARK: Internals
-
-  /// `pipe` completed its handshake: it becomes the peer, or, when there
-  /// is one already, the reason it is refused.
-  private func pair(with pipe: SocketPipe, context: SocketContext) -> SocketError? {
-    if let current = peer, current !== pipe {
-      statistics.refusedPipes += 1
-      return .notSupported(
-        "PAIR v1 takes one peer at a time and is paired with \(current); the newer pipe is refused (NNG: NNG_EBUSY)")
-    }
-    peer = pipe
-    statistics.peersPaired += 1
-    try? context.resumeSends()  // sends waiting for a peer can go now
-    return nil
-  }
 
   /// One message from the peer, `length` bytes at the front of `input`:
   /// its hop count checked, its body delivered.
@@ -177,20 +160,20 @@ public final class Pair1Handler: SocketHandler {
   ///   count (that fails the pipe), or what delivering throws.
   private func receiveMessage(_ input: inout InboundBuffer, length: Int, context: SocketContext) throws(SocketError) {
     guard length >= 4, let hops = input.peekBigEndian(UInt32.self) else {
-      statistics.malformedMessages += 1
+      counters.malformedMessages += 1
       throw .protocolViolation("a PAIR v1 message of \(length) bytes, shorter than its 4-byte hop count")
     }
     guard hops <= Self.largestHopCount else {
-      statistics.malformedMessages += 1
+      counters.malformedMessages += 1
       throw .protocolViolation(
         "a PAIR v1 hop count of 0x\(String(hops, radix: 16)), above 0xff (a high byte is set)")
     }
     guard hops <= UInt32(clamping: max(ttl, 1)) else {
-      statistics.messagesOverTTL += 1  // skipped by SPPipes; the pipe stays
+      counters.messagesOverTTL += 1  // skipped by SPPipes; the pipe stays
       return
     }
     input.moveReaderIndex(forwardBy: 4)
     try context.deliver(input.readBytes(length - 4) ?? [])
-    statistics.received += 1
+    counters.received += 1
   }
 }
