@@ -31,6 +31,12 @@ extension Pair0Handler: FuzzedHandler {
   var counters: Counters { Counters(delivered: statistics.received, failures: pipes.recentFailures) }
 }
 
+extension Pair1Handler: FuzzedHandler {
+  var counters: Counters {
+    Counters(delivered: statistics.received, dropped: statistics.messagesOverTTL, failures: pipes.recentFailures)
+  }
+}
+
 extension Sub0Handler: FuzzedHandler {
   var counters: Counters {
     Counters(delivered: statistics.delivered, dropped: statistics.filtered, failures: pipes.recentFailures)

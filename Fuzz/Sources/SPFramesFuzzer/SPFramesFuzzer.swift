@@ -39,6 +39,7 @@ public func spFramesFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: In
       NewRun(handler, config, tokens, script).start()
     case .req: NewRun(Req0Handler(resendInterval: hour, headerTimeout: hour), config, tokens, script).start()
     case .surveyor: NewRun(Surveyor0Handler(surveyTime: hour, headerTimeout: hour), config, tokens, script).start()
+    case .pair1: NewRun(Pair1Handler(ttl: config.ttl, headerTimeout: hour), config, tokens, script).start()
     }
   }
   fuzzCheck(
@@ -80,7 +81,7 @@ func readTokens(_ input: inout FuzzInput, _ config: StreamConfig) -> [Token] {
   let header = SPWire.header(config.pattern.ids.peer)
   var tokens: [Token] = []
   while !input.isExhausted && tokens.count < 256 {
-    let kind = input.int(in: 0...9)
+    let kind = input.int(in: 0...10)
     var bytes: [UInt8]
     switch kind {
     case 0:
@@ -108,6 +109,11 @@ func readTokens(_ input: inout FuzzInput, _ config: StreamConfig) -> [Token] {
       for _ in 0..<input.int(in: 0...10) { message += SPWire.word(input.integer(UInt32.self) & 0x7FFF_FFFF) }
       message += SPWire.word(input.integer(UInt32.self) | 0x8000_0000)
       bytes = SPWire.frame(message + input.blob(maximum: 32), ipc: config.ipc)
+    case 10:
+      // A PAIR v1 message: a hop count near the limits, then the body.
+      let counts: [UInt32] = [0, 1, 7, 8, 9, 15, 16, 0xFF, 0x100, 0x0100_0001, .max]
+      let hops = input.bool() ? input.pick(counts) : input.integer(UInt32.self)
+      bytes = SPWire.frame(SPWire.word(hops) + input.blob(maximum: 32), ipc: config.ipc)
     case 7:
       tokens.append(.reply(input.blob(maximum: 32), cut: Int(input.byte())))
       continue

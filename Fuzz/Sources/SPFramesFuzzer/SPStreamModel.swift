@@ -4,7 +4,7 @@ import FuzzSupport
 /// with a stream from its peer: the `Socket<Handler>` handlers
 /// (Sources/Examples/Protocols/SP).
 enum Pattern: CaseIterable {
-  case pull, bus, pair, sub, push, pub, rep, respondent, req, surveyor
+  case pull, bus, pair, sub, push, pub, rep, respondent, req, surveyor, pair1
 
   /// The protocol id the socket sends, and the only one it accepts.
   var ids: (own: UInt16, peer: UInt16) {
@@ -19,6 +19,7 @@ enum Pattern: CaseIterable {
     case .respondent: (0x63, 0x62)
     case .req: (0x30, 0x31)
     case .surveyor: (0x62, 0x63)
+    case .pair1: (0x11, 0x11)
     }
   }
 
@@ -32,7 +33,8 @@ struct StreamConfig {
   var ipc: Bool
   /// The socket's maximum message size.
   var limit: Int
-  /// REP and RESPONDENT: the TTL (hops) and how many may wait unanswered.
+  /// REP and RESPONDENT: the TTL (hops) and how many may wait unanswered;
+  /// PAIR v1: the TTL (the largest hop count accepted).
   var ttl: Int
   var unansweredLimit: Int
   /// SUB: the subscribed prefixes.
@@ -49,6 +51,8 @@ enum Failure: Equatable {
   case noID
   /// REQ, SURVEYOR: a reply shorter than its id, or an id without the high bit.
   case shortID, noHighBit
+  /// PAIR v1: a message shorter than its hop count, or a count above 0xFF.
+  case shortHops, highHops
 
   /// A piece of the error's text that names this reason.
   var text: String {
@@ -64,6 +68,8 @@ enum Failure: Equatable {
     case .noID: "backtrace has no"
     case .shortID: "shorter than its 4-byte"
     case .noHighBit: "lacks the high bit"
+    case .shortHops: "shorter than its 4-byte hop count"
+    case .highHops: "above 0xff"
     }
   }
 }
@@ -81,7 +87,7 @@ struct Expectation {
   /// in order; which are delivered depends on the id awaited at the time.
   var replies: [(id: UInt32, body: [UInt8])] = []
   /// Messages dropped by the pattern's rules: SUB's filtered, PUB's and
-  /// PUSH's ignored, REP's and RESPONDENT's over the TTL, and over the
+  /// PUSH's ignored, REP's, RESPONDENT's and PAIR v1's over the TTL, and over the
   /// unanswered limit (`overLimit`).
   var dropped = 0
   var overLimit = 0
@@ -199,6 +205,16 @@ private func take(_ message: ArraySlice<UInt8>, _ config: StreamConfig, _ result
     guard let id = SPWire.word(in: bytes, at: 0) else { return .shortID }
     guard id & 0x8000_0000 != 0 else { return .noHighBit }
     result.replies.append((id, Array(bytes.dropFirst(4))))
+  case .pair1:
+    // NNG's pair1_pipe_recv_cb: malformed fails the pipe, over the TTL is dropped.
+    let bytes = Array(message)
+    guard let hops = SPWire.word(in: bytes, at: 0) else { return .shortHops }
+    guard hops <= 0xFF else { return .highHops }
+    if hops > UInt32(max(config.ttl, 1)) {
+      result.dropped += 1
+    } else {
+      result.delivered.append(Array(bytes.dropFirst(4)))
+    }
   }
   return nil
 }
