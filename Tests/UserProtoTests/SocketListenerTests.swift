@@ -5,62 +5,10 @@ import Testing
 
 @testable import UserProto
 
-@Suite("Protocol listener", .testThreads)
+/// The listeners a `Socket<Handler>` starts: how they end with the socket.
+@Suite("Socket listeners", .timeLimit(.minutes(2)), .testThreads)
 struct SocketListenerTests {
-  /// close() lands between the loop's check of `closed` and the queueing
-  /// of a new connection: that connection must be aborted, not stranded.
-  @Test("a connection accepted while the listener closes is aborted, not stranded", arguments: loopBackends)
-  func closeDuringAdopt(backend: EventLoop.BackendChoice) throws {
-    let loop = try makeLoop(backend)
-    defer { loop.shutdownAndWait() }
-    let made = Collector<FramedSocket>()
-    let listener = try ProtocolListener<FramedSocket>(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop, configure: { made.append($0) })
-    // Weak: the listener keeps the hook, so a strong capture is a cycle that
-    // keeps the listener, its loop and the accepted socket alive for good
-    // (LeakSanitizer: 80 KB in about 100 allocations).
-    try onLoop(loop) { listener.beforeQueueing = { [weak listener] in try? listener?.close() } }
-    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(client) }
-    try #require(listener.localAddress.withSockaddr { connect(client, $0, $1) } == 0)
-    #expect(eventually { made.count == 1 })
-    let accepted = try #require(made.values.first)
-    #expect(eventually { accepted.mask.isClosed }, "the socket was aborted")
-    #expect(throws: SocketError.closed) { try listener.tryAccept() }
-    // Its connection was closed: the client reads end-of-stream.
-    var entry = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
-    #expect(eventually { poll(&entry, 1, 0) == 1 })
-    var byte: UInt8 = 0
-    #expect(recv(client, &byte, 1, Int32(MSG_DONTWAIT)) == 0)
-  }
-
-  @Test("a failed mask fd write: queued connections are still handed out, then the failure is thrown")
-  func maskWriteFailure() throws {
-    let loop = try makeLoop(.epoll)
-    defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<FramedSocket>(on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
-    defer { try? listener.close() }
-    try listener.mask.close()  // every later write of its readiness fails
-    let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    defer { close(client) }
-    try #require(listener.localAddress.withSockaddr { connect(client, $0, $1) } == 0)
-    var accepted: FramedSocket?
-    #expect(
-      eventually {
-        accepted = try? listener.tryAccept(); return accepted != nil
-      }, "nothing lost")
-    accepted?.abort()
-    do {
-      _ = try listener.tryAccept()
-      Issue.record("tryAccept returned normally with a stale readiness")
-    } catch {
-      guard case .transport(let io) = error else {
-        Issue.record("\(error)")
-        return
-      }
-      #expect(io.operation.contains("listener mask fd update"), "\(io)")
-    }
-  }
+  enum Ending: String, CaseIterable, Sendable { case close, abort, drop }
 
   /// True when a socket of `type` can bind `address` now (its port is free).
   func canBind(_ address: SocketAddress, type: Int32) -> Bool {
@@ -70,22 +18,67 @@ struct SocketListenerTests {
     return address.withSockaddr { bind(fd, $0, $1) } == 0
   }
 
-  @Test("a listener dropped without close releases its port and its fds (TCP and UDP)", arguments: loopBackends)
-  func droppedListener(backend: EventLoop.BackendChoice) throws {
+  @Test(
+    "a socket's TCP and UDP listeners release their ports and operations however the socket ends",
+    arguments: loopBackends, Ending.allCases)
+  func listenersReleased(backend: EventLoop.BackendChoice, ending: Ending) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let any = try SocketAddress(ipv4: "127.0.0.1", port: 0)
-    var tcp: ProtocolListener<FramedSocket>? = try ProtocolListener(on: any, loop: loop)
-    var udp: ProtocolListener<FramedSocket>? = try .udp(on: any, loop: loop)
-    let (tcpAddress, udpAddress) = (tcp!.localAddress, udp!.localAddress)
-    let masks = [tcp!.mask, udp!.mask]
+    var socket: Socket<DatagramClient>? = try Socket(DatagramClient(), loop: loop)
+    guard case .tcp(let tcpAddress) = try socket!.listen("tcp://127.0.0.1:0"),
+      case .udp(let udpAddress) = try socket!.listen("udp://127.0.0.1:0")
+    else {
+      Issue.record("listen returned another scheme")
+      return
+    }
+    _ = socket!.fileDescriptor
     #expect(!canBind(tcpAddress, type: Int32(SOCK_STREAM.rawValue)), "the TCP port is taken while listening")
     #expect(!canBind(udpAddress, type: Int32(SOCK_DGRAM.rawValue)), "the UDP port is taken while bound")
-    tcp = nil
-    udp = nil
+    switch ending {
+    case .close: try socket!.close()
+    case .abort: socket!.abort()
+    case .drop: break  // deinit aborts
+    }
+    socket = nil
     #expect(eventually { canBind(tcpAddress, type: Int32(SOCK_STREAM.rawValue)) }, "TCP port released")
     #expect(eventually { canBind(udpAddress, type: Int32(SOCK_DGRAM.rawValue)) }, "UDP port released")
-    #expect(masks.allSatisfy { $0.isClosed })
     #expect(eventually { (try? onLoop(loop) { loop.operationsInFlight }) == 0 }, "the accept and receive ended")
+  }
+
+  @Test(
+    "connections that arrive while the socket closes are closed, not stranded: each client reads the end",
+    arguments: loopBackends)
+  func connectionsDuringClose(backend: EventLoop.BackendChoice) throws {
+    let loop = try makeLoop(backend)
+    defer { loop.shutdownAndWait() }
+    let server = try Socket(DatagramClient(), loop: loop)
+    guard case .tcp(let address) = try server.listen("tcp://127.0.0.1:0") else {
+      Issue.record("listen returned another scheme")
+      return
+    }
+    // Connected by the kernel (in the backlog or accepted) around the close.
+    var clients: [Int32] = []
+    defer { for fd in clients { close(fd) } }
+    for i in 0..<8 {
+      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+      try #require(fd >= 0)
+      if address.withSockaddr({ connect(fd, $0, $1) }) != 0 {
+        // Only once the abort has closed the listener may a connect be refused.
+        #expect(i > 3 && errno == ECONNREFUSED, "connect \(i): errno \(errno)")
+        close(fd)
+        continue
+      }
+      clients.append(fd)
+      if i == 3 { server.abort() }
+    }
+    // Every client sees its connection end (EOF or a reset), none hangs.
+    for fd in clients {
+      var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+      #expect(eventually { poll(&entry, 1, 0) == 1 }, "client \(fd) never saw its connection end")
+      var byte: UInt8 = 0
+      #expect(recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) <= 0, "client \(fd) got data")
+    }
+    #expect(eventually { (try? onLoop(loop) { loop.operationsInFlight }) == 0 }, "nothing left in flight")
+    #expect(server.pipeCount == 0)
   }
 }
