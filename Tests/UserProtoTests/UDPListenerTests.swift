@@ -4,181 +4,111 @@ import Testing
 
 @testable import UserProto
 
-/// `ProtocolListener.udp`: one unconnected UDP socket, one protocol socket
-/// per peer address.
-@Suite("UDP listener", .testThreads)
+/// A `udp://` listener: one unconnected UDP socket, a pipe per peer address.
+@Suite("UDP listener", .timeLimit(.minutes(2)), .testThreads)
 struct UDPListenerTests {
-  /// A connected UDP client socket on an ephemeral port of 127.0.0.1.
-  func client(of listener: ProtocolListener<ProtocolSocket>, _ loop: EventLoop) throws -> ProtocolSocket {
-    try ProtocolSocket.udp(
-      local: try SocketAddress(ipv4: "127.0.0.1", port: 0), remote: listener.localAddress, loop: loop)
-  }
-
-  func receive(_ socket: ProtocolSocket) -> [UInt8]? {
-    var got: [UInt8]?
-    _ = eventually {
-      if case .message(let m) = (try? socket.tryReceive()) ?? .wouldBlock { got = m }
-      return got != nil
-    }
-    return got
+  /// The addresses of `socket`'s pipes, local or remote.
+  func addresses<H>(_ socket: Socket<H>, remote: Bool) throws -> Set<SocketAddress> {
+    Set(
+      try socket.withHandlerAndWait { _, context in
+        context.pipes.compactMap { remote ? $0.remoteAddress : $0.localAddress }
+      })
   }
 
   @Test(
-    "one socket per peer address, readable listener until taken; each socket talks to its own peer only",
+    "a pipe per peer address; each peer gets back only its own datagrams, in order, empty ones included",
     arguments: loopBackends)
-  func socketPerPeer(backend: EventLoop.BackendChoice) throws {
+  func pipePerPeer(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<ProtocolSocket>.udp(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
-    defer { try? listener.close() }
-    #expect(listener.localAddress.port != 0)
-    #expect(pollEvents(listener.fileDescriptor) == [])
-    let a = try client(of: listener, loop)
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("udp://127.0.0.1:0")
+    let a = try Socket(DatagramClient(), loop: loop)
     defer { a.abort() }
-    let b = try client(of: listener, loop)
+    let b = try Socket(DatagramClient(), loop: loop)
     defer { b.abort() }
-    #expect(eventually { a.connectionState == .connected && b.connectionState == .connected })
-    #expect(try a.trySend(Array("a1".utf8)))
-    #expect(eventually { pollEvents(listener.fileDescriptor) == [.readable] })
-    #expect(try a.trySend(Array("a2".utf8)))
-    #expect(try a.trySend([]))
-    let fromA = try #require(acceptSoon(listener))
-    defer { fromA.abort() }
+    try a.dial(url)
+    try b.dial(url)
+    #expect(eventually { a.pipeCount == 1 && b.pipeCount == 1 })
+    for m in [Array("a1".utf8), Array("a2".utf8), []] { #expect(try a.trySend(m)) }
     #expect(try b.trySend(Array("b1".utf8)))
-    let fromB = try #require(acceptSoon(listener))
-    defer { fromB.abort() }
-    #expect(try listener.tryAccept() == nil)
-    #expect(pollEvents(listener.fileDescriptor) == [])
-
-    #expect(fromA.remoteAddress == a.localAddress && fromB.remoteAddress == b.localAddress)
-    #expect(fromA.localAddress == listener.localAddress)
-    #expect(fromA.maximumDatagramSize == 65_507)
-    // In order per peer, empty datagrams included; no datagram of A reached B.
-    #expect(receive(fromA) == Array("a1".utf8))
-    #expect(receive(fromA) == Array("a2".utf8))
-    #expect(receive(fromA) == [])
-    #expect(receive(fromB) == Array("b1".utf8))
-    #expect(try fromB.tryReceive() == .wouldBlock)
-    // Replies leave from the listener's address, which the connected
-    // clients only accept datagrams from.
-    #expect(try fromA.trySend(Array("to a".utf8)))
-    #expect(try fromB.trySend(Array("to b".utf8)))
-    #expect(receive(a) == Array("to a".utf8))
-    #expect(receive(b) == Array("to b".utf8))
+    #expect(receiveSoon(a) == Array("a1".utf8))
+    #expect(receiveSoon(a) == Array("a2".utf8))
+    #expect(receiveSoon(a) == [])
+    #expect(receiveSoon(b) == Array("b1".utf8))
     #expect(try a.tryReceive() == .wouldBlock)
-    // Larger than any UDP datagram: refused at once, nothing queued.
-    #expect(throws: SocketError.messageTooLarge(size: 70_000, limit: 65_507)) {
-      try fromA.trySend([UInt8](repeating: 1, count: 70_000))
-    }
+    #expect(try b.tryReceive() == .wouldBlock)
+    // Two peers, two pipes, whose remote addresses are the clients' own.
+    #expect(server.pipeCount == 2)
+    let clients = try addresses(a, remote: false).union(addresses(b, remote: false))
+    let servers = try addresses(server, remote: true)
+    #expect(clients.count == 2 && servers == clients)
+    // The largest UDP datagram over IPv4 goes through whole.
     let big = [UInt8](repeating: 2, count: 65_507)
-    #expect(try fromA.trySend(big))
-    #expect(receive(a) == big)
-    #expect(listener.droppedDatagrams == 0)
+    #expect(try a.trySend(big))
+    #expect(receiveSoon(a) == big)
+    #expect(server.statistics.datagramDrops == 0)
   }
 
   @Test(
-    "beyond the backlog, new peers' datagrams are dropped and counted; known peers still get through",
+    "a message larger than a UDP datagram is refused at the call; nothing is queued, counted or lost",
     arguments: loopBackends)
-  func backlog(backend: EventLoop.BackendChoice) throws {
+  func oversizeDatagram(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<ProtocolSocket>.udp(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop, backlog: 1)
-    defer { try? listener.close() }
-    let a = try client(of: listener, loop)
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("udp://127.0.0.1:0")
+    let a = try Socket(DatagramClient(), loop: loop)
     defer { a.abort() }
-    let b = try client(of: listener, loop)
-    defer { b.abort() }
-    #expect(try a.trySend([1]))
-    #expect(eventually { pollEvents(listener.fileDescriptor) == [.readable] })
-    #expect(try b.trySend([2]))
-    #expect(eventually { listener.droppedDatagrams == 1 })
-    #expect(try a.trySend([3]))  // A's socket exists: queued for it
-    let fromA = try #require(acceptSoon(listener))
-    defer { fromA.abort() }
-    #expect(receive(fromA) == [1])
-    #expect(receive(fromA) == [3])
-    #expect(try listener.tryAccept() == nil)
-    // Room again: B's next datagram makes its socket.
-    #expect(try b.trySend([4]))
-    let fromB = try #require(acceptSoon(listener))
-    defer { fromB.abort() }
-    #expect(fromB.remoteAddress == b.localAddress)
-    #expect(receive(fromB) == [4])
-    #expect(listener.droppedDatagrams == 1)
+    try a.dial(url)
+    #expect(eventually { a.pipeCount == 1 })
+    // The dialer's side, and a socket that only listens on udp://.
+    let listening = try Socket(DatagramClient(), loop: loop)
+    defer { listening.abort() }
+    try listening.listen("udp://127.0.0.1:0")
+    for (socket, size) in [(a, 65_508), (listening, 70_000)] {
+      do {
+        _ = try socket.trySend([UInt8](repeating: 1, count: size))
+        Issue.record("a message of \(size) bytes, larger than a datagram, was accepted")
+      } catch {
+        #expect(error == .messageTooLarge(size: size, limit: 65_507))
+      }
+    }
+    // Nothing was sent or failed; the pipe is the same and still works.
+    #expect(try a.trySend([5]))
+    #expect(receiveSoon(a) == [5])
+    let s = a.statistics
+    #expect(s.messagesSent == 1 && s.pipeFailures == 0 && s.pipesAdded == 1 && s.reconnects == 0, "\(s)")
   }
 
   @Test(
-    "a peer whose socket stopped reading loses datagrams, counted; the other peers lose nothing",
+    "while the application does not read, datagrams are dropped and counted; none is lost uncounted",
     arguments: loopBackends)
-  func pausedPeerDrops(backend: EventLoop.BackendChoice) throws {
+  func pausedDrops(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
     // Reading pauses at one queued 100-byte datagram.
     let options = SocketOptions(receiveHighWatermark: 100, receiveLowWatermark: 0)
-    let listener = try ProtocolListener<ProtocolSocket>.udp(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop, options: options)
-    defer { try? listener.close() }
-    let slow = try client(of: listener, loop)
-    defer { slow.abort() }
-    let other = try client(of: listener, loop)
-    defer { other.abort() }
+    let server = try Socket(DatagramClient(), loop: loop, options: options)
+    defer { server.abort() }
+    let url = try server.listen("udp://127.0.0.1:0")
+    let client = try Socket(DatagramClient(), loop: loop)
+    defer { client.abort() }
+    try client.dial(url)
+    #expect(eventually { client.pipeCount == 1 })
     let datagram = [UInt8](repeating: 9, count: 100)
-    #expect(try slow.trySend(datagram))
-    let fromSlow = try #require(acceptSoon(listener))
-    defer { fromSlow.abort() }
-    #expect(eventually { pollEvents(fromSlow.fileDescriptor).contains(.readable) })
-    for _ in 0..<5 { #expect(try slow.trySend(datagram)) }
-    #expect(eventually { listener.droppedDatagrams == 5 }, "\(listener.droppedDatagrams)")
-    #expect(try other.trySend([1]))
-    let fromOther = try #require(acceptSoon(listener))
-    defer { fromOther.abort() }
-    #expect(receive(fromOther) == [1])
+    #expect(try client.trySend(datagram))
+    #expect(eventually { pollEvents(server.fileDescriptor).contains(.readable) })
+    for _ in 0..<5 { #expect(try client.trySend(datagram)) }
+    #expect(eventually { server.statistics.datagramDrops == 5 }, "\(server.statistics)")
     // The queued one is still there, and reading resumes once it is taken.
-    #expect(receive(fromSlow) == datagram)
-    #expect(try slow.trySend([7]))
-    #expect(receive(fromSlow) == [7])
-    #expect(listener.droppedDatagrams == 5)
-  }
-
-  @Test(
-    "closing a peer's socket forgets the peer; the listener's close keeps accepted sockets working",
-    arguments: loopBackends)
-  func closeSemantics(backend: EventLoop.BackendChoice) throws {
-    let loop = try makeLoop(backend)
-    defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<ProtocolSocket>.udp(
-      on: try SocketAddress(ipv4: "127.0.0.1", port: 0), loop: loop)
-    let a = try client(of: listener, loop)
-    defer { a.abort() }
-    #expect(try a.trySend([1]))
-    let first = try #require(acceptSoon(listener))
-    #expect(receive(first) == [1])
-    // A graceful close of a datagram socket finishes once its output is
-    // out (no peer end to wait for).
-    #expect(try first.trySend([2]))
-    try first.close()
-    #expect(receive(a) == [2])
-    #expect(eventually { first.connectionState == .closed })
-    // The same address again is a new peer.
-    #expect(try a.trySend([3]))
-    let second = try #require(acceptSoon(listener))
-    defer { second.abort() }
-    #expect(second !== first && second.remoteAddress == a.localAddress)
-    #expect(receive(second) == [3])
-    // After the listener closes: no new peers (their datagrams are dropped),
-    // but the accepted socket still talks to its peer.
-    try listener.close()
-    #expect(throws: SocketError.closed) { try listener.tryAccept() }
-    let late = try client(of: listener, loop)
-    defer { late.abort() }
-    #expect(try late.trySend([4]))
-    #expect(eventually { listener.droppedDatagrams == 1 })
-    #expect(try a.trySend([5]))
-    #expect(receive(second) == [5])
-    #expect(try second.trySend([6]))
-    #expect(receive(a) == [6])
+    #expect(receiveSoon(server) == datagram)
+    #expect(try client.trySend([7]))
+    #expect(receiveSoon(server) == [7])
+    #expect(server.statistics.datagramDrops == 5)
+    #expect(server.statistics.messagesReceived == 2)
   }
 
   @Test(
@@ -196,17 +126,15 @@ struct UDPListenerTests {
   func ipv6(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<ProtocolSocket>.udp(on: try SocketAddress(ipv6: "::1", port: 0), loop: loop)
-    defer { try? listener.close() }
-    let a = try ProtocolSocket.udp(
-      local: try SocketAddress(ipv6: "::1", port: 0), remote: listener.localAddress, loop: loop)
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("udp://[::1]:0")
+    let a = try Socket(DatagramClient(), loop: loop)
     defer { a.abort() }
+    try a.dial(url)
+    #expect(eventually { a.pipeCount == 1 })
     #expect(try a.trySend([6]))
-    let peer = try #require(acceptSoon(listener))
-    defer { peer.abort() }
-    #expect(peer.remoteAddress == a.localAddress && peer.maximumDatagramSize == 65_527)
-    #expect(receive(peer) == [6])
-    #expect(try peer.trySend([7]))
-    #expect(receive(a) == [7])
+    #expect(receiveSoon(a) == [6])
+    #expect(try addresses(server, remote: true) == addresses(a, remote: false))
   }
 }

@@ -16,6 +16,9 @@ struct HandleState {
 
   /// Messages the application sent that the loop has not taken yet.
   var pendingSends: [[UInt8]] = []
+  /// The largest UDP datagram any of the socket's `udp://` dialers or
+  /// listeners can send (nil: none): a larger message is refused at the call.
+  var datagramLimit: Int?
   /// Bytes (plus the per-message cost) of sends the handler has not taken:
   /// those pending here and those waiting on the loop.
   var sendBytes = 0

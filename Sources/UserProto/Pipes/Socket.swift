@@ -92,6 +92,7 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   /// Dials a parsed address, as `dial(_:reconnect:)` with a URL string does.
   public func dial(_ url: TransportURL, reconnect: ReconnectPolicy = ReconnectPolicy()) throws(SocketError) {
     try checkOpen()
+    core.noteDatagramTransport(url)
     if case .inproc(let name) = url, let other = Inproc.loop(of: name), other !== loop {
       throw .notSupported("inproc://\(name) listens on another event loop; in-process peers share one loop")
     }
@@ -125,6 +126,7 @@ public final class Socket<Handler: SocketHandler>: Sendable {
     try checkOpen()
     let listener = try PipeListener(url: url, core: core)
     let bound = listener.url
+    core.noteDatagramTransport(bound)
     let core = self.core
     let box = LoopConfined(listener)
     do {
@@ -152,7 +154,10 @@ public final class Socket<Handler: SocketHandler>: Sendable {
   /// Queues a message for the handler to send if the send queue has room;
   /// returns false when the send would block.
   /// - Throws: ``SocketError/closed`` after close, ``SocketError/writeShutdown``,
-  ///   the pending error of a failed socket, ``SocketError/messageTooLarge(size:limit:)``,
+  ///   the pending error of a failed socket, ``SocketError/messageTooLarge(size:limit:)``
+  ///   (above ``SocketOptions/maximumMessageSize``, or, once the socket dials
+  ///   or listens on `udp://`, above the largest UDP datagram: 65,507 bytes
+  ///   over IPv4, 65,527 over IPv6),
   ///   ``SocketError/notSupported(_:)``, or what the handler's
   ///   ``SocketHandler/validateSend(_:)`` throws. Nothing is queued then.
   @discardableResult

@@ -169,6 +169,14 @@ final class SocketCore: @unchecked Sendable {
 
   // MARK: Application side (any thread)
 
+  /// Notes a `udp://` dialer or listener: messages above its largest
+  /// datagram are refused by ``trySend(_:)`` from now on.
+  func noteDatagramTransport(_ url: TransportURL) {
+    guard case .udp(let address) = url else { return }
+    let limit = address.family == AF_INET6 ? 65_527 : 65_507
+    update { $0.datagramLimit = min($0.datagramLimit ?? limit, limit) }
+  }
+
   func trySend(_ message: [UInt8]) throws(SocketError) -> Bool {
     if message.count > options.maximumMessageSize {
       throw .messageTooLarge(size: message.count, limit: options.maximumMessageSize)
@@ -179,6 +187,9 @@ final class SocketCore: @unchecked Sendable {
       (s: inout HandleState) throws(SocketError) -> (Bool, Bool, Bool, Int) in
       try s.checkCanSend()
       if !s.sendsMessages { throw .notSupported("this socket type does not send messages") }
+      if let limit = s.datagramLimit, message.count > limit {
+        throw .messageTooLarge(size: message.count, limit: limit)
+      }
       guard s.sendWouldNotBlock else { return (false, false, false, 0) }
       var resume = false
       var dropped = 0
