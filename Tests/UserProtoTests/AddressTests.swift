@@ -102,54 +102,66 @@ struct SocketAddressTests {
   }
 }
 
-@Suite("Connection addresses and IPv6", .testThreads)
+@Suite("Connection addresses and IPv6", .timeLimit(.minutes(2)), .testThreads)
 struct ConnectionAddressTests {
-  /// A listener on `host`, a client connected to it, a message each way;
-  /// then each side's addresses and TCP_NODELAY on both kernel sockets.
+  /// What one pipe of a socket says of itself, read on the loop.
+  struct PipeView: Sendable {
+    var local: SocketAddress?
+    var remote: SocketAddress?
+    /// TCP_NODELAY on its kernel socket (-1: not a stream transport).
+    var noDelay: Int32
+  }
+
+  func pipes<H>(_ socket: Socket<H>) throws -> [PipeView] {
+    try socket.withHandlerAndWait { _, context in
+      context.pipes.map { pipe in
+        var value: Int32 = -1
+        if let fd = (pipe.transport as? StreamTransport)?.fd {
+          var length = socklen_t(4)
+          if getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length) != 0 { value = -2 }
+        }
+        return PipeView(local: pipe.localAddress, remote: pipe.remoteAddress, noDelay: value)
+      }
+    }
+  }
+
+  /// A socket listening on `host`, another dialing it, a message each way;
+  /// then each pipe's addresses and TCP_NODELAY on both kernel sockets.
   func tcpRoundTrip(host: String, backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let listener = try ProtocolListener<FramedSocket>(on: try SocketAddress(ip: host, port: 0), loop: loop)
-    defer { try? listener.close() }
-    let listening = listener.localAddress
-    #expect(listening.host == host && listening.port != 0, "\(listening)")
-    let client = try FramedSocket.connect(to: listening, loop: loop)
-    defer { client.abort() }
-    let accepted = try #require(acceptSoon(listener))
-    defer { accepted.abort() }
-    #expect(try client.trySend([1, 2, 3]))
-    #expect(eventually { (try? accepted.tryReceive()) == .message([1, 2, 3]) })
-    #expect(try accepted.trySend([4]))
-    #expect(eventually { (try? client.tryReceive()) == .message([4]) })
-
-    #expect(client.remoteAddress == listening)
-    #expect(accepted.localAddress == listening)
-    let clientAddress = try #require(client.localAddress)
-    #expect(clientAddress.host == host && clientAddress.port != listening.port, "\(clientAddress)")
-    #expect(accepted.remoteAddress == clientAddress)
-    // Nagle off on both ends, whatever the family (it was IPv4 only once).
-    for socket in [client, accepted] {
-      let noDelay = try onLoop(loop) { () -> Int32 in
-        guard let fd = (socket.transport as? StreamTransport)?.fd else { return -1 }
-        var value: Int32 = 0
-        var length = socklen_t(4)
-        guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length) == 0 else { return -2 }
-        return value
-      }
-      #expect(noDelay == 1, "TCP_NODELAY on \(socket.localAddress.map { "\($0)" } ?? "?")")
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    guard case .tcp(let listening) = try server.listen(.tcp(try SocketAddress(ip: host, port: 0))) else {
+      Issue.record("listen returned another scheme")
+      return
     }
-    // Kept after the connection ends, for logging.
-    client.abort()
-    #expect(client.remoteAddress == listening)
+    #expect(listening.host == host && listening.port != 0, "\(listening)")
+    let client = try Socket(DatagramClient(), loop: loop)
+    defer { client.abort() }
+    try client.dial(.tcp(listening))
+    #expect(eventually { client.pipeCount == 1 && server.pipeCount == 1 })
+    #expect(try client.trySend([1, 2, 3]))
+    #expect(receiveSoon(client) == [1, 2, 3])
+
+    let dialed = try #require(try pipes(client).first)
+    let accepted = try #require(try pipes(server).first)
+    #expect(dialed.remote == listening)
+    #expect(accepted.local == listening)
+    let clientAddress = try #require(dialed.local)
+    #expect(clientAddress.host == host && clientAddress.port != listening.port, "\(clientAddress)")
+    #expect(accepted.remote == clientAddress)
+    // Nagle off on both ends, whatever the family (it was IPv4 only once).
+    #expect(dialed.noDelay == 1 && accepted.noDelay == 1, "\(dialed), \(accepted)")
   }
 
-  @Test("TCP over IPv4: each side's addresses, and TCP_NODELAY on both", arguments: loopBackends)
+  @Test("TCP over IPv4: each pipe's addresses, and TCP_NODELAY on both", arguments: loopBackends)
   func ipv4(backend: EventLoop.BackendChoice) throws {
     try tcpRoundTrip(host: "127.0.0.1", backend: backend)
   }
 
   @Test(
-    "TCP over IPv6 loopback: listener, connect, messages both ways, addresses, TCP_NODELAY",
+    "TCP over IPv6 loopback: listen, dial, messages both ways, addresses, TCP_NODELAY",
     .enabled(if: ipv6LoopbackAvailable, "this kernel cannot bind ::1 (no IPv6)"),
     arguments: loopBackends)
   func ipv6(backend: EventLoop.BackendChoice) throws {
@@ -163,41 +175,51 @@ struct ConnectionAddressTests {
   func udp6(backend: EventLoop.BackendChoice) throws {
     let loop = try makeLoop(backend)
     defer { loop.shutdownAndWait() }
-    let (portA, portB) = try (freeUDP6Port(), freeUDP6Port())
-    let addressA = try SocketAddress(ipv6: "::1", port: portA)
-    let addressB = try SocketAddress(ipv6: "::1", port: portB)
-    let a = try ProtocolSocket.udp(local: addressA, remote: addressB, loop: loop)
-    defer { a.abort() }
-    let b = try ProtocolSocket.udp(local: addressB, remote: addressA, loop: loop)
-    defer { b.abort() }
-    #expect(eventually { a.connectionState == .connected && b.connectionState == .connected })
-    #expect(a.maximumDatagramSize == 65_527)
-    #expect(a.localAddress == addressA && a.remoteAddress == addressB)
-    let big = [UInt8](repeating: 6, count: 60_000)
-    #expect(try a.trySend(big))
-    #expect(eventually { (try? b.tryReceive()) == .message(big) })
-    #expect(try b.trySend([7]))
-    #expect(eventually { (try? a.tryReceive()) == .message([7]) })
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    let url = try server.listen("udp://[::1]:0")
+    let client = try Socket(DatagramClient(), loop: loop)
+    defer { client.abort() }
+    try client.dial(url)
+    #expect(eventually { client.pipeCount == 1 })
+    // The IPv6 limit, 20 bytes above IPv4's: the largest goes through, one more is refused.
+    let big = [UInt8](repeating: 6, count: 65_527)
+    #expect(try client.trySend(big))
+    #expect(receiveSoon(client) == big)
+    do {
+      _ = try client.trySend([UInt8](repeating: 6, count: 65_528))
+      Issue.record("a datagram over the IPv6 limit was accepted")
+    } catch {
+      #expect(error == .messageTooLarge(size: 65_528, limit: 65_527))
+    }
+    let dialed = try #require(try pipes(client).first)
+    #expect(dialed.remote == url.socketAddressForTest)
+    #expect(try pipes(server).first?.remote == dialed.local)
   }
 
-  @Test("an in-memory pair has no addresses")
-  func memoryPair() throws {
+  @Test("an inproc:// pipe has no addresses")
+  func inprocPipe() throws {
     let loop = try makeLoop(.epoll)
     defer { loop.shutdownAndWait() }
-    let (a, b) = try makeSocketPair(FramedSocket.self, loop: loop)
-    defer {
-      a.abort()
-      b.abort()
-    }
-    #expect(eventually { a.connectionState == .connected })
-    #expect(a.localAddress == nil && a.remoteAddress == nil && b.remoteAddress == nil)
+    let name = uniqueName("addresses")
+    let server = try Socket(DatagramEcho(), loop: loop)
+    defer { server.abort() }
+    try server.listen("inproc://\(name)")
+    let client = try Socket(DatagramClient(), loop: loop)
+    defer { client.abort() }
+    try client.dial("inproc://\(name)")
+    #expect(eventually { client.pipeCount == 1 && server.pipeCount == 1 })
+    let views = try pipes(client) + pipes(server)
+    #expect(views.count == 2 && views.allSatisfy { $0.local == nil && $0.remote == nil }, "\(views)")
   }
+}
 
-  func freeUDP6Port() throws -> UInt16 {
-    let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    try #require(fd >= 0)
-    defer { close(fd) }
-    _ = try SocketAddress(ipv6: "::1", port: 0).withSockaddr { bind(fd, $0, $1) }
-    return try #require(Sockets.localAddress(fd).port)
+extension TransportURL {
+  /// The socket address of a `tcp://` or `udp://` URL.
+  var socketAddressForTest: SocketAddress? {
+    switch self {
+    case .tcp(let address), .udp(let address): address
+    default: nil
+    }
   }
 }
