@@ -115,24 +115,29 @@ struct EventLoopDurationTests {
   func socketTimerNever(backend: EventLoop.BackendChoice) throws {
     let loop = try makeTestLoop(backend)
     defer { loop.shutdownAndWait() }
-    let socket = try TimerSocket(loop: loop)
+    let socket = try Socket(TimerHandler(), loop: loop)
     defer { socket.abort() }
-    let (huge, short) = try onLoop(loop) {
-      (try socket.startTimer(after: .seconds(Int64.max)), try socket.startTimer(after: .milliseconds(20)))
+    try socket.withHandlerAndWait { handler, context in
+      handler.huge = try context.startTimer(after: .seconds(Int64.max))
+      handler.short = try context.startTimer(after: .milliseconds(20))
     }
-    #expect(eventually(5) { socket.fired.withLock { $0.contains { $0 === short } } })
+    #expect(
+      eventually(5) { (try? socket.withHandlerAndWait { handler, _ in handler.fired.contains("short") }) == true })
     usleep(200_000)
-    #expect(!socket.fired.withLock { $0.contains { $0 === huge } })
+    #expect(try socket.withHandlerAndWait { handler, _ in handler.fired } == ["short"])
     #expect(try onLoop(loop) { loop.pendingTimers } == 1, "the huge timer waits")
-    huge.cancel()
+    try socket.withHandlerAndWait { handler, _ in handler.huge?.cancel() }
     #expect(try onLoop(loop) { loop.pendingTimers } == 0)
   }
 }
 
-/// Records which of its timers fired.
-private final class TimerSocket: ProtocolSocket, @unchecked Sendable {
-  let fired = Lock<[ProtocolTimer]>([])
-  override func timerFired(_ timer: ProtocolTimer) {
-    fired.withLock { $0.append(timer) }
+/// Records which of its timers fired, by name.
+private final class TimerHandler: SocketHandler {
+  var huge: HandlerTimer?
+  var short: HandlerTimer?
+  var fired: [String] = []
+
+  func timerFired(_ timer: HandlerTimer, context: SocketContext) {
+    fired.append(timer === huge ? "huge" : timer === short ? "short" : "other")
   }
 }
