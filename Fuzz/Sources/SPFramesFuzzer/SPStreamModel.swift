@@ -213,7 +213,7 @@ private func take(_ message: ArraySlice<UInt8>, _ config: StreamConfig, _ result
     if hops > UInt32(max(config.ttl, 1)) {
       result.dropped += 1
     } else {
-      result.delivered.append(Array(bytes.dropFirst(3)))
+      result.delivered.append(Array(bytes.dropFirst(4)))
     }
   }
   return nil
